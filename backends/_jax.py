@@ -1,0 +1,44 @@
+import numpy as np
+
+from .base import Backend
+
+
+class JaxBackend(Backend):
+    """JAX arrays (immutable: optimisers rebind parameters instead of updating in place)."""
+
+    name, module, prefixes, mutable = "jax", "jax", ("jax",), False
+
+    def namespace(self):
+        import jax
+        jax.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp
+        return jnp
+
+    def parse(self, prefix, rest):
+        import jax
+        platform, _, index = (rest or "cpu").partition(":")
+        devices = jax.devices(platform)
+        i = int(index or 0)
+        if i >= len(devices):
+            raise ValueError(f"jax sees {len(devices)} {platform} device(s)")
+        return f"jax:{platform}:{i}" if i else f"jax:{platform}", devices[i]
+
+    def listed(self):
+        import jax
+        return [self.spec_of(d) for d in jax.devices()]
+
+    def from_host(self, host_array, native):
+        import jax
+        return jax.device_put(host_array, native)
+
+    def to_host(self, x):
+        return np.asarray(x)
+
+    def native_device(self, x):
+        return next(iter(x.devices()))
+
+    def spec_of(self, native):
+        return f"jax:{native.platform}:{native.id}" if native.id else f"jax:{native.platform}"
+
+    def synchronize(self, native):
+        pass  # nnx calls block_until_ready on the results it times

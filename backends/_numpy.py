@@ -1,0 +1,31 @@
+import numpy as np
+
+from .base import Backend
+
+
+class NumpyBackend(Backend):
+    name, module, prefixes = "numpy", "numpy", ("cpu", "numpy")
+
+    def namespace(self):
+        import array_api_compat.numpy
+        return array_api_compat.numpy
+
+    def parse(self, prefix, rest):
+        if rest not in (None, "cpu", "0"):
+            raise ValueError("NumPy has one device: write 'cpu'")
+        return "cpu", "cpu"
+
+    def listed(self):
+        return ["cpu"]
+
+    def from_host(self, host_array, native):
+        return np.asarray(host_array)
+
+    def to_host(self, x):
+        return np.asarray(x)
+
+    def native_device(self, x):
+        return "cpu"
+
+    def spec_of(self, native):
+        return "cpu"

@@ -1,0 +1,45 @@
+import numpy as np
+
+from .base import Backend
+
+
+class StrictBackend(Backend):
+    """array-api-strict: the reference namespace, with fake devices to catch device mixing."""
+
+    name, module, prefixes = "strict", "array_api_strict", ("strict",)
+
+    def namespace(self):
+        import array_api_strict
+        return array_api_strict
+
+    def _names(self):
+        return [str(d).split("'")[1] for d in self.namespace().__array_namespace_info__().devices()]
+
+    def parse(self, prefix, rest):
+        names = self._names()
+        name = rest or "CPU_DEVICE"
+        if name not in names:
+            raise ValueError(f"array-api-strict has the devices {', '.join(names)}")
+        return self.spec_of_name(name), self.namespace().Device(name)
+
+    def spec_of_name(self, name):
+        return "strict" if name == "CPU_DEVICE" else f"strict:{name}"
+
+    def listed(self):
+        return [self.spec_of_name(n) for n in self._names()]
+
+    def from_host(self, host_array, native):
+        return self.namespace().asarray(np.asarray(host_array), device=native)
+
+    def to_host(self, x):
+        xp = self.namespace()
+        return np.asarray(x.to_device(xp.Device("CPU_DEVICE")))
+
+    def native_device(self, x):
+        return x.device
+
+    def has_float64(self, native):
+        return str(native).split("'")[1] not in ("no_float64", "no_x64")
+
+    def spec_of(self, native):
+        return self.spec_of_name(str(native).split("'")[1])

@@ -1,0 +1,43 @@
+"""nnx: a small deep-learning framework with explicit fprop/bprop on any Array API library.
+
+    net = nnx.Sequential(nnx.Linear(784, 200), nnx.Tanh(), nnx.Linear(200, 10))
+    loss = nnx.SoftmaxCrossEntropy()
+    opt = nnx.SGD(net, lr=0.1)
+    for x, t in batches:
+        loss.fprop(net.fprop(x), t)
+        net.bprop(loss.bprop())
+        opt.step()
+"""
+
+import backends as _backends
+
+from .device import (Device, asarray, device, device_of, devices, get_default_dtype,
+                     get_device, set_default_dtype, set_device, synchronize, to_numpy)
+from .errors import (DeviceError, DTypeError, GradcheckError, LabelError, NNXError,
+                     ShapeError, StateError)
+from .gradcheck import GradcheckResult, gradcheck
+from .layers import (Dropout, L2Normalize, LeakyReLU, Linear, LogSoftmax, PReLU, ReLU,
+                     Sigmoid, Softmax, Softplus, Tanh)
+from .losses import MSE, BCEWithLogits, CrossEntropy, Hinge, Loss, SoftmaxCrossEntropy
+from .module import Module
+from .optim import SGD, Adam, Optimizer
+from .sequential import Sequential
+
+__version__ = "0.1.0"
+
+
+def seed(value):
+    """Seed the host generator behind initial weights, dropout masks and shuffling."""
+    _backends.host.seed(int(value))
+
+
+__all__ = [
+    "Device", "asarray", "device", "device_of", "devices", "get_default_dtype", "get_device",
+    "set_default_dtype", "set_device", "synchronize", "to_numpy", "seed",
+    "NNXError", "DeviceError", "DTypeError", "GradcheckError", "LabelError", "ShapeError",
+    "StateError", "GradcheckResult", "gradcheck",
+    "Module", "Sequential", "Linear", "Tanh", "Sigmoid", "ReLU", "LeakyReLU", "PReLU",
+    "Softplus", "Softmax", "LogSoftmax", "Dropout", "L2Normalize",
+    "Loss", "SoftmaxCrossEntropy", "CrossEntropy", "MSE", "BCEWithLogits", "Hinge",
+    "Optimizer", "SGD", "Adam",
+]

@@ -1,0 +1,146 @@
+"""Which device new parameters and data go to, and moving arrays between devices.
+
+The selection is a plain module-level setting (not a context variable), so it survives
+across notebook cells; ``with nnx.device(...)`` restores the previous one on exit.
+"""
+
+import contextlib
+import os
+
+import array_api_compat
+
+import backends
+from backends import Device
+
+from .errors import DeviceError, DTypeError
+
+_current = None                     # a Device, resolved lazily
+_requested = os.environ.get("NNX_DEVICE", "cpu")
+backends.split_spec(_requested)     # a malformed NNX_DEVICE fails on import, clearly
+_default_dtype = "float32"
+FLOAT_DTYPES = ("float32", "float64", "float16")
+_namespaces = {}
+
+
+def get_device():
+    """The current ``Device`` (``NNX_DEVICE`` or ``cpu`` until ``set_device`` is called)."""
+    global _current
+    if _current is None:
+        _current = backends.resolve(_requested)
+    return _current
+
+
+def set_device(spec):
+    """Select the device for new modules and data: 'cpu', 'cuda:1', 'strict:device1', ..."""
+    global _current
+    _current = backends.resolve(spec)
+    return _current
+
+
+@contextlib.contextmanager
+def device(spec):
+    """``with nnx.device('torch:cpu'):`` selects a device for the block only."""
+    global _current
+    previous = _current
+    set_device(spec)
+    try:
+        yield _current
+    finally:
+        _current = previous
+
+
+def devices():
+    """{device or backend: None if usable here, else why not} for everything nnx knows."""
+    return dict(backends.listing())
+
+
+def namespace(x):
+    """The Array API namespace of ``x`` (array-api-compat's, cached by type: it is hot)."""
+    t = type(x)
+    xp = _namespaces.get(t)
+    if xp is None:
+        try:
+            xp = array_api_compat.array_namespace(x)
+        except TypeError:
+            raise TypeError(f"expected an array, got {t.__name__}; "
+                            f"convert it with nnx.asarray(x)") from None
+        _namespaces[t] = xp
+    return xp
+
+
+def device_of(x):
+    """The ``Device`` an array lives on."""
+    return backends.device_of(x)
+
+
+def short_dtype(dtype):
+    """'float32' for any library's float32 (for messages)."""
+    return str(dtype).rsplit(".", 1)[-1]
+
+
+def dtype_name(dtype):
+    """'float32' for float32 of any library (or the string itself)."""
+    name = dtype if isinstance(dtype, str) else str(dtype).rsplit(".", 1)[-1].strip("')")
+    name = name.replace("dtype(", "").strip("'")
+    if name not in FLOAT_DTYPES:
+        raise DTypeError(f"nnx computes in floating point: use one of {', '.join(FLOAT_DTYPES)}, "
+                         f"not {dtype!r}")
+    return name
+
+
+def set_default_dtype(dtype):
+    """Dtype of new parameters and of ``asarray`` for float data ('float32' by default)."""
+    global _default_dtype
+    _default_dtype = dtype_name(dtype)
+
+
+def get_default_dtype():
+    return _default_dtype
+
+
+def resolve_dtype(dtype, device):
+    """The namespace's dtype object for ``dtype`` (a name or object; None: the default)."""
+    name = _default_dtype if dtype is None else dtype_name(dtype)
+    if name == "float64" and not device.backend.has_float64(device.native):
+        raise DTypeError(f"device {device} has no float64; use float32")
+    return getattr(device.xp, name)
+
+
+def asarray(x, *, device=None, dtype=None):
+    """``x`` (a list, a NumPy array or any backend's array) as an array on ``device``.
+
+    Floating-point data takes ``dtype`` (default: the default dtype); integer data (labels)
+    keeps its integer type unless ``dtype`` is given.  No copy when nothing changes.
+    """
+    target = get_device() if device is None else backends.resolve(device)
+    if backends.device_of(x) != target:
+        x = backends.from_host(backends.to_host(x), target)
+    xp = target.xp
+    if dtype is not None or xp.isdtype(x.dtype, "real floating"):
+        want = resolve_dtype(dtype, target)
+        if x.dtype != want:
+            x = xp.astype(x, want)
+    return x
+
+
+def to_numpy(x):
+    """A NumPy array with the values of ``x``, from any device."""
+    return backends.to_host(x)
+
+
+def synchronize(device=None):
+    """Wait for queued work on ``device`` (default: the current one); for timing."""
+    backends.synchronize(get_device() if device is None else device)
+
+
+def check_same_device(where, a, b, what_a="input", what_b="parameters"):
+    """Raise a DeviceError naming both devices when ``a`` and ``b`` live apart."""
+    da, db = backends.device_of(a), backends.device_of(b)
+    if da != db:
+        raise DeviceError(f"{where}: {what_a} is on {da} but {what_b} are on {db}; move one: "
+                          f"nnx.asarray(x, device='{db}') or module.to('{da}')")
+
+
+__all__ = ["Device", "get_device", "set_device", "device", "devices", "namespace",
+           "device_of", "set_default_dtype", "get_default_dtype", "asarray", "to_numpy",
+           "synchronize"]

@@ -1,0 +1,33 @@
+import backends
+
+from ..device import device_of
+from ..module import Module
+
+
+class Dropout(Module):
+    """Inverted dropout: in training y = x·m, m_i = [u_i < 1-p] / (1-p); in eval y = x.
+
+    dx = g·m (g in eval).  The mask comes from the host generator (``nnx.seed``).
+    """
+
+    def __init__(self, p=0.5):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout(p={p}): p is a drop probability in [0, 1)")
+        self.p = float(p)
+
+    def config(self):
+        return {"p": self.p}
+
+    def fprop(self, x):
+        self.mask = None
+        if self.training and self.p > 0.0:
+            host = backends.host.bernoulli_mask(tuple(x.shape), 1.0 - self.p,
+                                                str(x.dtype).rsplit(".", 1)[-1])
+            self.mask = backends.from_host(host, device_of(x))
+            x = x * self.mask
+        self._out_shape = tuple(x.shape)
+        return x
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        self._check_grad(grad_output)
+        return grad_output if self.mask is None else grad_output * self.mask

@@ -1,0 +1,29 @@
+from ..device import namespace
+from ..module import Module
+
+
+class L2Normalize(Module):
+    """Scale each row to unit Euclidean length.
+
+    n = max(||x||, eps),  y = x / n;   dx = (g - y·Σ_j g_j·y_j) / n
+    """
+
+    def __init__(self, eps=1e-12):
+        self.eps = float(eps)
+
+    def config(self):
+        return {"eps": self.eps}
+
+    def fprop(self, x):
+        xp = namespace(x)
+        n = xp.sqrt(xp.sum(x * x, axis=-1, keepdims=True))
+        self.n = xp.maximum(n, self.eps)
+        self.y = x / self.n
+        self._out_shape = tuple(self.y.shape)
+        return self.y
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        xp = self._check_grad(grad_output)
+        d = grad_output - self.y * xp.sum(grad_output * self.y, axis=-1, keepdims=True)
+        d /= self.n
+        return d

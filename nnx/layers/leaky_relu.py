@@ -1,0 +1,23 @@
+from ..device import namespace
+from ..module import Module
+
+
+class LeakyReLU(Module):
+    """y = x if x > 0 else slope·x;   dx = g if x > 0 else slope·g"""
+
+    def __init__(self, slope=0.01):
+        self.slope = float(slope)
+
+    def config(self):
+        return {"slope": self.slope}
+
+    def fprop(self, x):
+        xp = namespace(x)
+        self.mask = x > 0
+        y = xp.where(self.mask, x, x * self.slope)
+        self._out_shape = tuple(y.shape)
+        return y
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        xp = self._check_grad(grad_output)
+        return xp.where(self.mask, grad_output, grad_output * self.slope)

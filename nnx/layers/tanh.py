@@ -1,0 +1,19 @@
+from ..device import namespace
+from ..module import Module
+
+
+class Tanh(Module):
+    """y = tanh(x);   dx = g·(1 - y²)"""
+
+    def fprop(self, x):
+        self.y = namespace(x).tanh(x)
+        self._out_shape = tuple(self.y.shape)
+        return self.y
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        self._check_grad(grad_output)
+        d = self.y * self.y          # fresh temporary: safe to update in place
+        d -= 1.0
+        d *= grad_output
+        d *= -1.0
+        return d

@@ -1,0 +1,77 @@
+import array_api_compat
+
+from ..device import check_same_device, namespace, short_dtype
+from ..errors import DTypeError, LabelError, ShapeError, StateError
+
+
+class Loss:
+    """``fprop(z, t)`` returns the batch mean (a 0-d array: ``float(loss)`` reads it);
+    ``bprop()`` returns dL/dz, already divided by the batch size.
+
+    ``check_labels=False`` skips the label-range check, which reads the labels back to
+    the host (a synchronisation on a GPU); the trainer checks them once up front instead.
+    """
+
+    check_labels = True
+
+    def __call__(self, z, t):
+        return self.fprop(z, t)
+
+    def fprop(self, z, t):
+        raise NotImplementedError
+
+    def bprop(self):
+        if getattr(self, "_grad", None) is None:
+            raise StateError(f"{type(self).__name__}.bprop called before fprop: "
+                             f"run fprop(z, t) first")
+        return self._grad
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+    # -- target handling shared by the losses --------------------------------------------
+    def _check_z(self, z, ndim=2):
+        xp = namespace(z)
+        if ndim is not None and z.ndim != ndim:
+            raise ShapeError(f"{self!r}.fprop: scores have shape {tuple(z.shape)}, expected "
+                             f"(batch, classes)")
+        if not xp.isdtype(z.dtype, "real floating"):
+            raise DTypeError(f"{self!r}.fprop: scores must be floating point, got {short_dtype(z.dtype)}")
+        return xp
+
+    def _check_like(self, z, t):
+        """Targets of exactly z's shape, dtype and device (regression-style losses)."""
+        name = f"{self!r}.fprop"
+        shape = tuple(getattr(t, "shape", ()))
+        if shape != tuple(z.shape):
+            raise ShapeError(f"{name}: targets have shape {shape}, expected {tuple(z.shape)} "
+                             f"like the predictions")
+        check_same_device(name, t, z, "targets", "predictions")
+        if t.dtype != z.dtype:
+            raise DTypeError(f"{name}: targets dtype {short_dtype(t.dtype)} differs from "
+                             f"the predictions' {short_dtype(z.dtype)}; convert with nnx.asarray(t, dtype=...)")
+
+    def _targets(self, xp, z, t):
+        """One-hot (or probability) targets of z's shape and dtype, from labels or one-hot."""
+        name = f"{self!r}.fprop"
+        if not hasattr(t, "shape"):
+            raise TypeError(f"{name}: targets must be an array, got {type(t).__name__}; "
+                            f"use nnx.asarray(t)")
+        check_same_device(name, t, z, "targets", "scores")
+        n, c = z.shape
+        if xp.isdtype(t.dtype, "integral"):
+            if tuple(t.shape) != (n,):
+                raise ShapeError(f"{name}: integer labels have shape {tuple(t.shape)}, "
+                                 f"expected ({n},) for scores of shape {tuple(z.shape)}")
+            if self.check_labels and bool(xp.any((t < 0) | (t >= c))):
+                raise LabelError(f"{name}: labels must lie in [0, {c}) for {c} classes, got "
+                                 f"values from {int(xp.min(t))} to {int(xp.max(t))}")
+            classes = xp.arange(c, device=array_api_compat.device(z))
+            return xp.astype(t[:, None] == classes, z.dtype)
+        if tuple(t.shape) != tuple(z.shape):
+            raise ShapeError(f"{name}: targets have shape {tuple(t.shape)}; give integer "
+                             f"labels of shape ({n},) or one-hot of shape {tuple(z.shape)}")
+        if t.dtype != z.dtype:
+            raise DTypeError(f"{name}: targets dtype {t.dtype} differs from scores' "
+                             f"{z.dtype}; convert with nnx.asarray(t, dtype=...)")
+        return t

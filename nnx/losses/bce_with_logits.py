@@ -1,0 +1,21 @@
+from .base import Loss
+
+
+class BCEWithLogits(Loss):
+    """Sigmoid and binary cross-entropy fused, for targets t in [0, 1] of z's shape.
+
+    L = (1/N) Σ [max(z, 0) - z·t + log(1 + e^-|z|)];   dL/dz = (sigmoid(z) - t) / N
+    """
+
+    def fprop(self, z, t):
+        xp = self._check_z(z, ndim=None)
+        self._check_like(z, t)
+        n = float(z.shape[0])
+        loss = xp.sum(xp.maximum(z, 0.0) - z * t + xp.log1p(xp.exp(-xp.abs(z)))) / n
+        grad = xp.tanh(z * 0.5)
+        grad += 1.0
+        grad *= 0.5
+        grad -= t
+        grad /= n
+        self._grad = grad
+        return loss

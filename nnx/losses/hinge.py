@@ -1,0 +1,25 @@
+from .base import Loss
+
+
+class Hinge(Loss):
+    """Multiclass hinge (Weston-Watkins) on scores z with true class y.
+
+    m_j = max(0, margin + z_j - z_y) for j ≠ y;   L = (1/N) Σ_j m_j;
+    dL/dz_j = [m_j > 0] / N  (j ≠ y),   dL/dz_y = -Σ_j [m_j > 0] / N
+    """
+
+    def __init__(self, margin=1.0):
+        self.margin = float(margin)
+
+    def fprop(self, z, t):
+        xp = self._check_z(z)
+        onehot = self._targets(xp, z, t)
+        is_true = onehot > 0
+        z_true = xp.sum(z * onehot, axis=1, keepdims=True)
+        margins = xp.where(is_true, 0.0, z - z_true + self.margin)
+        active = xp.astype(margins > 0, z.dtype)
+        n = float(z.shape[0])
+        grad = active - onehot * xp.sum(active, axis=1, keepdims=True)
+        grad /= n
+        self._grad = grad
+        return xp.sum(xp.maximum(margins, 0.0)) / n

@@ -1,0 +1,15 @@
+from .base import Loss
+
+
+class MSE(Loss):
+    """The seeds' Euclidean loss:  L = (1/N) Σ_batch 0.5·||z - t||²;   dL/dz = (z - t)/N"""
+
+    def fprop(self, z, t):
+        xp = self._check_z(z, ndim=None)
+        self._check_like(z, t)
+        d = z - t
+        n = float(z.shape[0])
+        loss = 0.5 * xp.sum(d * d) / n
+        d /= n
+        self._grad = d
+        return loss

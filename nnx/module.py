@@ -1,0 +1,150 @@
+"""The module contract: ``fprop(x)`` caches what ``bprop(grad_output)`` needs.
+
+A leaf module with parameters lists them in ``param_names`` (``("W", "b")``); its gradients
+live beside them as ``dW``, ``db``, allocated once and overwritten by every bprop.
+Containers list their children in ``children()``; ``params()`` and ``grads()`` walk them in
+the same stable order.
+"""
+
+import backends
+
+from .device import check_same_device, get_device, namespace, resolve_dtype, short_dtype
+from .errors import DTypeError, ShapeError, StateError
+
+registry = {}
+
+
+class Module:
+    param_names = ()
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        registry[cls.__name__] = cls
+
+    training = True
+    _out_shape = None           # set by fprop; bprop checks grad_output against it
+
+    # -- the contract --------------------------------------------------------------------
+    def fprop(self, x):
+        raise NotImplementedError
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        """dL/dx from dL/dy; ``need_input_grad=False`` lets a first layer skip that matmul."""
+        raise NotImplementedError
+
+    def __call__(self, x):
+        return self.fprop(x)
+
+    def children(self):
+        return []
+
+    def params(self):
+        own = [getattr(self, n) for n in self.param_names]
+        return own + [p for c in self.children() for p in c.params()]
+
+    def grads(self):
+        own = [getattr(self, "d" + n) for n in self.param_names]
+        return own + [g for c in self.children() for g in c.grads()]
+
+    def named_params(self, prefix=""):
+        """[(dotted name, array)], e.g. ('0.W', ...), in the order of ``params()``."""
+        own = [(prefix + n, getattr(self, n)) for n in self.param_names]
+        return own + [pair for i, c in enumerate(self.children())
+                      for pair in c.named_params(f"{prefix}{self._child_name(i)}.")]
+
+    def _child_name(self, i):
+        return str(i)
+
+    def set_params(self, arrays):
+        """Rebind parameters (immutable backends, checkpoints); same order as ``params()``."""
+        arrays = list(arrays)
+        for n in self.param_names:
+            setattr(self, n, arrays.pop(0))
+        for c in self.children():
+            k = len(c.params())
+            c.set_params(arrays[:k])
+            arrays = arrays[k:]
+
+    def train(self, mode=True):
+        self.training = mode
+        for c in self.children():
+            c.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def to(self, device=None, dtype=None):
+        """Move parameters (and gradients) to ``device`` and/or cast them to ``dtype``."""
+        if self.param_names:
+            target = backends.resolve(device) if device is not None else self.device
+            want = resolve_dtype(dtype if dtype is not None else self.dtype, target)
+            for n in self.param_names:
+                for name in (n, "d" + n):
+                    a = getattr(self, name)
+                    if backends.device_of(a) != target:
+                        a = backends.from_host(backends.to_host(a), target)
+                    setattr(self, name, target.xp.astype(a, want))
+            self.device = target
+        for c in self.children():
+            c.to(device, dtype)
+        return self
+
+    # -- description and checkpoints -----------------------------------------------------
+    def config(self):
+        """The constructor arguments that rebuild this module (for checkpoints and repr)."""
+        return {}
+
+    def architecture(self):
+        """A JSON-able description: {'type': name, 'args': ..., 'children': [...]}."""
+        arch = {"type": type(self).__name__, "args": self.config()}
+        if self.children():
+            arch["children"] = [c.architecture() for c in self.children()]
+        return arch
+
+    def __repr__(self):
+        args = ", ".join(repr(v) if k.startswith("_") else f"{k}={v!r}"
+                         for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- helpers for subclasses ----------------------------------------------------------
+    def _init_params(self, dtype, device, **host_arrays):
+        """Place host arrays on the device as parameters, with zero gradients beside them."""
+        self.device = get_device() if device is None else backends.resolve(device)
+        want = resolve_dtype(dtype, self.device)
+        xp = self.device.xp
+        for name, host in host_arrays.items():
+            p = xp.astype(backends.from_host(host, self.device), want)
+            setattr(self, name, p)
+            setattr(self, "d" + name, xp.zeros_like(p))
+
+    @property
+    def dtype(self):
+        return getattr(self, self.param_names[0]).dtype if self.param_names else None
+
+    def _check_input(self, x, width):
+        """The namespace of ``x`` after checking its shape (batch, width), dtype and device."""
+        xp = namespace(x)
+        shape = tuple(x.shape)
+        if len(shape) != 2 or shape[1] != width:
+            raise ShapeError(f"{self!r}.fprop: input has shape {shape}, expected "
+                             f"(batch, {width})")
+        p = getattr(self, self.param_names[0])
+        if type(x) is not type(p) or backends.backend_of(x).native_device(x) != self.device.native:
+            check_same_device(f"{self!r}.fprop", x, p)
+        if x.dtype != p.dtype:
+            raise DTypeError(f"{self!r}.fprop: input dtype {short_dtype(x.dtype)} differs from "
+                             f"the parameters' {short_dtype(p.dtype)}; convert with "
+                             f"nnx.asarray(x, dtype=...) or module.to(dtype=...)")
+        return xp
+
+    def _check_grad(self, grad_output):
+        """Raise unless fprop ran and ``grad_output`` has the shape of its output."""
+        if self._out_shape is None:
+            raise StateError(f"{self!r}.bprop called before fprop: run fprop(x) first, "
+                             f"it caches what bprop needs")
+        shape = tuple(getattr(grad_output, "shape", ()))
+        if shape != self._out_shape:
+            raise ShapeError(f"{self!r}.bprop: grad_output has shape {shape}, but fprop "
+                             f"returned {self._out_shape}")
+        return namespace(grad_output)

@@ -1,0 +1,91 @@
+"""Optimisers bound to a module: ``opt.step()`` after ``net.bprop(...)``.
+
+bprop overwrites the gradients of the last fprop, so there is nothing to zero.  Updates use
+augmented assignment on local names: on mutable arrays (NumPy, CuPy, torch, strict) that
+updates the parameters in place; on immutable ones (JAX) it makes new arrays, which are then
+rebound into the module.  Hyper-parameters stay Python floats.
+"""
+
+import math
+
+
+class Optimizer:
+    def __init__(self, module, lr):
+        if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"{type(self).__name__}: lr must be a positive number, got {lr!r}")
+        self.module, self.lr = module, float(lr)
+        self.state = [None] * len(module.params())
+
+    def step(self):
+        params = self.module.params()
+        new = [self.update(i, p, g) for i, (p, g) in enumerate(zip(params, self.module.grads()))]
+        if any(a is not b for a, b in zip(new, params)):
+            self.module.set_params(new)
+
+    def update(self, i, p, g):
+        """Return the updated parameter (the same object when updated in place)."""
+        raise NotImplementedError
+
+
+def _check_fraction(owner, name, value, upper=1.0):
+    if not 0.0 <= value < upper:
+        raise ValueError(f"{owner}: {name} must lie in [0, {upper}), got {value!r}")
+    return float(value)
+
+
+class SGD(Optimizer):
+    """v ← μ·v + g + λ·p;   p ← p - lr·v   (μ = momentum, λ = weight_decay; v = g when μ = 0)"""
+
+    def __init__(self, module, lr=0.1, momentum=0.0, weight_decay=0.0):
+        super().__init__(module, lr)
+        self.momentum = _check_fraction("SGD", "momentum", momentum)
+        self.weight_decay = _check_fraction("SGD", "weight_decay", weight_decay, math.inf)
+
+    def update(self, i, p, g):
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if self.momentum:
+            v = self.state[i]
+            if v is None:
+                v = g * 1.0                      # a copy: g is overwritten by the next bprop
+            else:
+                v *= self.momentum
+                v += g
+            self.state[i] = g = v
+        p -= self.lr * g
+        return p
+
+
+class Adam(Optimizer):
+    """m ← β1·m + (1-β1)·g;  v ← β2·v + (1-β2)·g²;
+    p ← p - lr·√(1-β2^t)/(1-β1^t) · m / (√v + ε)      (+ λ·p added to g: weight_decay)
+    """
+
+    def __init__(self, module, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(module, lr)
+        self.beta1 = _check_fraction("Adam", "betas[0]", betas[0])
+        self.beta2 = _check_fraction("Adam", "betas[1]", betas[1])
+        self.eps = float(eps)
+        self.weight_decay = _check_fraction("Adam", "weight_decay", weight_decay, math.inf)
+        self.t = 0
+
+    def step(self):
+        self.t += 1
+        super().step()
+
+    def update(self, i, p, g):
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if self.state[i] is None:
+            self.state[i] = (g * 0.0, g * 0.0)
+        m, v = self.state[i]
+        m *= self.beta1
+        m += (1.0 - self.beta1) * g
+        v *= self.beta2
+        v += (1.0 - self.beta2) * (g * g)
+        self.state[i] = (m, v)
+        lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** self.t) / (1.0 - self.beta1 ** self.t)
+        denom = v ** 0.5
+        denom += self.eps
+        p -= lr_t * (m / denom)
+        return p

@@ -1,0 +1,40 @@
+from .module import Module
+
+
+class Sequential(Module):
+    """A chain of modules, itself a module:  fprop left to right, bprop right to left.
+
+    ``bprop(g, need_input_grad=False)`` skips the first layer's input gradient (g·Wᵀ),
+    which nobody needs when the first layer reads the data.
+    """
+
+    def __init__(self, *modules):
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential: item {i} is a {type(m).__name__}, not an "
+                                f"nnx module")
+        self.modules = list(modules)
+
+    def children(self):
+        return self.modules
+
+    def __getitem__(self, i):
+        return self.modules[i]
+
+    def __len__(self):
+        return len(self.modules)
+
+    def fprop(self, x):
+        for m in self.modules:
+            x = m.fprop(x)
+        return x
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        g = grad_output
+        for i in range(len(self.modules) - 1, -1, -1):
+            g = self.modules[i].bprop(g, need_input_grad=need_input_grad or i > 0)
+        return g
+
+    def __repr__(self):
+        lines = [f"  ({i}): " + repr(m).replace("\n", "\n  ") for i, m in enumerate(self.modules)]
+        return "Sequential(\n" + "\n".join(lines) + "\n)"
