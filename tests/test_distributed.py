@@ -1,0 +1,164 @@
+"""nnx.distributed: 2 MPI ranks on the CPU train exactly like one process on the same
+global batches; disagreeing ranks fail on every rank; a hung rank aborts the job.
+
+The MPI tests launch ``mpirun -n 2 python -m mpi4py tests/mpi_worker.py`` with a timeout
+and skip, saying why, where mpirun or mpi4py is missing (.ci/install-mpi.sh installs them).
+"""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import nnx
+import nnx.distributed as dist
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "tests"))
+import mpi_worker  # noqa: E402
+
+WORKER = REPO / "tests" / "mpi_worker.py"
+
+
+def _mpi_missing():
+    if shutil.which("mpirun") is None:
+        return "mpirun not found: install Open MPI (.ci/install-mpi.sh)"
+    if importlib.util.find_spec("mpi4py") is None:
+        return "mpi4py is not installed: pip install 'nnx-backprop[mpi]' (.ci/install-mpi.sh)"
+    return None
+
+
+needs_mpi = pytest.mark.skipif(_mpi_missing() is not None, reason=str(_mpi_missing()))
+
+
+def mpirun(mode, out, device="cpu", ranks=2, timeout=90):
+    """Run the worker on ``ranks`` processes; (exit status, output, seconds)."""
+    cmd = ["mpirun", "-n", str(ranks)]
+    version = subprocess.run(["mpirun", "--version"], capture_output=True, text=True).stdout
+    if "Open MPI" in version or "OpenRTE" in version:
+        cmd.append("--oversubscribe")        # CI machines may have fewer cores than ranks
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMPI_ALLOW_RUN_AS_ROOT="1",
+               OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_btl_vader_single_copy_mechanism="none",
+               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    cmd += [sys.executable, "-m", "mpi4py", str(WORKER), mode, str(out), device]
+    start = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"mpirun {mode} hung for more than {timeout} s:\n{e.stdout}\n{e.stderr}")
+    return p.returncode, p.stdout + p.stderr, time.perf_counter() - start
+
+
+def one_process_reference(device):
+    """The same training in this process, on whole global batches, from rank 0's weights."""
+    with nnx.device(device):
+        previous = nnx.get_default_dtype()
+        nnx.set_default_dtype("float64")
+        try:
+            nnx.seed(100)
+            nets = [mpi_worker.build(), mpi_worker.build()]
+            x, t = mpi_worker.data()
+            mpi_worker.train(nets, mpi_worker.optimisers(*nets), x, t, lambda batch: batch)
+        finally:
+            nnx.set_default_dtype(previous)
+    return {f"{i}.{k}": nnx.to_numpy(p) for i, net in enumerate(nets)
+            for k, p in enumerate(net.params())}
+
+
+@needs_mpi
+@pytest.mark.parametrize("device", ["cpu", "strict"])
+def test_two_ranks_train_like_one_process(tmp_path, device):
+    if device != "cpu" and importlib.util.find_spec("array_api_strict") is None:
+        pytest.skip("array-api-strict is not installed")
+    rc, log, _ = mpirun("train", tmp_path, device)
+    assert rc == 0, log
+    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
+    assert int(ranks[0]["size"]) == 2 and int(ranks[0]["all_sum"]) == 3    # 1 + 2
+    reference = one_process_reference(device)
+    assert len(reference) == 8
+    for name, expected in reference.items():
+        assert np.array_equal(ranks[0][name], ranks[1][name]), f"{name} differs between ranks"
+        np.testing.assert_allclose(ranks[0][name], expected, rtol=1e-10, atol=1e-12,
+                                   err_msg=f"{name}: 2 ranks differ from one process")
+    # the broadcast mattered: rank 1 alone would have started from other weights
+    nnx.seed(101)
+    assert not np.allclose(nnx.to_numpy(mpi_worker.build().params()[0]), reference["0.0"])
+
+
+@needs_mpi
+def test_shape_mismatch_fails_on_every_rank(tmp_path):
+    rc, log, seconds = mpirun("mismatch", tmp_path)
+    assert rc != 0, log
+    for r in range(2):
+        message = (tmp_path / f"rank{r}.txt").read_text()
+        assert "rank 1 differs from rank 0" in message, message
+        assert "(20, 17)" in message and "(20, 16)" in message, message
+        assert f"this is rank {r}" in message
+    assert seconds < 60
+
+
+@needs_mpi
+def test_hung_rank_aborts_the_job(tmp_path):
+    rc, log, seconds = mpirun("hang", tmp_path)
+    assert rc != 0, log
+    assert "waited more than 2 s" in log, log
+    assert seconds < 40, f"the watchdog (2 s) took {seconds:.0f} s to end the job"
+
+
+# -- one process: no MPI launcher needed ---------------------------------------------------
+def test_single_process_world():
+    assert (dist.rank(), dist.size()) == (0, 1)
+    assert dist.all_sum(5) == 5
+
+
+def test_shard_splits_contiguously_and_covers_everything():
+    parts = [dist.shard(list(range(7)), rank=r, size=3) for r in range(3)]
+    assert parts == [[0, 1], [2, 3], [4, 5, 6]]
+    x, t = dist.shard((np.arange(10).reshape(5, 2), np.arange(5)), rank=1, size=2)
+    assert x.tolist() == [[4, 5], [6, 7], [8, 9]] and t.tolist() == [2, 3, 4]
+    with pytest.raises(dist.DistributedError, match="at least 4"):
+        dist.shard(list(range(3)), rank=0, size=4)
+
+
+def test_data_parallel_alone_is_the_plain_optimiser():
+    nnx.seed(0)
+    nets = [mpi_worker.build(), mpi_worker.build()]
+    nets[1].set_params([p * 1.0 for p in nets[0].params()])
+    opts = [nnx.SGD(nets[0], lr=0.1), dist.DataParallel(nnx.SGD(nets[1], lr=0.1))]
+    x, t = mpi_worker.data()
+    x = nnx.asarray(x)
+    t = nnx.asarray(t)
+    loss = nnx.SoftmaxCrossEntropy()
+    for net, opt in zip(nets, opts):
+        loss.fprop(net.fprop(x), t)
+        net.bprop(loss.bprop())
+        opt.step()
+    for a, b in zip(*(n.params() for n in nets)):
+        np.testing.assert_array_equal(nnx.to_numpy(a), nnx.to_numpy(b))
+    opts[1].lr = 0.5
+    assert opts[1].optimizer.lr == 0.5
+
+
+def test_bad_arguments_say_what_to_do():
+    net = mpi_worker.build()
+    with pytest.raises(ValueError, match="unknown transport 'tcp'"):
+        dist.DataParallel(nnx.SGD(net), transport="tcp")
+    with pytest.raises(ValueError, match="needs CuPy arrays.*transport='mpi'"):
+        dist.DataParallel(nnx.SGD(net), transport="nccl")
+    opt = nnx.SGD(net, momentum=0.9)
+    opt.state[0] = 0.0
+    with pytest.raises(dist.DistributedError, match="before its first step"):
+        dist.DataParallel(opt)
+
+
+def test_importing_distributed_does_not_load_mpi4py():
+    code = "import sys, nnx.distributed; print('mpi4py' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, text=True,
+                         capture_output=True, check=True)
+    assert out.stdout.strip() == "False"
