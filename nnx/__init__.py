@@ -41,3 +41,10 @@ __all__ = [
     "Loss", "SoftmaxCrossEntropy", "CrossEntropy", "MSE", "BCEWithLogits", "Hinge",
     "Optimizer", "SGD", "Adam",
 ]
+
+from .graph import (Add, Concat, Cos, Exp, Gaussian, Graph, Log, Multiply, RBFNetwork,
+                    Residual, Scale, Sin, Split, Square, SquaredDistance, WeightedSum, summary)
+
+__all__ += ["Graph", "Add", "Multiply", "Concat", "Split", "Residual", "Square", "Exp", "Log",
+            "Sin", "Cos", "Scale", "SquaredDistance", "Gaussian", "WeightedSum", "RBFNetwork",
+            "summary"]

@@ -5,6 +5,10 @@ Jacobian columns come from central differences of fprop, f'(x)·e_i ≈ (f(x+h e
 are compared at the same (row, column) entries, for the input and for every parameter.  Large
 tensors are sampled (the same number of entries from each, weights and biases alike); the
 random-direction check compares uᵀ J v from one bprop with two fprops, at any size.
+
+Multi-input modules and graphs: pass a tuple of inputs (x1, x2, ...); each is checked like x.
+Several outputs (y1, y2, ...) are checked as one output, their entries end to end
+(L = Σ_k u_k·y_k).
 """
 
 import copy
@@ -40,19 +44,22 @@ def gradcheck(module, x, t=None, *, dtype=None, samples=12, mode="entries", rtol
               atol=None, seed=0, raise_on_failure=True):
     """Compare bprop with finite differences; return a GradcheckResult (raise if it fails).
 
-    ``module`` is an nnx module, or a loss (then ``t`` are its targets).  ``dtype``: the
+    ``module`` is an nnx module, or a loss (then ``t`` are its targets).  ``x``: an array,
+    or a tuple of arrays for a module that takes several inputs.  ``dtype``: the
     precision to check in; default float64 where the device has it.  The module is copied,
     never changed.  ``mode``: "entries" (sampled Jacobian entries) or "direction".
     """
     is_loss = isinstance(module, Loss)
-    device = backends.device_of(x)
+    xs = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+    device = backends.device_of(xs[0])
     if dtype is None:
-        dtype = "float64" if device.backend.has_float64(device.native) else dtype_name(x.dtype)
+        dtype = "float64" if device.backend.has_float64(device.native) else dtype_name(xs[0].dtype)
     dtype = dtype_name(dtype)
     module = copy.deepcopy(module)
     xp = device.xp
     want = getattr(xp, dtype)
-    x = xp.astype(x, want)
+    xs = tuple(xp.astype(a, want) for a in xs)
+    x = xs if isinstance(x, (tuple, list)) else xs[0]
     if t is not None and xp.isdtype(t.dtype, "real floating"):
         t = xp.astype(t, want)
     if not is_loss and module.params():
@@ -80,30 +87,38 @@ def gradcheck(module, x, t=None, *, dtype=None, samples=12, mode="entries", rtol
 
 class _Check:
     def __init__(self, module, is_loss, x, t, xp, seed):
-        self.module, self.is_loss, self.x, self.t, self.xp = module, is_loss, x, t, xp
+        self.multi_in = isinstance(x, tuple)
+        self.xs = x if self.multi_in else (x,)
+        self.x = self.xs[0]                 # sets device and dtype of the unit vectors
+        self.module, self.is_loss, self.t, self.xp = module, is_loss, t, xp
         self.rng_state = backends.host.get_state()       # same dropout mask every fprop
         backends.host.seed(seed)
         self.seed_state = backends.host.get_state()
         self.params = [] if is_loss else list(module.named_params())
-        y0 = self.fprop(x, [p for _, p in self.params])
-        self.y_shape = tuple(y0.shape)
-        self.output_scale = float(xp.max(xp.abs(y0))) if y0.ndim else abs(float(y0))
+        y0 = self.fprop(self.xs, [p for _, p in self.params])
+        self.multi_out = isinstance(y0, tuple)
+        ys = y0 if self.multi_out else (y0,)
+        self.y_shapes = [tuple(y.shape) for y in ys]
+        self.y_shape = self.y_shapes[0]
+        self.output_scale = max(float(xp.max(xp.abs(y))) if y.ndim else abs(float(y))
+                                for y in ys)
         backends.host.set_state(self.rng_state)
 
-    def fprop(self, x, params):
+    def fprop(self, xs, params):
         backends.host.set_state(self.seed_state)
         if self.is_loss:
-            return self.module.fprop(x, self.t)
+            return self.module.fprop(xs[0], self.t)
         self.module.set_params(params)
-        return self.module.fprop(x)
+        return self.module.fprop(*xs)
 
-    def bprop(self, u):
-        """(dL/dx, [dL/dp]) for L = Σ u·y, after a fresh fprop at the unperturbed point."""
-        self.fprop(self.x, [p for _, p in self.params])
+    def bprop(self, us):
+        """([dL/dx_i], [dL/dp]) for L = Σ_k u_k·y_k, after a fresh fprop at the unperturbed
+        point; ``us`` holds one u per output."""
+        self.fprop(self.xs, [p for _, p in self.params])
         if self.is_loss:
-            return self.module.bprop() * u, []
-        gx = self.module.bprop(u)
-        return gx, list(self.module.grads())
+            return [self.module.bprop() * us[0]], []
+        gx = self.module.bprop(tuple(us) if self.multi_out else us[0])
+        return (list(gx) if self.multi_in else [gx]), list(self.module.grads())
 
     def unit(self, shape, flat_index, like):
         size = math.prod(shape)
@@ -111,24 +126,47 @@ class _Check:
         return self.xp.reshape(self.xp.astype(e, like.dtype), shape)
 
     def tensors(self):
-        """(label, array) for the input and each parameter."""
-        return [("x", self.x)] + [(n, p) for n, p in self.params]
+        """(label, array) for the input(s) and each parameter."""
+        inputs = [(f"x{i}" if self.multi_in else "x", x) for i, x in enumerate(self.xs)]
+        return inputs + [(n, p) for n, p in self.params]
 
     def f_perturbed(self, which, delta):
-        """fprop with tensor number ``which`` (0 = input) moved by ``delta``."""
-        x = self.x + delta if which == 0 else self.x
-        params = [p + delta if k + 1 == which else p for k, (_, p) in enumerate(self.params)]
-        y = self.fprop(x, params)
-        return to_numpy(y)
+        """fprop with tensor number ``which`` (inputs first) moved by ``delta``; all outputs
+        flattened end to end on the host."""
+        n_in = len(self.xs)
+        xs = [x + delta if i == which else x for i, x in enumerate(self.xs)]
+        params = [p + delta if k + n_in == which else p for k, (_, p) in enumerate(self.params)]
+        y = self.fprop(xs, params)
+        ys = y if self.multi_out else (y,)
+        flat = [_flat(to_numpy(v)) for v in ys]
+        return flat[0] if len(flat) == 1 else namespace(flat[0]).concat(flat)
+
+    def output_entry(self, j):
+        """(output number, index inside it) of entry ``j`` of the outputs laid end to end."""
+        for k, shape in enumerate(self.y_shapes):
+            if j < math.prod(shape):
+                return k, j
+            j -= math.prod(shape)
+
+    def output_label(self, j):
+        if not self.y_shape:
+            return "L"
+        k, i = self.output_entry(j)
+        return f"y{k if self.multi_out else ''}[{_index(self.y_shapes[k], i)}]"
 
     def by_entries(self, samples):
-        y_size = math.prod(self.y_shape)
+        y_size = sum(math.prod(s) for s in self.y_shapes)
         rows = _sample(y_size, samples, 1)
         rows_data = []
         for j in rows:
-            u = self.unit(self.y_shape, j, self.x) if self.y_shape else 1.0
-            gx, gps = self.bprop(u)
-            rows_data.append([_flat(to_numpy(g)) for g in [gx] + gps])
+            if self.y_shape:
+                k, i = self.output_entry(j)
+                us = [self.unit(s, i if m == k else -1, self.x)       # -1: all zeros
+                      for m, s in enumerate(self.y_shapes)]
+            else:
+                us = [1.0]
+            gxs, gps = self.bprop(us)
+            rows_data.append([_flat(to_numpy(g)) for g in gxs + gps])
         pairs = []
         for which, (label, a) in enumerate(self.tensors()):
             shape = tuple(a.shape)
@@ -139,8 +177,7 @@ class _Check:
                 col = (_flat(self.f_perturbed(which, e)) - _flat(self.f_perturbed(which, -e)))
                 col = col / (2.0 * h)
                 for r, j in enumerate(rows):
-                    out = f"y[{_index(self.y_shape, j)}]" if self.y_shape else "L"
-                    name = f"d {out} / d {label}[{_index(shape, i)}]"
+                    name = f"d {self.output_label(j)} / d {label}[{_index(shape, i)}]"
                     pairs.append((name, float(rows_data[r][which][i]), float(col[j])))
         self.restore()
         return pairs
@@ -148,27 +185,35 @@ class _Check:
     def by_direction(self):
         host = backends.host
         host.seed(12345)
-        u = backends.from_host(host.normal(self.y_shape, 1.0, "float64"), backends.device_of(self.x))
-        u = self.xp.astype(u, self.x.dtype) if self.y_shape else 1.0
-        gx, gps = self.bprop(u)
+        us = []
+        for shape in self.y_shapes:
+            u = backends.from_host(host.normal(shape, 1.0, "float64"), backends.device_of(self.x))
+            us.append(self.xp.astype(u, self.x.dtype) if self.y_shape else 1.0)
+        gxs, gps = self.bprop(us)
         analytic, pairs = 0.0, []
         directions = []
-        for (label, a), g in zip(self.tensors(), [gx] + gps):
+        for (label, a), g in zip(self.tensors(), gxs + gps):
             v = backends.from_host(host.normal(tuple(a.shape), 1.0, "float64"), backends.device_of(a))
             v = self.xp.astype(v, a.dtype)
             directions.append(v)
             analytic += float(self.xp.sum(g * v))
         scale = max(1.0, max(float(self.xp.max(self.xp.abs(a))) for _, a in self.tensors()))
         h = math.sqrt(_eps(self.x.dtype)) * scale
-        x = self.x + h * directions[0]
-        plus = self.fprop(x, [p + h * v for (_, p), v in zip(self.params, directions[1:])])
-        plus = float(self.xp.sum(plus * u))
-        x = self.x - h * directions[0]
-        minus = self.fprop(x, [p - h * v for (_, p), v in zip(self.params, directions[1:])])
-        minus = float(self.xp.sum(minus * u))
+        n_in = len(self.xs)
+        plus = self.fprop([x + h * v for x, v in zip(self.xs, directions)],
+                          [p + h * v for (_, p), v in zip(self.params, directions[n_in:])])
+        plus = self.dot(plus, us)
+        minus = self.fprop([x - h * v for x, v in zip(self.xs, directions)],
+                           [p - h * v for (_, p), v in zip(self.params, directions[n_in:])])
+        minus = self.dot(minus, us)
         self.restore()
         pairs.append(("uᵀ·J·v over the input and all parameters", analytic, (plus - minus) / (2 * h)))
         return pairs
+
+    def dot(self, y, us):
+        """Σ_k u_k·y_k as a float."""
+        ys = y if self.multi_out else (y,)
+        return sum(float(self.xp.sum(v * u)) for v, u in zip(ys, us))
 
     def restore(self):
         if not self.is_loss:

@@ -1,0 +1,179 @@
+"""Modules with several inputs or outputs: fprop(x1, x2, ...) and bprop -> a tuple of grads.
+
+Split is the one with several outputs: fprop returns a tuple and bprop takes a tuple of
+grads (None for an output nobody used counts as zeros).
+"""
+
+from ..device import namespace, short_dtype
+from ..errors import DTypeError, ShapeError, StateError
+from ..module import Module
+
+
+def _shapes(xs):
+    return ", ".join(str(tuple(x.shape)) for x in xs)
+
+
+class _MultiInput(Module):
+    def __call__(self, *xs):
+        return self.fprop(*xs)
+
+    def _check_inputs(self, xs, same_shape=True):
+        """The namespace of the inputs after checking they agree in dtype (and shape)."""
+        xp = namespace(xs[0])
+        if any(x.dtype != xs[0].dtype for x in xs):
+            raise DTypeError(f"{self!r}.fprop: inputs have different dtypes "
+                             f"({', '.join(short_dtype(x.dtype) for x in xs)}); convert them "
+                             f"with nnx.asarray(x, dtype=...)")
+        if same_shape and any(tuple(x.shape) != tuple(xs[0].shape) for x in xs):
+            raise ShapeError(f"{self!r}.fprop: inputs have shapes {_shapes(xs)}, expected "
+                             f"all equal (no broadcasting)")
+        return xp
+
+
+class Add(_MultiInput):
+    """y = x1 + x2 + ...   (same shapes);   dx_k = g"""
+
+    def fprop(self, x1, x2, *more):
+        xs = (x1, x2) + more
+        self._check_inputs(xs)
+        y = x1 + x2
+        for x in more:
+            y += x
+        self._out_shape, self.n = tuple(y.shape), len(xs)
+        return y
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        self._check_grad(grad_output)
+        return (grad_output,) * self.n if need_input_grad else None
+
+
+class Multiply(_MultiInput):
+    """y = x1·x2·...  (elementwise, same shapes);   dx_k = g·Π_{j≠k} x_j"""
+
+    def fprop(self, x1, x2, *more):
+        self.xs = (x1, x2) + more
+        self._check_inputs(self.xs)
+        y = x1 * x2
+        for x in more:
+            y *= x
+        self._out_shape = tuple(y.shape)
+        return y
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        self._check_grad(grad_output)
+        if not need_input_grad:
+            return None
+        grads = []
+        for k in range(len(self.xs)):
+            d = grad_output
+            for j, x in enumerate(self.xs):
+                if j != k:
+                    d = d * x
+            grads.append(d)
+        return tuple(grads)
+
+
+class Concat(_MultiInput):
+    """y = [x1, x2, ...] joined along the last (feature) axis;   dx_k = g[..., slice k]"""
+
+    def fprop(self, x1, x2, *more):
+        xs = (x1, x2) + more
+        xp = self._check_inputs(xs, same_shape=False)
+        if any(x.ndim < 1 or tuple(x.shape[:-1]) != tuple(x1.shape[:-1]) for x in xs):
+            raise ShapeError(f"{self!r}.fprop: inputs have shapes {_shapes(xs)}; all but the "
+                             f"last axis must agree")
+        self.widths = [x.shape[-1] for x in xs]
+        y = xp.concat(xs, axis=-1)
+        self._out_shape = tuple(y.shape)
+        return y
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        self._check_grad(grad_output)
+        if not need_input_grad:
+            return None
+        grads, start = [], 0
+        for w in self.widths:
+            grads.append(grad_output[..., start:start + w])
+            start += w
+        return tuple(grads)
+
+
+class Split(Module):
+    """(y1, y2, ...) = x cut along the last axis into widths ``sizes``;  dx = [g1, g2, ...]
+
+    A graph node refers to its k-th output as "name:k".
+    """
+
+    def __init__(self, sizes):
+        self.sizes = [int(s) for s in sizes]
+        if len(self.sizes) < 2 or min(self.sizes) < 1:
+            raise ValueError(f"Split({sizes!r}): give two or more positive widths")
+        self.n_outputs = len(self.sizes)
+
+    def config(self):
+        return {"_sizes": self.sizes}
+
+    def fprop(self, x):
+        namespace(x)
+        if x.ndim < 1 or x.shape[-1] != sum(self.sizes):
+            raise ShapeError(f"{self!r}.fprop: input has shape {tuple(x.shape)}, expected a "
+                             f"last axis of {sum(self.sizes)} = {' + '.join(map(str, self.sizes))}")
+        self.x = x
+        ys, start = [], 0
+        for w in self.sizes:
+            ys.append(x[..., start:start + w])
+            start += w
+        self._out_shape = tuple(tuple(y.shape) for y in ys)
+        return tuple(ys)
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        if self._out_shape is None:
+            raise StateError(f"{self!r}.bprop called before fprop: run fprop(x) first")
+        grads = tuple(grad_output) if isinstance(grad_output, (tuple, list)) else ()
+        if len(grads) != self.n_outputs:
+            raise ShapeError(f"{self!r}.bprop: expected a tuple of {self.n_outputs} grads, "
+                             f"one per output, got {type(grad_output).__name__}")
+        if not need_input_grad:
+            return None
+        xp = namespace(self.x)
+        parts = []
+        for k, (g, shape) in enumerate(zip(grads, self._out_shape)):
+            if g is None:
+                g = xp.zeros_like(self.x[..., :shape[-1]])
+            elif tuple(g.shape) != shape:
+                raise ShapeError(f"{self!r}.bprop: grad {k} has shape {tuple(g.shape)}, but "
+                                 f"output {k} had {shape}")
+            parts.append(g)
+        return xp.concat(parts, axis=-1)
+
+
+class Residual(Module):
+    """y = x + f(x) for a module f that keeps the shape;   dx = g + f.bprop(g)"""
+
+    def __init__(self, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"Residual: expected an nnx module, got {type(module).__name__}")
+        self.body = module
+
+    def children(self):
+        return [self.body]
+
+    def _child_name(self, i):
+        return "body"
+
+    def fprop(self, x):
+        fx = self.body.fprop(x)
+        if tuple(fx.shape) != tuple(x.shape):
+            raise ShapeError(f"Residual: {self.body!r} maps {tuple(x.shape)} to "
+                             f"{tuple(fx.shape)}; y = x + f(x) needs f to keep the shape")
+        y = x + fx
+        self._out_shape = tuple(y.shape)
+        return y
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        self._check_grad(grad_output)
+        d = self.body.bprop(grad_output, need_input_grad=need_input_grad)
+        return d + grad_output if need_input_grad else None
+
+    def __repr__(self):
+        return "Residual(\n  " + repr(self.body).replace("\n", "\n  ") + "\n)"

@@ -1,0 +1,152 @@
+"""The seeds' radial-basis-function network as a cascade of three small modules.
+
+    a1[n,k] = ||x_n - w_k||²        SquaredDistance   centres w: (K, d)
+    a2 = exp(-β·a1)                 Gaussian          widths β: (K,)
+    a4[n] = Σ_k u_k·a2[n,k]         WeightedSum       weights u: (K,)   (a3 = u·a2, a4 = Σ a3)
+
+x: (N, d) -> (N, 1).  RBFNetwork chains them; each stage has its own fprop/bprop.
+"""
+
+import math
+
+import backends
+
+from ..module import Module
+
+
+class SquaredDistance(Module):
+    """a[n,k] = Σ_d (x[n,d] - w[k,d])² = |x_n|² - 2 x_n·w_k + |w_k|²
+
+    dx = 2 (x·Σ_k g[:,k] - g·w);   dw = 2 (w·Σ_n g[n,:] - gᵀ·x)
+    """
+
+    param_names = ("w",)
+
+    def __init__(self, n_in, n_centres, *, centre_range=(-1.0, 1.0), dtype=None, device=None):
+        self.n_in, self.n_centres = int(n_in), int(n_centres)
+        self.centre_range = (float(centre_range[0]), float(centre_range[1]))
+        self._init_params(dtype, device, w=backends.host.uniform(
+            (self.n_centres, self.n_in), *self.centre_range, "float64"))
+
+    def config(self):
+        return {"_n_in": self.n_in, "_n_centres": self.n_centres,
+                "centre_range": self.centre_range}
+
+    def fprop(self, x):
+        xp = self._check_input(x, self.n_in)
+        self.x = x
+        a = xp.sum(x * x, axis=1, keepdims=True) - 2.0 * (x @ self.w.T)
+        a += xp.sum(self.w * self.w, axis=1)
+        self._out_shape = tuple(a.shape)
+        return a
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        xp = self._check_grad(grad_output)
+        g = grad_output
+        dw = self.w * xp.sum(g, axis=0)[:, None]
+        dw -= g.T @ self.x
+        dw *= 2.0
+        self.dw = dw
+        if not need_input_grad:
+            return None
+        dx = self.x * xp.sum(g, axis=1, keepdims=True)
+        dx -= g @ self.w
+        dx *= 2.0
+        return dx
+
+
+class Gaussian(Module):
+    """a2 = exp(-β·a1), one width β_k per column;   da1 = -β·a2·g;   dβ = -Σ_n g·a2·a1"""
+
+    param_names = ("beta",)
+
+    def __init__(self, n_centres, *, width=1.0, dtype=None, device=None):
+        self.n_centres, self.width = int(n_centres), float(width)
+        self._init_params(dtype, device,
+                          beta=backends.host.full((self.n_centres,), self.width, "float64"))
+
+    def config(self):
+        return {"_n_centres": self.n_centres, "width": self.width}
+
+    def fprop(self, a1):
+        xp = self._check_input(a1, self.n_centres)
+        self.a1 = a1
+        self.a2 = xp.exp(-self.beta * a1)
+        self._out_shape = tuple(self.a2.shape)
+        return self.a2
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        xp = self._check_grad(grad_output)
+        ga = grad_output * self.a2
+        self.dbeta = -xp.sum(ga * self.a1, axis=0)
+        return ga * (-self.beta) if need_input_grad else None
+
+
+class WeightedSum(Module):
+    """a4[n] = Σ_k u_k·a2[n,k]  (output (N, 1));   du = a2ᵀ·g;   da2 = g·u"""
+
+    param_names = ("u",)
+
+    def __init__(self, n_centres, *, dtype=None, device=None):
+        self.n_centres = int(n_centres)
+        self._init_params(dtype, device, u=backends.host.normal(
+            (self.n_centres,), 1.0 / math.sqrt(self.n_centres), "float64"))
+
+    def config(self):
+        return {"_n_centres": self.n_centres}
+
+    def fprop(self, a2):
+        xp = self._check_input(a2, self.n_centres)
+        self.a2 = a2
+        y = a2 @ xp.reshape(self.u, (self.n_centres, 1))
+        self._out_shape = tuple(y.shape)
+        return y
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        xp = self._check_grad(grad_output)
+        self.du = xp.reshape(self.a2.T @ grad_output, (self.n_centres,))
+        return grad_output * self.u if need_input_grad else None
+
+
+class RBFNetwork(Module):
+    """y = Σ_k u_k·exp(-β_k·||x - w_k||²):  x (N, d) -> (N, 1), K hidden units.
+
+    Centres start uniform in ``centre_range``, widths β at ``width``, weights u ~ N(0, 1/K).
+    """
+
+    def __init__(self, n_in, n_centres, *, width=1.0, centre_range=(-1.0, 1.0), dtype=None,
+                 device=None):
+        self.n_in, self.n_centres, self.width = int(n_in), int(n_centres), float(width)
+        self.centre_range = (float(centre_range[0]), float(centre_range[1]))
+        kw = {"dtype": dtype, "device": device}
+        self.stages = [SquaredDistance(n_in, n_centres, centre_range=centre_range, **kw),
+                       Gaussian(n_centres, width=width, **kw), WeightedSum(n_centres, **kw)]
+
+    def config(self):
+        return {"_n_in": self.n_in, "_n_centres": self.n_centres, "width": self.width,
+                "centre_range": self.centre_range}
+
+    @classmethod
+    def from_config(cls, config, children):
+        """Rebuild around the stages of ``children()`` (checkpoints)."""
+        net = cls(config["_n_in"], config["_n_centres"], width=config["width"],
+                  centre_range=config["centre_range"])
+        net.stages = list(children)
+        return net
+
+    def children(self):
+        return self.stages
+
+    def _child_name(self, i):
+        return ("distance", "gaussian", "weights")[i]
+
+    def fprop(self, x):
+        for stage in self.stages:
+            x = stage.fprop(x)
+        return x
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        g = grad_output
+        for i in (2, 1, 0):
+            g = self.stages[i].bprop(g, need_input_grad=need_input_grad or i > 0)
+        return g
