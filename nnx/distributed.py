@@ -71,16 +71,18 @@ def shard(batch, *, rank=None, size=None):
     return batch[rows, ...] if hasattr(batch, "shape") else batch[rows]
 
 
-def all_sum(value):
+def all_sum(value, *, timeout=300.0):
     """The sum over ranks of a number or a small array (error counts, loss sums).
 
-    Numbers come back as Python numbers; arrays as arrays on their own device.
+    Numbers come back as Python numbers; arrays as arrays on their own device.  The job is
+    aborted if some rank has not joined within ``timeout`` seconds (None: wait forever).
     """
     world = _world()
-    if not hasattr(value, "shape"):
-        return world.allreduce_sum(value)
-    device = backends.device_of(value)
-    total = world.allreduce_sum(backends.to_host(value))
+    with world.guard("all_sum", timeout):
+        if not hasattr(value, "shape"):
+            return world.allreduce_sum(value)
+        device = backends.device_of(value)
+        total = world.allreduce_sum(backends.to_host(value))
     return backends.from_host(total, device)
 
 

@@ -7,8 +7,11 @@ MODE  train:     train two small nets (SGD with momentum, Adam) with DataParalle
       mismatch:  rank 1 builds a wider hidden layer; each rank writes the error it got to
                  OUT/rank<r>.txt and exits with status 3.
       hang:      rank 1 sleeps instead of training; rank 0's watchdog (2 s) must abort.
+      die, raise: rank 1 exits (os._exit) or raises in the middle of training; mpirun
+                 must end the job (with ``python -m mpi4py`` for the exception).
 """
 
+import os
 import pathlib
 import sys
 import time
@@ -62,6 +65,7 @@ def main(mode, out, device):
         arrays = {f"{i}.{k}": nnx.to_numpy(p) for i, net in enumerate(nets)
                   for k, p in enumerate(net.params())}
         arrays["all_sum"] = np.asarray(dist.all_sum(r + 1))
+        arrays["all_sum_array"] = nnx.to_numpy(dist.all_sum(nnx.asarray([r, 1.0])))
         arrays["size"] = np.asarray(dist.size())
         np.savez(out / f"rank{r}.npz", **arrays)
     elif mode == "mismatch":
@@ -76,8 +80,20 @@ def main(mode, out, device):
         if r == 1:
             time.sleep(60)
         dist.DataParallel(nnx.SGD(build(), lr=0.1), timeout=2)
+    elif mode in ("die", "raise"):
+        net = build()
+        opt = dist.DataParallel(nnx.SGD(net, lr=0.1), timeout=None)    # MPI alone
+        x, t = data()
+
+        def shard_or_fail(batch):
+            if r == 1 and mode == "die":
+                os._exit(4)
+            if r == 1:
+                raise RuntimeError("rank 1 fails on purpose")
+            return dist.shard(batch)
+        train([net], [opt], x, t, shard_or_fail)
     else:
-        raise SystemExit(f"unknown mode {mode!r}: use train, mismatch or hang")
+        raise SystemExit(f"unknown mode {mode!r}: use train, mismatch, hang, die or raise")
 
 
 if __name__ == "__main__":

@@ -80,6 +80,7 @@ def test_two_ranks_train_like_one_process(tmp_path, device):
     assert rc == 0, log
     ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
     assert int(ranks[0]["size"]) == 2 and int(ranks[0]["all_sum"]) == 3    # 1 + 2
+    assert ranks[1]["all_sum_array"].tolist() == [1.0, 2.0]
     reference = one_process_reference(device)
     assert len(reference) == 8
     for name, expected in reference.items():
@@ -109,6 +110,16 @@ def test_hung_rank_aborts_the_job(tmp_path):
     assert rc != 0, log
     assert "waited more than 2 s" in log, log
     assert seconds < 40, f"the watchdog (2 s) took {seconds:.0f} s to end the job"
+
+
+@needs_mpi
+@pytest.mark.parametrize("mode", ["die", "raise"])
+def test_a_failing_rank_ends_the_job(tmp_path, mode):
+    rc, log, seconds = mpirun(mode, tmp_path)
+    assert rc != 0, log
+    if mode == "raise":
+        assert "rank 1 fails on purpose" in log, log
+    assert seconds < 40, f"mpirun took {seconds:.0f} s to end the job"
 
 
 # -- one process: no MPI launcher needed ---------------------------------------------------
