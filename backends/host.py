@@ -66,14 +66,15 @@ def as_int64(host_array):
     return np.asarray(host_array, dtype=np.int64)
 
 
-def save_npz(path, arrays):
-    """Write a dict of host arrays to ``path`` atomically (temp file, fsync, rename)."""
+def write_atomically(path, write):
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it
+    over ``path``: readers see the old file or the whole new one, never a partial one."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".nnx-", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".nnx-", suffix=".part", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -83,7 +84,15 @@ def save_npz(path, arrays):
         raise
 
 
+def save_npz(path, arrays, meta):
+    """Host arrays and a JSON string ``meta`` into one .npz file, written atomically."""
+    arrays = dict(arrays, __meta__=np.array(meta))
+    write_atomically(path, lambda f: np.savez(f, **arrays))
+
+
 def load_npz(path):
-    """Read every array of an .npz file into a dict (no pickles are ever loaded)."""
+    """(meta string or None, {name: host array}) of an .npz file; pickles are refused."""
     with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+        arrays = {k: z[k] for k in z.files}
+    meta = arrays.pop("__meta__", None)
+    return (None if meta is None else str(meta)), arrays

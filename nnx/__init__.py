@@ -22,6 +22,10 @@ from .losses import MSE, BCEWithLogits, CrossEntropy, Hinge, Loss, SoftmaxCrossE
 from .module import Module
 from .optim import SGD, Adam, Optimizer
 from .sequential import Sequential
+from . import datasets
+from .checkpoint import CheckpointError, load, save
+from .datasets import DatasetError
+from .train import EpochStats, TrainingDiverged, evaluate, fit
 
 __version__ = "0.1.0"
 
@@ -40,6 +44,8 @@ __all__ = [
     "Softplus", "Softmax", "LogSoftmax", "Dropout", "L2Normalize",
     "Loss", "SoftmaxCrossEntropy", "CrossEntropy", "MSE", "BCEWithLogits", "Hinge",
     "Optimizer", "SGD", "Adam",
+    "datasets", "DatasetError", "save", "load", "CheckpointError",
+    "fit", "evaluate", "EpochStats", "TrainingDiverged",
 ]
 
 from .graph import (Add, Concat, Cos, Exp, Gaussian, Graph, Log, Multiply, RBFNetwork,

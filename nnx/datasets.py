@@ -12,7 +12,6 @@ import gzip
 import hashlib
 import os
 import struct
-import tempfile
 import urllib.request
 import zlib
 from typing import NamedTuple
@@ -172,20 +171,6 @@ def _verified(blob, digest):
         return False
 
 
-def _write_atomically(path, blob):
-    fd, tmp = tempfile.mkstemp(prefix=".nnx-", suffix=".part", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _download(kind, name, folder):
     """Fetch ``name.gz`` from the first mirror that serves bytes with the right checksum."""
     failures = []
@@ -201,7 +186,7 @@ def _download(kind, name, folder):
             continue
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, name + (".gz" if blob[:2] == b"\x1f\x8b" else ""))
-        _write_atomically(path, blob)
+        host.write_atomically(path, lambda f: f.write(blob))
         return path
     raise DatasetError(f"could not download {name}.gz ({'; '.join(failures)})")
 

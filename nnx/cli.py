@@ -1,0 +1,228 @@
+"""``nnx`` on the command line: ``nnx train``, ``nnx evaluate CHECKPOINT``, ``nnx devices``.
+
+Bad arguments end with one line on stderr and exit status 2, never a traceback.
+"""
+
+import argparse
+import sys
+import time
+
+from . import checkpoint, datasets, models
+from .device import devices, set_device
+from .errors import DeviceError, NNXError
+
+
+class UsageError(Exception):
+    """A bad argument: printed as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):            # argparse's default prints the usage first
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
+def positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return parse
+
+
+def fraction(text):
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
+    return value
+
+
+def build_parser():
+    parser = Parser(prog="nnx", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    train = sub.add_parser("train", help="train a model on MNIST",
+                           description="Train on MNIST (or Fashion-MNIST) and report the "
+                                       "test errors out of 10000.")
+    train.add_argument("--model", choices=["linear", "mlp"], default="mlp")
+    train.add_argument("--hidden", type=positive(int), default=200, help="units per hidden layer")
+    train.add_argument("--layers", type=positive(int), default=1, help="hidden layers (mlp)")
+    train.add_argument("--activation", choices=sorted(models.ACTIVATIONS), default="tanh")
+    train.add_argument("--epochs", type=positive(int), default=20)
+    train.add_argument("--batch-size", type=positive(int), default=100)
+    train.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    train.add_argument("--lr", type=positive(float), default=0.1)
+    train.add_argument("--momentum", type=fraction, default=0.0)
+    train.add_argument("--weight-decay", type=fraction, default=0.0)
+    train.add_argument("--schedule", choices=["constant", "cosine", "step"], default="constant")
+    train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    _data_options(train)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--save", metavar="CHECKPOINT", help="write the model after every epoch")
+    train.add_argument("--plot", metavar="FILE.png", help="draw the learning curves")
+
+    ev = sub.add_parser("evaluate", help="test errors of a saved model")
+    ev.add_argument("checkpoint")
+    _data_options(ev)
+
+    sub.add_parser("devices", help="list the devices and why any is unavailable")
+    return parser
+
+
+def _data_options(p):
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, torch:cpu, strict, ...")
+    p.add_argument("--data", metavar="DIR", help="folder with the IDX files (else $NNX_DATA, "
+                                                 "else the download cache)")
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
+
+
+def main(argv=None):
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except (NNXError, DeviceError, OSError) as e:
+        print(f"nnx: error: {e}", file=sys.stderr)
+        return 1 if isinstance(e, TrainingError) else 2
+    except KeyboardInterrupt:
+        print("nnx: interrupted", file=sys.stderr)
+        return 130
+
+
+class TrainingError(NNXError):
+    """Training failed after it started (a diverged loss): exit status 1."""
+
+
+def _setup(args):
+    """Select the device and load the data: the parts that fail on bad arguments."""
+    if args.device:
+        set_device(args.device)
+    return datasets.load_mnist(args.data, kind=args.dataset)
+
+
+def cmd_train(args):
+    from . import train as training
+    from .device import set_default_dtype
+    from .losses import SoftmaxCrossEntropy
+    from .optim import SGD, Adam
+    if args.plot:
+        _require_matplotlib()
+    data = _setup(args)
+    set_default_dtype(args.dtype)
+    from . import seed
+    seed(args.seed)
+    hidden = [args.hidden] * args.layers if args.model == "mlp" else []
+    net = models.mlp(784, 10, hidden, args.activation)
+    opt = (SGD(net, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+           if args.optimizer == "sgd" else
+           Adam(net, lr=args.lr, weight_decay=args.weight_decay))
+    x, t = training.to_device(data.x_train, data.y_train)
+    x_test, t_test = training.to_device(data.x_test, data.y_test)
+    from .device import get_device
+    print(f"nnx train: {args.model} {_describe(net)} on {get_device()}, {args.optimizer} "
+          f"lr {args.lr:g}, batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}")
+    print(f"{'epoch':>5} {'loss':>8} {'train acc':>9} {'test errors':>11} {'lr':>8} "
+          f"{'seconds':>7}")
+
+    def on_epoch(s):
+        line = (f"{s.epoch:>5} {s.train_loss:>8.4f} {100 * s.train_accuracy:>8.2f}% "
+                f"{s.test_errors:>11} {s.lr:>8.4g} {s.seconds:>7.2f}")
+        _print(line)
+        if args.save:
+            checkpoint.save(net, args.save, epoch=s.epoch, test_errors=s.test_errors,
+                            command=vars(args))
+
+    started = time.perf_counter()
+    try:
+        history = training.fit(
+            net, SoftmaxCrossEntropy(), opt, x, t, epochs=args.epochs,
+            batch_size=args.batch_size, x_test=x_test, t_test=t_test,
+            lr_schedule=training.schedule(args.schedule, args.lr, args.epochs),
+            on_epoch=on_epoch, progress=_progress_bar(args.epochs))
+    except training.TrainingDiverged as e:
+        kept = f"; the last good checkpoint {args.save} is intact" if args.save else ""
+        raise TrainingError(f"{e}{kept}") from None
+    elapsed = time.perf_counter() - started
+    if args.plot:
+        _plot(history, args.plot)
+        print(f"learning curves: {args.plot}")
+    if args.save:
+        print(f"checkpoint: {args.save}")
+    print(f"{elapsed / len(history):.2f} s per epoch")
+    print(f"test errors: {history[-1].test_errors} / {history[-1].test_total}")
+    return 0
+
+
+def cmd_evaluate(args):
+    from .train import evaluate, to_device
+    data = _setup(args)
+    net = checkpoint.load(args.checkpoint)
+    x_test, t_test = to_device(data.x_test, data.y_test)
+    errors = evaluate(net, x_test, t_test)
+    print(f"test errors: {errors} / {x_test.shape[0]}")
+    return 0
+
+
+def cmd_devices(args):
+    for name, reason in devices().items():
+        print(f"{name:<18} {'available' if reason is None else 'unavailable: ' + reason}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "devices": cmd_devices}
+
+
+def _describe(net):
+    sizes = [m.n_in for m in net if hasattr(m, "n_in")] + [net[len(net) - 1].n_out]
+    acts = sorted({type(m).__name__.lower() for m in net if not hasattr(m, "n_in")})
+    return "-".join(map(str, sizes)) + (f" ({', '.join(acts)})" if acts else "")
+
+
+def _print(line):
+    from tqdm import tqdm
+    tqdm.write(line)
+
+
+def _progress_bar(epochs):
+    from tqdm import tqdm
+    counter = iter(range(1, epochs + 1))
+
+    def bar(steps):
+        return tqdm(steps, desc=f"epoch {next(counter)}", leave=False, unit="step",
+                    disable=None, dynamic_ncols=True)
+    return bar
+
+
+def _require_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("nnx train: error: --plot needs matplotlib: pip install "
+                         "'nnx-backprop[plot]'") from None
+
+
+def _plot(history, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import backends
+    epochs = [s.epoch for s in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a.plot(epochs, [s.train_loss for s in history], marker="o")
+    a.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    b.plot(epochs, [s.test_errors for s in history], marker="o", color="C1")
+    b.set(xlabel="epoch", ylabel="errors / 10000", title="test errors")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    backends.host.write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

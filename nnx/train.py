@@ -1,0 +1,142 @@
+"""Training and evaluation: the seeds' loop, made convenient.
+
+``fit`` is exactly this loop, with bookkeeping around it::
+
+    for epoch in range(epochs):
+        order = permutation(N)                    # on the host; gathered on the device
+        for each batch idx of order:
+            z = net.fprop(x[idx])
+            loss.fprop(z, t[idx])
+            net.bprop(loss.bprop(), need_input_grad=False)
+            opt.step()
+
+The data set is moved to the device once; per-step losses stay on the device and are read
+back once per epoch (no host synchronisation per step on a GPU).
+"""
+
+import dataclasses
+import math
+import time
+
+import backends
+
+from .device import asarray, get_device, namespace
+from .errors import LabelError, NNXError
+
+
+class TrainingDiverged(NNXError, FloatingPointError):
+    """The loss became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    test_errors: int | None
+    test_total: int | None
+    lr: float
+    seconds: float
+
+
+def to_device(x, t, device=None):
+    """Host arrays (or any backend's) onto ``device``: float inputs, integer labels."""
+    device = get_device() if device is None else backends.resolve(device)
+    return asarray(x, device=device), asarray(backends.host.as_int64(backends.to_host(t)),
+                                              device=device)
+
+
+def check_labels(t, n_classes, name="labels"):
+    """Once per data set, so that the loss can skip the per-step check (a GPU sync)."""
+    xp = namespace(t)
+    low, high = int(xp.min(t)), int(xp.max(t))
+    if low < 0 or high >= n_classes:
+        raise LabelError(f"{name} must lie in [0, {n_classes}) for a network with "
+                         f"{n_classes} outputs, got values from {low} to {high}")
+
+
+def evaluate(net, x, t, batch_size=1000):
+    """Number of misclassified rows (argmax of the output != label); one readback."""
+    xp = namespace(x)
+    was_training = net.training
+    net.eval()
+    wrong = None
+    try:
+        n = x.shape[0]
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)       # the standard leaves overshoot undefined
+            z = net.fprop(x[start:stop, ...])
+            miss = xp.sum(xp.astype(xp.argmax(z, axis=1) != t[start:stop], xp.int64))
+            wrong = miss if wrong is None else wrong + miss
+    finally:
+        net.train(was_training)
+    return int(wrong) if wrong is not None else 0
+
+
+def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=None,
+        lr_schedule=None, on_epoch=None, progress=None):
+    """Train ``net`` with the classic loop; return a list of EpochStats.
+
+    ``x``, ``t`` (and the test pair) should already be on the device (see ``to_device``).
+    ``lr_schedule(epoch) -> lr`` sets ``opt.lr`` before each epoch (epochs count from 1).
+    ``on_epoch(stats)`` runs after each epoch (printing, checkpoints); ``progress(steps)``
+    wraps the step range (e.g. a tqdm bar).  A NaN or infinite loss raises
+    TrainingDiverged naming the epoch and step, before ``on_epoch`` sees that epoch.
+    """
+    xp = namespace(x)
+    n = x.shape[0]
+    if n == 0 or batch_size < 1:
+        raise ValueError(f"fit: need at least one example and batch_size >= 1 "
+                         f"(got {n} examples, batch_size {batch_size})")
+    n_classes = int(net.fprop(x[:1, ...]).shape[1])
+    check_labels(t, n_classes, "training labels")
+    if t_test is not None:
+        check_labels(t_test, n_classes, "test labels")
+    loss.check_labels = False
+    device = backends.device_of(x)
+    steps = math.ceil(n / batch_size)
+    history = []
+    for epoch in range(1, epochs + 1):
+        if lr_schedule is not None:
+            opt.lr = float(lr_schedule(epoch))
+        start = time.perf_counter()
+        order = backends.from_host(backends.host.permutation(n), device)
+        net.train()
+        losses, correct = [], None
+        step_range = progress(range(steps)) if progress else range(steps)
+        for step in step_range:
+            idx = order[step * batch_size:min((step + 1) * batch_size, n)]
+            xb, tb = xp.take(x, idx, axis=0), xp.take(t, idx, axis=0)
+            z = net.fprop(xb)
+            losses.append(loss.fprop(z, tb))
+            hit = xp.sum(xp.astype(xp.argmax(z, axis=1) == tb, xp.int64))
+            correct = hit if correct is None else correct + hit
+            net.bprop(loss.bprop(), need_input_grad=False)
+            opt.step()
+        per_step = backends.to_host(xp.stack(losses))          # the one readback per epoch
+        bad = [i for i, v in enumerate(per_step.tolist()) if not math.isfinite(v)]
+        if bad:
+            raise TrainingDiverged(
+                f"the loss became {per_step[bad[0]]} at epoch {epoch}, step {bad[0] + 1} of "
+                f"{steps}: lower the learning rate (now {opt.lr:g})")
+        sizes = [min(batch_size, n - i * batch_size) for i in range(steps)]
+        train_loss = sum(v * s for v, s in zip(per_step.tolist(), sizes)) / n
+        errors = None if x_test is None else evaluate(net, x_test, t_test)
+        stats = EpochStats(epoch, train_loss, int(correct) / n, errors,
+                           None if x_test is None else int(x_test.shape[0]), opt.lr,
+                           time.perf_counter() - start)
+        history.append(stats)
+        if on_epoch is not None:
+            on_epoch(stats)
+    return history
+
+
+def schedule(name, lr, epochs):
+    """A learning-rate schedule by name: 'constant', 'cosine' or 'step' (x0.1 at 50%, 75%)."""
+    if name == "constant":
+        return lambda e: lr
+    if name == "cosine":
+        return lambda e: lr * 0.5 * (1 + math.cos(math.pi * (e - 1) / max(1, epochs)))
+    if name == "step":
+        return lambda e: lr * (0.1 ** ((e > epochs // 2) + (e > 3 * epochs // 4)))
+    raise ValueError(f"unknown schedule {name!r}: use constant, cosine or step")
