@@ -12,7 +12,8 @@
 import backends as _backends
 
 from .device import (Device, asarray, device, device_of, devices, get_default_dtype,
-                     get_device, set_default_dtype, set_device, synchronize, to_numpy)
+                     get_device, permutation, set_default_dtype, set_device, synchronize,
+                     to_numpy)
 from .errors import (DeviceError, DTypeError, GradcheckError, LabelError, NNXError,
                      ShapeError, StateError)
 from .gradcheck import GradcheckResult, gradcheck
@@ -37,7 +38,7 @@ def seed(value):
 
 __all__ = [
     "Device", "asarray", "device", "device_of", "devices", "get_default_dtype", "get_device",
-    "set_default_dtype", "set_device", "synchronize", "to_numpy", "seed",
+    "set_default_dtype", "set_device", "synchronize", "to_numpy", "seed", "permutation",
     "NNXError", "DeviceError", "DTypeError", "GradcheckError", "LabelError", "ShapeError",
     "StateError", "GradcheckResult", "gradcheck",
     "Module", "Sequential", "Linear", "Tanh", "Sigmoid", "ReLU", "LeakyReLU", "PReLU",

@@ -4,6 +4,7 @@ Bad arguments end with one line on stderr and exit status 2, never a traceback.
 """
 
 import argparse
+import math
 import sys
 import time
 
@@ -47,7 +48,9 @@ def build_parser():
     train = sub.add_parser("train", help="train a model on MNIST",
                            description="Train on MNIST (or Fashion-MNIST) and report the "
                                        "test errors out of 10000.")
-    train.add_argument("--model", choices=["linear", "mlp"], default="mlp")
+    train.add_argument("--model", choices=["linear", "mlp", "resmlp"], default="mlp",
+                       help="linear: 784-10; mlp: 784-(hidden x layers)-10; resmlp: mlp whose "
+                            "hidden layers after the first are residual blocks")
     train.add_argument("--hidden", type=positive(int), default=200, help="units per hidden layer")
     train.add_argument("--layers", type=positive(int), default=1, help="hidden layers (mlp)")
     train.add_argument("--activation", choices=sorted(models.ACTIVATIONS), default="tanh")
@@ -116,8 +119,11 @@ def cmd_train(args):
     set_default_dtype(args.dtype)
     from . import seed
     seed(args.seed)
-    hidden = [args.hidden] * args.layers if args.model == "mlp" else []
-    net = models.mlp(784, 10, hidden, args.activation)
+    if args.model == "resmlp":
+        net = models.residual_mlp(784, 10, args.hidden, args.layers, args.activation)
+    else:
+        hidden = [args.hidden] * args.layers if args.model == "mlp" else []
+        net = models.mlp(784, 10, hidden, args.activation)
     opt = (SGD(net, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
            if args.optimizer == "sgd" else
            Adam(net, lr=args.lr, weight_decay=args.weight_decay))
@@ -178,9 +184,8 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "devices": cmd_devices
 
 
 def _describe(net):
-    sizes = [m.n_in for m in net if hasattr(m, "n_in")] + [net[len(net) - 1].n_out]
-    acts = sorted({type(m).__name__.lower() for m in net if not hasattr(m, "n_in")})
-    return "-".join(map(str, sizes)) + (f" ({', '.join(acts)})" if acts else "")
+    count = sum(math.prod(p.shape) for p in net.params())
+    return f"{' -> '.join(type(m).__name__ for m in net)} ({count:,} parameters)"
 
 
 def _print(line):

@@ -123,6 +123,11 @@ def asarray(x, *, device=None, dtype=None):
     return x
 
 
+def permutation(n, *, device=None):
+    """A random order of 0..n-1 (int64), drawn on the host (``nnx.seed``), on ``device``."""
+    return asarray(backends.host.permutation(n), device=device)
+
+
 def to_numpy(x):
     """A NumPy array with the values of ``x``, from any device."""
     return backends.to_host(x)
@@ -142,5 +147,5 @@ def check_same_device(where, a, b, what_a="input", what_b="parameters"):
 
 
 __all__ = ["Device", "get_device", "set_device", "device", "devices", "namespace",
-           "device_of", "set_default_dtype", "get_default_dtype", "asarray", "to_numpy",
+           "device_of", "set_default_dtype", "get_default_dtype", "asarray", "permutation", "to_numpy",
            "synchronize"]

@@ -22,3 +22,16 @@ def mlp(n_in, n_out, hidden=(), activation="tanh"):
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
     return Sequential(*layers)
+
+
+def residual_mlp(n_in, n_out, hidden=200, blocks=1, activation="tanh"):
+    """Linear(n_in, h), act, then ``blocks`` times Residual(Linear(h, h), act), Linear(h, n_out).
+
+    Each block computes y = x + act(x·W + b): its gradient has an identity path.
+    """
+    from .graph import Residual
+    act = ACTIVATIONS[activation]
+    return Sequential(Linear(n_in, hidden), act(),
+                      *[Residual(Sequential(Linear(hidden, hidden), act()))
+                        for _ in range(blocks)],
+                      Linear(hidden, n_out))

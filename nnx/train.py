@@ -20,7 +20,7 @@ import time
 
 import backends
 
-from .device import asarray, get_device, namespace
+from .device import asarray, get_device, namespace, permutation
 from .errors import LabelError, NNXError
 
 
@@ -100,7 +100,7 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
         if lr_schedule is not None:
             opt.lr = float(lr_schedule(epoch))
         start = time.perf_counter()
-        order = backends.from_host(backends.host.permutation(n), device)
+        order = permutation(n, device=device)
         net.train()
         losses, correct = [], None
         step_range = progress(range(steps)) if progress else range(steps)
