@@ -60,6 +60,9 @@ class SingleProcess:
     def allreduce_sum(self, value):
         return value
 
+    def barrier(self):
+        pass
+
     def guard(self, what, timeout):
         return _NoGuard()
 
@@ -84,6 +87,9 @@ class Communicator:
     def allreduce_sum(self, value):
         """Sum of a Python number over the ranks."""
         return self.comm.allreduce(value)
+
+    def barrier(self):
+        self.comm.Barrier()
 
     def Allreduce_sum(self, buf):
         """In-place sum of a contiguous buffer over the ranks (host, or device memory
@@ -169,23 +175,19 @@ class HostTransport:
         self.comm, self.device = comm, device
         self.on_host = device.backend.name == "numpy"
 
-    def _host(self, flat):
-        if self.on_host:
-            return np.ascontiguousarray(flat)
-        return np.ascontiguousarray(self.device.backend.to_host(flat))
-
-    def _back(self, buf):
+    def _run(self, flat, collective):
+        host = flat if self.on_host else self.device.backend.to_host(flat)
+        dtype = host.dtype                      # MPI has no float16: reduce in float32
+        buf = np.ascontiguousarray(host, dtype=np.float32 if dtype == np.float16 else dtype)
+        collective(buf)
+        buf = buf.astype(dtype, copy=False)
         return buf if self.on_host else self.device.backend.from_host(buf, self.device.native)
 
     def allreduce_sum(self, flat):
-        buf = self._host(flat)
-        self.comm.Allreduce_sum(buf)
-        return self._back(buf)
+        return self._run(flat, self.comm.Allreduce_sum)
 
     def broadcast(self, flat, root=0):
-        buf = self._host(flat)
-        self.comm.Bcast(buf, root=root)
-        return self._back(buf)
+        return self._run(flat, lambda buf: self.comm.Bcast(buf, root=root))
 
 
 class CudaAwareTransport:

@@ -25,6 +25,7 @@ REPO = HERE.parent
 RESULTS = HERE / "results" / "distributed.md"
 BATCHES = (32, 128, 512, 2048)
 CONFIGS = ((1, 1), (1, 2), (2, 1))          # (ranks, BLAS threads per rank)
+SEGMENTS = 5                                # timed repeats per point; the best one counts
 MARKER = "<!-- notes -->"
 
 
@@ -46,29 +47,31 @@ def worker(batches, seconds):
         n = len(dist.shard(range(global_batch)))
         x = nnx.asarray(rng.random((n, 784), dtype=np.float32))
         t = nnx.asarray(rng.integers(0, 10, n))
-        parts = np.zeros(3)
+        parts = np.zeros(4)
 
         def step(record):
             t0 = time.perf_counter()
             loss.fprop(net.fprop(x), t)
             net.bprop(loss.bprop(), need_input_grad=False)
             t1 = time.perf_counter()
-            opt.allreduce_grads(count=n)
+            world.barrier()                          # waiting for the slowest rank
             t2 = time.perf_counter()
-            opt.optimizer.step()
+            opt.allreduce_grads(count=n)
             t3 = time.perf_counter()
+            opt.optimizer.step()
+            t4 = time.perf_counter()
             if record:
-                parts[:] += (t1 - t0, t2 - t1, t3 - t2)
+                parts[:] += (t1 - t0, t2 - t1, t3 - t2, t4 - t3)
 
         for _ in range(5):
             step(False)
         t0 = time.perf_counter()                     # how many steps fill ``seconds``
         for _ in range(5):
             step(False)
-        steps = max(20, int(seconds / 3 / max((time.perf_counter() - t0) / 5, 1e-6)))
+        steps = max(20, int(seconds / SEGMENTS / max((time.perf_counter() - t0) / 5, 1e-6)))
         steps = world.bcast(steps)                   # every rank runs the same number
-        best = None                                  # best of 3 segments: the host is shared
-        for _ in range(3):
+        best = None                                  # the best segment: the host is shared
+        for _ in range(SEGMENTS):
             parts[:] = 0
             world.allgather(None)                    # start together
             start = time.perf_counter()
@@ -76,11 +79,11 @@ def worker(batches, seconds):
                 step(True)
             wall = (time.perf_counter() - start) / steps
             per_rank = world.allgather([wall, *(parts / steps)])
-            slowest = [max(r[i] for r in per_rank) for i in range(4)]
+            slowest = [max(r[i] for r in per_rank) for i in range(5)]
             if best is None or slowest[0] < best[0]:
                 best = slowest
         rows.append({"batch": global_batch, "steps": steps,
-                     **dict(zip(("step", "compute", "allreduce", "update"), best))})
+                     **dict(zip(("step", "compute", "wait", "allreduce", "update"), best))})
     raw = None
     if world.size > 1:                               # the bare all-reduce of the gradients
         buf = np.ones(784 * 200 + 200 + 200 * 10 + 10, dtype=np.float32)
@@ -132,25 +135,27 @@ def report(results, seconds):
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
         f"{os.cpu_count()} CPU core(s) ({platform.processor() or platform.machine()}), "
-        f"shared with other jobs (load average {load:.1f} at the end); best of 3 "
-        f"segments of about {seconds / 3:.1f} s per point.",
+        f"shared with other jobs (load average {load:.1f} at the end); best of "
+        f"{SEGMENTS} segments of about {seconds / SEGMENTS:.2f} s per point.",
         "Command: `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python "
         "bench/distributed.py`",
         "",
         "Strong scaling: the global batch is split over the ranks. Times are per step, in ms, "
-        "the slowest rank's. *compute* = fprop + bprop, *all-reduce* = pack, MPI Allreduce "
-        "of 159,011 float32 values (636 KB) and unpack, *update* = the SGD step. "
+        "the slowest rank's. *compute* = fprop + bprop, *wait* = a barrier before the "
+        "all-reduce (load imbalance: the other rank is late), *all-reduce* = pack, MPI "
+        "Allreduce of 159,011 float32 values (636 KB) and unpack, *update* = the SGD step. "
         "Efficiency = T(1 rank, 1 thread) / (2 · T(2 ranks)).",
         "",
         "| global batch | 1 rank, 1 thread: step | 1 rank, 2 threads: step | 2 ranks: step "
-        "| 2 ranks: compute | 2 ranks: all-reduce | 2 ranks: update | efficiency "
+        "| 2 ranks: compute | wait | all-reduce | update | efficiency "
         "| speed-up vs 1 rank × 2 threads |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for a, b, c in zip(base["rows"], two_threads["rows"], two_ranks["rows"]):
         eff = a["step"] / (2 * c["step"])
         lines.append(f"| {a['batch']} | {ms(a['step'])} | {ms(b['step'])} | {ms(c['step'])} "
-                     f"| {ms(c['compute'])} | {ms(c['allreduce'])} | {ms(c['update'])} "
+                     f"| {ms(c['compute'])} | {ms(c['wait'])} | {ms(c['allreduce'])} "
+                     f"| {ms(c['update'])} "
                      f"| {eff:.0%} | {b['step'] / c['step']:.2f}× |")
     big = base["rows"][-1]
     per_example = big["compute"] / big["batch"]

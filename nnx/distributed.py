@@ -123,6 +123,11 @@ class DataParallel:
         self.broadcast_params()
 
     # -- the optimiser interface ---------------------------------------------------------
+    def __getattr__(self, name):                 # momentum, state, t, ...: the inner one's
+        if name == "optimizer":
+            raise AttributeError(name)
+        return getattr(self.optimizer, name)
+
     @property
     def lr(self):
         return self.optimizer.lr
@@ -132,7 +137,11 @@ class DataParallel:
         self.optimizer.lr = value
 
     def step(self, count=None):
-        """All-reduce the gradients (mean, weighted by ``count``), then the inner step."""
+        """All-reduce the gradients, then the inner step.
+
+        ``count``: this rank's number of examples in the step; give it when shards can
+        differ in size (a global batch not divisible by the ranks), for an exact mean.
+        """
         self.allreduce_grads(count)
         self.optimizer.step()
 
@@ -146,6 +155,8 @@ class DataParallel:
             grads = self.module.grads()
             flat = self._pack(grads + [xp.ones((1,), dtype=grads[0].dtype,
                                                device=_device(grads[0]))])
+            if getattr(xp, "float16", None) == flat.dtype:   # count × grad may overflow
+                flat = xp.astype(flat, xp.float32)
             if count is not None:
                 flat = flat * float(count)
             with self._guard(f"the gradient all-reduce ({flat.shape[0]} values)"):
