@@ -5,7 +5,8 @@ class CupyBackend(Backend):
     """CuPy on NVIDIA GPUs (``cuda``, ``cuda:N``).
 
     array-api-compat ignores ``device=`` for most CuPy creation functions, so work for
-    ``cuda:N`` must run inside ``context(native)``; nnx enters it around fprop and bprop.
+    ``cuda:N`` must run with that GPU current: ``nnx.set_device`` makes it current
+    (``activate``), and ``with nnx.device(...)`` restores the previous one on exit.
     """
 
     name, module, prefixes = "cupy", "cupy", ("cuda", "cupy")
@@ -57,3 +58,6 @@ class CupyBackend(Backend):
 
     def context(self, native):
         return native
+
+    def activate(self, native):
+        native.use()          # allocations and kernels now go to this GPU

@@ -54,6 +54,9 @@ class Backend:
         """Make ``native`` the current device of the library (CuPy needs this)."""
         return contextlib.nullcontext()
 
+    def activate(self, native):
+        """Make ``native`` the library's current device from now on (nnx.set_device)."""
+
 
 class Device:
     """A concrete device: the backend, its namespace and the library's own device object.

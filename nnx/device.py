@@ -34,6 +34,7 @@ def set_device(spec):
     """Select the device for new modules and data: 'cpu', 'cuda:1', 'strict:device1', ..."""
     global _current
     _current = backends.resolve(spec)
+    _current.backend.activate(_current.native)
     return _current
 
 
@@ -47,6 +48,8 @@ def device(spec):
         yield _current
     finally:
         _current = previous
+        if previous is not None:
+            previous.backend.activate(previous.native)
 
 
 def devices():

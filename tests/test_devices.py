@@ -133,3 +133,16 @@ def test_same_initial_weights_on_every_backend(device):
         nnx.seed(42)
         np.testing.assert_array_equal(w, nnx.to_numpy(nnx.Linear(200, 50).W))
     assert abs(w.std() / np.sqrt(2 / 250) - 1) < 0.03       # W ~ N(0, sqrt(2/(n_in+n_out)))
+
+
+def test_selecting_a_device_makes_it_current_in_its_library(monkeypatch):
+    """CuPy ignores device= in most creation functions: nnx makes cuda:N current instead."""
+    seen = []
+    backend = nnx.set_device("strict:device1").backend
+    nnx.set_device("cpu")
+    monkeypatch.setattr(type(backend), "activate", lambda self, native: seen.append(str(native)))
+    with nnx.device("strict:device1"):
+        assert seen == ["array_api_strict.Device('device1')"]
+        with nnx.device("strict"):
+            pass
+        assert seen[-1] == "array_api_strict.Device('device1')"      # restored on exit
