@@ -76,7 +76,7 @@ def gradcheck(module, x, t=None, *, dtype=None, samples=12, mode="entries", rtol
         if ratio > worst[0]:
             worst = (ratio, label, analytic, numeric)
         max_abs = max(max_abs, err)
-        max_rel = max(max_rel, err / size if err > atol else 0.0)
+        max_rel = max(max_rel, err / max(size, atol))     # entries near 0: relative to atol
     ok = worst[0] <= 1.0
     where = f"{worst[1]}: bprop {worst[2]:.6g} vs finite difference {worst[3]:.6g}"
     result = GradcheckResult(ok, max_abs, max_rel, where, len(pairs), dtype, str(device))
