@@ -25,7 +25,7 @@ REPO = HERE.parent
 RESULTS = HERE / "results" / "distributed.md"
 BATCHES = (32, 128, 512, 2048)
 CONFIGS = ((1, 1), (1, 2), (2, 1))          # (ranks, BLAS threads per rank)
-SEGMENTS = 5                                # timed repeats per point; the best one counts
+COLUMNS = ("step", "compute", "wait", "allreduce", "update")
 MARKER = "<!-- notes -->"
 
 
@@ -47,9 +47,9 @@ def worker(batches, seconds):
         n = len(dist.shard(range(global_batch)))
         x = nnx.asarray(rng.random((n, 784), dtype=np.float32))
         t = nnx.asarray(rng.integers(0, 10, n))
-        parts = np.zeros(4)
+        times = []
 
-        def step(record):
+        def step():
             t0 = time.perf_counter()
             loss.fprop(net.fprop(x), t)
             net.bprop(loss.bprop(), need_input_grad=False)
@@ -60,43 +60,35 @@ def worker(batches, seconds):
             t3 = time.perf_counter()
             opt.optimizer.step()
             t4 = time.perf_counter()
-            if record:
-                parts[:] += (t1 - t0, t2 - t1, t3 - t2, t4 - t3)
+            times.append((t4 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3))
 
-        for _ in range(5):
-            step(False)
-        t0 = time.perf_counter()                     # how many steps fill ``seconds``
-        for _ in range(5):
-            step(False)
-        steps = max(20, int(seconds / SEGMENTS / max((time.perf_counter() - t0) / 5, 1e-6)))
+        for _ in range(10):
+            step()
+        steps = max(50, int(seconds / np.median([r[0] for r in times])))
         steps = world.bcast(steps)                   # every rank runs the same number
-        best = None                                  # the best segment: the host is shared
-        for _ in range(SEGMENTS):
-            parts[:] = 0
-            world.allgather(None)                    # start together
-            start = time.perf_counter()
-            for _ in range(steps):
-                step(True)
-            wall = (time.perf_counter() - start) / steps
-            per_rank = world.allgather([wall, *(parts / steps)])
-            slowest = [max(r[i] for r in per_rank) for i in range(5)]
-            if best is None or slowest[0] < best[0]:
-                best = slowest
-        rows.append({"batch": global_batch, "steps": steps,
-                     **dict(zip(("step", "compute", "wait", "allreduce", "update"), best))})
+        times.clear()
+        world.barrier()
+        for _ in range(steps):
+            step()
+        per_rank = world.allgather((np.min(times, axis=0).tolist(),
+                                    np.median(times, axis=0).tolist()))
+        row = {"batch": global_batch, "steps": steps}
+        for k, stat in enumerate(("min", "median")):
+            for i, name in enumerate(COLUMNS):
+                row[f"{name}_{stat}"] = max(r[k][i] for r in per_rank)
+        rows.append(row)
     raw = None
     if world.size > 1:                               # the bare all-reduce of the gradients
         buf = np.ones(784 * 200 + 200 + 200 * 10 + 10, dtype=np.float32)
         for _ in range(10):
             world.Allreduce_sum(buf)
         raw = []
-        for _ in range(5):
-            world.allgather(None)
+        for _ in range(200):
+            world.barrier()
             t0 = time.perf_counter()
-            for _ in range(40):
-                world.Allreduce_sum(buf)
-            raw.append((time.perf_counter() - t0) / 40)
-        raw = min(world.allgather(min(raw)))
+            world.Allreduce_sum(buf)
+            raw.append(time.perf_counter() - t0)
+        raw = [max(r) for r in zip(*world.allgather((min(raw), float(np.median(raw)))))]
     if world.rank == 0:
         print("RESULT " + json.dumps({"rows": rows, "raw_allreduce": raw}), flush=True)
 
@@ -135,36 +127,41 @@ def report(results, seconds):
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
         f"{os.cpu_count()} CPU core(s) ({platform.processor() or platform.machine()}), "
-        f"shared with other jobs (load average {load:.1f} at the end); best of "
-        f"{SEGMENTS} segments of about {seconds / SEGMENTS:.2f} s per point.",
+        f"shared with other jobs (load average {load:.1f} at the end); about {seconds:g} s "
+        f"of steps per point.",
         "Command: `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python "
         "bench/distributed.py`",
         "",
-        "Strong scaling: the global batch is split over the ranks. Times are per step, in ms, "
-        "the slowest rank's. *compute* = fprop + bprop, *wait* = a barrier before the "
-        "all-reduce (load imbalance: the other rank is late), *all-reduce* = pack, MPI "
-        "Allreduce of 159,011 float32 values (636 KB) and unpack, *update* = the SGD step. "
-        "Efficiency = T(1 rank, 1 thread) / (2 · T(2 ranks)).",
+        "Strong scaling: the global batch is split over the ranks. Times per step in ms: "
+        "**min** over all steps (what a quiet machine gives) / median (what this shared "
+        "one gave), the slowest rank's. *compute* = fprop + bprop, *wait* = a barrier before "
+        "the all-reduce (the other rank is late), *all-reduce* = pack, MPI Allreduce of "
+        "159,011 float32 values (636 KB) and unpack, *update* = the SGD step. "
+        "Efficiency = T(1 rank, 1 thread) / (2 · T(2 ranks)), from the minima.",
         "",
-        "| global batch | 1 rank, 1 thread: step | 1 rank, 2 threads: step | 2 ranks: step "
+        "| global batch | 1 rank × 1 thread | 1 rank × 2 threads | 2 ranks × 1 thread "
         "| 2 ranks: compute | wait | all-reduce | update | efficiency "
-        "| speed-up vs 1 rank × 2 threads |",
+        "| 2 ranks vs 1 rank × 2 threads |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def both(row, name):
+        return f"**{ms(row[name + '_min'])}** / {ms(row[name + '_median'])}"
+
     for a, b, c in zip(base["rows"], two_threads["rows"], two_ranks["rows"]):
-        eff = a["step"] / (2 * c["step"])
-        lines.append(f"| {a['batch']} | {ms(a['step'])} | {ms(b['step'])} | {ms(c['step'])} "
-                     f"| {ms(c['compute'])} | {ms(c['wait'])} | {ms(c['allreduce'])} "
-                     f"| {ms(c['update'])} "
-                     f"| {eff:.0%} | {b['step'] / c['step']:.2f}× |")
+        eff = a["step_min"] / (2 * c["step_min"])
+        parts = " | ".join(both(c, name) for name in COLUMNS[1:])
+        lines.append(f"| {a['batch']} | {both(a, 'step')} | {both(b, 'step')} "
+                     f"| {both(c, 'step')} | {parts} | {eff:.0%} "
+                     f"| {b['step_min'] / c['step_min']:.2f}× |")
     big = base["rows"][-1]
-    per_example = big["compute"] / big["batch"]
+    raw_min, raw_median = two_ranks["raw_allreduce"]
     lines += [
         "",
-        f"Bare `Allreduce` of the 636 KB gradient buffer, 2 ranks: "
-        f"{ms(two_ranks['raw_allreduce'])} ms. One rank, 1 thread: fprop + bprop costs "
-        f"{per_example * 1e6:.1f} µs per example (batch {big['batch']}), the SGD update "
-        f"{ms(big['update'])} ms per step.",
+        f"Bare `Allreduce` of the 636 KB buffer, 2 ranks: {ms(raw_min)} ms min, "
+        f"{ms(raw_median)} ms median. One rank, 1 thread: fprop + bprop costs "
+        f"{big['compute_min'] / big['batch'] * 1e6:.1f} µs per example (min, batch "
+        f"{big['batch']}); the SGD update {ms(big['update_min'])} ms per step.",
         "",
     ]
     notes = ""
@@ -179,7 +176,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--batches", default=",".join(map(str, BATCHES)))
-    p.add_argument("--seconds", type=float, default=1.5, help="measuring time per point")
+    p.add_argument("--seconds", type=float, default=2.0, help="measuring time per point")
     args = p.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     if args.worker:
