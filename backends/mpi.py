@@ -1,7 +1,8 @@
 """MPI for nnx.distributed: the communicator, a hang watchdog and host-buffer all-reduce.
 
-mpi4py is imported on first use only.  Without mpi4py a process that was not started by
-an MPI launcher is a world of one; one that was gets an error saying to install mpi4py.
+mpi4py is imported on first use, and only in a process that an MPI launcher started (or
+with NNX_MPI=1): any other process is a world of one without MPI at all, so it neither
+needs mpi4py nor pays for MPI_Init.  A launched process without mpi4py gets an error.
 
 What MPI does when a rank fails (Open MPI 4.1, measured):
   * killed, or ``os._exit(n != 0)``: mpirun notices and kills every other rank (~1 s);
@@ -20,12 +21,15 @@ import time
 
 import numpy as np
 
-_LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
+_LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK",
+                  "MV2_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "SLURM_PROCID")
 _world = None
 
 
 def launched_by_mpi():
-    """True when an MPI launcher (mpirun, mpiexec, srun) started this process."""
+    """True when an MPI launcher (mpirun, mpiexec, srun) started this process, or NNX_MPI=1."""
+    if os.environ.get("NNX_MPI") in ("0", "1"):
+        return os.environ["NNX_MPI"] == "1"
     return any(v in os.environ for v in _LAUNCHER_VARS)
 
 
@@ -33,16 +37,16 @@ def world():
     """The ``Communicator`` over every process of the job (a world of one without MPI)."""
     global _world
     if _world is None:
+        if not launched_by_mpi():
+            _world = SingleProcess()
+            return _world
         try:
             from mpi4py import MPI
         except ImportError as e:
-            if launched_by_mpi():
-                raise ImportError(f"this process was started by an MPI launcher but mpi4py "
-                                  f"cannot be imported ({e}); install it: "
-                                  f"pip install 'nnx-backprop[mpi]'") from None
-            _world = SingleProcess()
-        else:
-            _world = Communicator(MPI.COMM_WORLD)
+            raise ImportError(f"this process was started by an MPI launcher but mpi4py "
+                              f"cannot be imported ({e}); install it: "
+                              f"pip install 'nnx-backprop[mpi]'") from None
+        _world = Communicator(MPI.COMM_WORLD)
     return _world
 
 

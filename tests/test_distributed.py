@@ -168,8 +168,12 @@ def test_bad_arguments_say_what_to_do():
         dist.DataParallel(opt)
 
 
-def test_importing_distributed_does_not_load_mpi4py():
-    code = "import sys, nnx.distributed; print('mpi4py' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, text=True,
+def test_one_process_without_a_launcher_never_loads_mpi4py():
+    code = ("import sys, nnx, nnx.distributed as d; a = 'mpi4py' in sys.modules; "
+            "d.DataParallel(nnx.SGD(nnx.Linear(2, 2))); "
+            "print(a, d.size(), 'mpi4py' in sys.modules)")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OMPI_", "PMI", "PMIX_", "SLURM_", "MV2_", "NNX_MPI"))}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, text=True, env=env,
                          capture_output=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.split() == ["False", "1", "False"]
