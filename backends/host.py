@@ -62,6 +62,10 @@ def scale(host_array, factor, dtype):
     return np.multiply(host_array, factor, dtype=dtype)
 
 
+def as_float64(values):
+    return np.asarray(values, dtype=np.float64)
+
+
 def as_int64(host_array):
     return np.asarray(host_array, dtype=np.int64)
 

@@ -1,7 +1,9 @@
 """Data-parallel MNIST: the 784-200-10 tanh MLP trained by plain SGD on every rank's shard.
 
-    mpirun -n 2 python -m mpi4py examples/mnist_distributed.py --data /work/shared/data/mnist
+    mpirun -n 2 python -m mpi4py examples/mnist_distributed.py --data ../shared/data/mnist
     python examples/mnist_distributed.py --data ...          # one process, same result
+
+The same training from the command line: ``mpirun -n 2 nnx train --distributed``.
 
 Every rank reads the whole data set, draws the same shuffle (same seed), takes its rows of
 each global batch, and DataParallel averages the gradients: the run is the same training
@@ -9,7 +11,6 @@ as one process on the same global batches, up to float32 rounding.
 """
 
 import argparse
-import gzip
 import pathlib
 import sys
 import time
@@ -19,25 +20,6 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import nnx  # noqa: E402
 import nnx.distributed as dist  # noqa: E402
-
-
-def read_idx(path):
-    """A uint8 array from an IDX file (gzipped or not)."""
-    path = pathlib.Path(path)
-    if not path.exists():
-        path = path.with_name(path.name + ".gz")
-    blob = path.read_bytes()
-    if blob[:2] == b"\x1f\x8b":
-        blob = gzip.decompress(blob)
-    ndim = blob[3]
-    dims = [int.from_bytes(blob[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(blob, np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def load(folder, split):
-    images = read_idx(pathlib.Path(folder) / f"{split}-images-idx3-ubyte")
-    labels = read_idx(pathlib.Path(folder) / f"{split}-labels-idx1-ubyte")
-    return images.reshape(len(images), -1).astype(np.float32) / 255, labels.astype(np.int64)
 
 
 def errors(net, x, t):
@@ -51,15 +33,14 @@ def errors(net, x, t):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default="/work/shared/data/mnist")
+    p.add_argument("--data", default=None, help="MNIST folder (else $NNX_DATA or the cache)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=100, help="global batch (all ranks)")
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
-    x_train, t_train = load(args.data, "train")
-    x_test, t_test = load(args.data, "t10k")
+    x_train, t_train, x_test, t_test = nnx.datasets.load_mnist(args.data)
     nnx.seed(args.seed)
     net = nnx.Sequential(nnx.Linear(784, 200), nnx.Tanh(), nnx.Linear(200, 10))
     loss = nnx.SoftmaxCrossEntropy()

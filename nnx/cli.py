@@ -65,6 +65,9 @@ def build_parser():
     _data_options(train)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--save", metavar="CHECKPOINT", help="write the model after every epoch")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel over MPI ranks: mpirun -n N nnx train --distributed; "
+                            "each rank takes its part of every global batch (--batch-size)")
     train.add_argument("--plot", metavar="FILE.png", help="draw the learning curves")
 
     ev = sub.add_parser("evaluate", help="test errors of a saved model")
@@ -83,18 +86,26 @@ def _data_options(p):
 
 
 def main(argv=None):
+    args = None
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UsageError as e:
-        print(e, file=sys.stderr)
-        return 2
+        return _fail(args, str(e), 2)
     except (NNXError, DeviceError, OSError) as e:
-        print(f"nnx: error: {e}", file=sys.stderr)
-        return 1 if isinstance(e, TrainingError) else 2
+        return _fail(args, f"nnx: error: {e}", 1 if isinstance(e, TrainingError) else 2)
     except KeyboardInterrupt:
-        print("nnx: interrupted", file=sys.stderr)
-        return 130
+        return _fail(args, "nnx: interrupted", 130)
+
+
+def _fail(args, message, code):
+    """One line on stderr; under MPI, end every rank rather than leave them waiting."""
+    print(message, file=sys.stderr, flush=True)
+    if getattr(args, "distributed", False):
+        from . import distributed
+        if distributed.size() > 1:
+            distributed.abort(code)
+    return code
 
 
 class TrainingError(NNXError):
@@ -103,6 +114,9 @@ class TrainingError(NNXError):
 
 def _setup(args):
     """Select the device and load the data: the parts that fail on bad arguments."""
+    if getattr(args, "distributed", False) and args.device in ("cuda", "torch:cuda"):
+        from . import distributed             # one GPU per process, by its local rank
+        args.device = f"{args.device}:{distributed.local_rank()}"
     if args.device:
         set_device(args.device)
     return datasets.load_mnist(args.data, kind=args.dataset)
@@ -127,15 +141,25 @@ def cmd_train(args):
     opt = (SGD(net, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
            if args.optimizer == "sgd" else
            Adam(net, lr=args.lr, weight_decay=args.weight_decay))
+    lead = True                                  # the process that prints and saves
+    if args.distributed:
+        from . import distributed
+        opt = distributed.DataParallel(opt)
+        lead = distributed.rank() == 0
     x, t = training.to_device(data.x_train, data.y_train)
     x_test, t_test = training.to_device(data.x_test, data.y_test)
     from .device import get_device
-    print(f"nnx train: {args.model} {_describe(net)} on {get_device()}, {args.optimizer} "
-          f"lr {args.lr:g}, batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}")
-    print(f"{'epoch':>5} {'loss':>8} {'train acc':>9} {'test errors':>11} {'lr':>8} "
-          f"{'seconds':>7}")
+    say = print if lead else (lambda *a, **k: None)
+    ranks = f" x {distributed.size()} ranks" if args.distributed else ""
+    say(f"nnx train: {args.model} {_describe(net)} on {get_device()}{ranks}, "
+        f"{args.optimizer} lr {args.lr:g}, batch {args.batch_size}, {args.epochs} epochs, "
+        f"seed {args.seed}")
+    say(f"{'epoch':>5} {'loss':>8} {'train acc':>9} {'test errors':>11} {'lr':>8} "
+        f"{'seconds':>7}")
 
     def on_epoch(s):
+        if not lead:
+            return
         line = (f"{s.epoch:>5} {s.train_loss:>8.4f} {100 * s.train_accuracy:>8.2f}% "
                 f"{s.test_errors:>11} {s.lr:>8.4g} {s.seconds:>7.2f}")
         _print(line)
@@ -149,18 +173,19 @@ def cmd_train(args):
             net, SoftmaxCrossEntropy(), opt, x, t, epochs=args.epochs,
             batch_size=args.batch_size, x_test=x_test, t_test=t_test,
             lr_schedule=training.schedule(args.schedule, args.lr, args.epochs),
-            on_epoch=on_epoch, progress=_progress_bar(args.epochs))
+            on_epoch=on_epoch, progress=_progress_bar(args.epochs) if lead else None,
+            distributed=args.distributed)
     except training.TrainingDiverged as e:
         kept = f"; the last good checkpoint {args.save} is intact" if args.save else ""
         raise TrainingError(f"{e}{kept}") from None
     elapsed = time.perf_counter() - started
-    if args.plot:
+    if args.plot and lead:
         _plot(history, args.plot)
-        print(f"learning curves: {args.plot}")
+        say(f"learning curves: {args.plot}")
     if args.save:
-        print(f"checkpoint: {args.save}")
-    print(f"{elapsed / len(history):.2f} s per epoch")
-    print(f"test errors: {history[-1].test_errors} / {history[-1].test_total}")
+        say(f"checkpoint: {args.save}")
+    say(f"{elapsed / len(history):.2f} s per epoch")
+    say(f"test errors: {history[-1].test_errors} / {history[-1].test_total}")
     return 0
 
 

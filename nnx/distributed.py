@@ -26,6 +26,7 @@ mpi4py, NCCL and NumPy are only named in backends/; mpi4py is imported on first 
 """
 
 import math
+import os
 
 import backends
 
@@ -50,6 +51,20 @@ def rank():
 def size():
     """The number of processes in the job (1 outside an MPI job)."""
     return _world().size
+
+
+def local_rank():
+    """This process's rank among those on its machine (to pick its GPU), from the launcher."""
+    for name in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK",
+                 "SLURM_LOCALID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return rank()
+
+
+def abort(code=1):
+    """End every rank of the job now (after an error on this one), not leave them waiting."""
+    _world().abort(code)
 
 
 def shard(batch, *, rank=None, size=None):

@@ -74,7 +74,7 @@ def evaluate(net, x, t, batch_size=1000):
 
 
 def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=None,
-        lr_schedule=None, on_epoch=None, progress=None):
+        lr_schedule=None, on_epoch=None, progress=None, distributed=False):
     """Train ``net`` with the classic loop; return a list of EpochStats.
 
     ``x``, ``t`` (and the test pair) should already be on the device (see ``to_device``).
@@ -82,12 +82,17 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
     ``on_epoch(stats)`` runs after each epoch (printing, checkpoints); ``progress(steps)``
     wraps the step range (e.g. a tqdm bar).  A NaN or infinite loss raises
     TrainingDiverged naming the epoch and step, before ``on_epoch`` sees that epoch.
+
+    ``distributed=True`` (under mpirun, with ``opt`` a ``nnx.distributed.DataParallel``):
+    every rank draws the same shuffle, trains on its rows of each global batch, and the
+    statistics are summed over the ranks, so every rank returns the same history.
     """
     xp = namespace(x)
     n = x.shape[0]
     if n == 0 or batch_size < 1:
         raise ValueError(f"fit: need at least one example and batch_size >= 1 "
                          f"(got {n} examples, batch_size {batch_size})")
+    split, total = _parallel(distributed)
     n_classes = int(net.fprop(x[:1, ...]).shape[1])
     check_labels(t, n_classes, "training labels")
     if t_test is not None:
@@ -102,33 +107,49 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
         start = time.perf_counter()
         order = permutation(n, device=device)
         net.train()
-        losses, correct = [], None
+        losses, counts, correct = [], [], None
         step_range = progress(range(steps)) if progress else range(steps)
         for step in step_range:
-            idx = order[step * batch_size:min((step + 1) * batch_size, n)]
+            idx = split(order[step * batch_size:min((step + 1) * batch_size, n)])
             xb, tb = xp.take(x, idx, axis=0), xp.take(t, idx, axis=0)
             z = net.fprop(xb)
             losses.append(loss.fprop(z, tb))
+            counts.append(int(idx.shape[0]))
             hit = xp.sum(xp.astype(xp.argmax(z, axis=1) == tb, xp.int64))
             correct = hit if correct is None else correct + hit
             net.bprop(loss.bprop(), need_input_grad=False)
-            opt.step()
-        per_step = backends.to_host(xp.stack(losses))          # the one readback per epoch
-        bad = [i for i, v in enumerate(per_step.tolist()) if not math.isfinite(v)]
+            if distributed:
+                opt.step(count=counts[-1])      # weights this rank's gradient by its rows
+            else:
+                opt.step()
+        per_step = backends.to_host(xp.stack(losses)).tolist()   # one readback per epoch
+        per_step = total([v * c for v, c in zip(per_step, counts)])  # loss sums, all ranks
+        bad = [i for i, v in enumerate(per_step) if not math.isfinite(v)]
         if bad:
             raise TrainingDiverged(
                 f"the loss became {per_step[bad[0]]} at epoch {epoch}, step {bad[0] + 1} of "
                 f"{steps}: lower the learning rate (now {opt.lr:g})")
-        sizes = [min(batch_size, n - i * batch_size) for i in range(steps)]
-        train_loss = sum(v * s for v, s in zip(per_step.tolist(), sizes)) / n
-        errors = None if x_test is None else evaluate(net, x_test, t_test)
-        stats = EpochStats(epoch, train_loss, int(correct) / n, errors,
+        errors = None if x_test is None else total(evaluate(net, *split((x_test, t_test))))
+        stats = EpochStats(epoch, sum(per_step) / n, total(int(correct)) / n, errors,
                            None if x_test is None else int(x_test.shape[0]), opt.lr,
                            time.perf_counter() - start)
         history.append(stats)
         if on_epoch is not None:
             on_epoch(stats)
     return history
+
+
+def _parallel(distributed):
+    """(this rank's part of a batch, sum over ranks) — identities in one process."""
+    if not distributed:
+        return (lambda batch: batch), (lambda value: value)
+    from . import distributed as dist
+
+    def total(value):
+        if isinstance(value, list):     # per-step loss sums: one collective for the epoch
+            return dist.all_sum(backends.host.as_float64(value)).tolist()
+        return dist.all_sum(value)
+    return dist.shard, total
 
 
 def schedule(name, lr, epochs):

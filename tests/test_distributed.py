@@ -177,3 +177,39 @@ def test_one_process_without_a_launcher_never_loads_mpi4py():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, text=True, env=env,
                          capture_output=True, check=True)
     assert out.stdout.split() == ["False", "1", "False"]
+
+
+def nnx_train(mnist_dir, *extra, ranks=None, timeout=240):
+    """``nnx train`` (one epoch of the linear model), under mpirun when ``ranks`` is given."""
+    cmd = [sys.executable, "-m", "nnx.cli", "train", "--model", "linear", "--epochs", "1",
+           "--data", str(mnist_dir), *extra]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMPI_ALLOW_RUN_AS_ROOT="1",
+               OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OPENBLAS_NUM_THREADS="1")
+    if ranks:
+        cmd = ["mpirun", "-n", str(ranks), "--oversubscribe", *cmd, "--distributed"]
+    try:
+        p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{' '.join(cmd)} hung for more than {timeout} s:\n{e.stdout}\n{e.stderr}")
+    return p.returncode, p.stdout, p.stderr
+
+
+@needs_mpi
+@pytest.mark.mnist
+def test_nnx_train_distributed_matches_one_process(mnist_dir, tmp_path):
+    rc, one, err = nnx_train(mnist_dir)
+    assert rc == 0, err
+    rc, two, err = nnx_train(mnist_dir, "--save", str(tmp_path / "m.npz"), ranks=2)
+    assert rc == 0, err
+    assert "x 2 ranks" in two
+    assert two.count("test errors:") == 1                      # only rank 0 prints
+    last = one.strip().splitlines()[-1]
+    assert last.startswith("test errors:") and two.strip().splitlines()[-1] == last
+
+
+@needs_mpi
+@pytest.mark.mnist
+def test_nnx_train_distributed_bad_argument_ends_every_rank(mnist_dir):
+    rc, out, err = nnx_train(mnist_dir, "--device", "strict:device9", ranks=2, timeout=120)
+    assert rc != 0 and "device 'strict:device9' is unavailable" in err
