@@ -7,6 +7,7 @@ import argparse
 import math
 import sys
 import time
+import warnings
 
 from . import checkpoint, datasets, models
 from .device import devices, set_device
@@ -166,17 +167,24 @@ def cmd_train(args):
         if args.save:
             checkpoint.save(net, args.save, epoch=s.epoch, test_errors=s.test_errors,
                             command=vars(args))
+            saved.append(s.epoch)
+
+    saved = []
 
     started = time.perf_counter()
     try:
-        history = training.fit(
-            net, SoftmaxCrossEntropy(), opt, x, t, epochs=args.epochs,
-            batch_size=args.batch_size, x_test=x_test, t_test=t_test,
-            lr_schedule=training.schedule(args.schedule, args.lr, args.epochs),
-            on_epoch=on_epoch, progress=_progress_bar(args.epochs) if lead else None,
-            distributed=args.distributed)
+        with warnings.catch_warnings():
+            # a diverging run's overflow warnings would bury our own one-line report
+            warnings.simplefilter("ignore", RuntimeWarning)
+            history = training.fit(
+                net, SoftmaxCrossEntropy(), opt, x, t, epochs=args.epochs,
+                batch_size=args.batch_size, x_test=x_test, t_test=t_test,
+                lr_schedule=training.schedule(args.schedule, args.lr, args.epochs),
+                on_epoch=on_epoch, progress=_progress_bar(args.epochs) if lead else None,
+                distributed=args.distributed)
     except training.TrainingDiverged as e:
-        kept = f"; the last good checkpoint {args.save} is intact" if args.save else ""
+        kept = (f"; the checkpoint of epoch {saved[-1]} in {args.save} is intact" if saved
+                else "; no checkpoint was written" if args.save else "")
         raise TrainingError(f"{e}{kept}") from None
     elapsed = time.perf_counter() - started
     if args.plot and lead:
