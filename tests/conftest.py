@@ -11,7 +11,7 @@ import pytest
 import backends
 import nnx
 
-DEVICES = ["cpu", "strict", "strict:device1", "torch:cpu", "cuda:0"]
+DEVICES = ["cpu", "strict", "strict:device1", "torch:cpu", "jax:cpu", "cuda:0"]
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 

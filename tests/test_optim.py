@@ -36,11 +36,13 @@ def test_sgd_momentum_weight_decay(device):
         np.testing.assert_allclose(nnx.to_numpy(ours), expected, rtol=1e-12)
 
 
-def test_sgd_updates_in_place(device):
+def test_sgd_updates_in_place_or_rebinds_immutable_arrays(device):
     net = fresh()
     before = net.params()
     step_once(net, nnx.SGD(net, lr=0.1))
-    assert all(a is b for a, b in zip(before, net.params()))
+    same = [a is b for a, b in zip(before, net.params())]
+    # mutable arrays are updated in place; JAX's are immutable, so the module is rebound
+    assert all(same) if nnx.get_device().backend.mutable else not any(same)
 
 
 def test_adam(device):
