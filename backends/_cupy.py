@@ -14,7 +14,7 @@ class CupyBackend(Backend):
     def probe(self):
         reason = super().probe()
         if reason:
-            return reason
+            return f"{reason}; pip install 'nnx-backprop[cuda12]' (or [cuda13]) on a CUDA machine"
         import cupy
         try:
             n = cupy.cuda.runtime.getDeviceCount()

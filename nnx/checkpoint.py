@@ -32,12 +32,20 @@ def save(module, path, **extra):
     """Write ``module`` (architecture + parameters) to ``path``; ``extra`` is stored as JSON."""
     if not isinstance(module, Module):
         raise TypeError(f"save: expected an nnx module, got {type(module).__name__}")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path} is a folder: give the checkpoint a file name, e.g. "
+                              f"{os.path.join(str(path), 'model.npz')}")
     named = module.named_params()
     meta = {"format": FORMAT, "version": VERSION, "architecture": module.architecture(),
             "dtype": short_dtype(named[0][1].dtype) if named else None,
             "params": {n: list(p.shape) for n, p in named}, "extra": extra}
     arrays = {n: backends.to_host(p) for n, p in named}
-    backends.host.save_npz(path, arrays, json.dumps(meta))
+    backends.host.save_npz(path, arrays, json.dumps(meta, default=_plain))
+
+
+def _plain(value):
+    """JSON for NumPy scalars and the like in ``extra`` (their Python value, else text)."""
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 def build(architecture):
@@ -55,8 +63,9 @@ def build(architecture):
     return cls(*children, *positional, **keywords)
 
 
-def load(path, *, device=None):
-    """The module saved at ``path``, on ``device`` (default: the current device)."""
+def load(path, *, device=None, dtype=None):
+    """The module saved at ``path``, on ``device`` (default: the current device), in
+    ``dtype`` (default: the saved one).  It comes back in training mode, as modules do."""
     path = str(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -76,14 +85,17 @@ def load(path, *, device=None):
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {meta.get('version')} is not "
                               f"supported (this nnx reads version {VERSION})")
+    rng = backends.host.get_state()      # building draws initial weights: give them back
     try:
         module = build(meta["architecture"])
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot rebuild the architecture ({e})") from None
-    if device is not None or meta.get("dtype"):
-        module.to(device, meta.get("dtype"))
+    finally:
+        backends.host.set_state(rng)
+    if device is not None or dtype or meta.get("dtype"):
+        module.to(device, dtype or meta.get("dtype"))
     names = [n for n, _ in module.named_params()]
     if sorted(names) != sorted(arrays):
         raise CheckpointError(f"{path}: parameters {sorted(arrays)} do not match the "

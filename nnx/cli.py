@@ -5,6 +5,7 @@ Bad arguments end with one line on stderr and exit status 2, never a traceback.
 
 import argparse
 import math
+import os
 import sys
 import time
 import warnings
@@ -28,9 +29,10 @@ def positive(kind):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not 0 < value < math.inf:
+            raise argparse.ArgumentTypeError(f"must be positive and finite, got {text}")
         return value
     return parse
 
@@ -93,7 +95,7 @@ def main(argv=None):
         return COMMANDS[args.command](args)
     except UsageError as e:
         return _fail(args, str(e), 2)
-    except (NNXError, DeviceError, OSError) as e:
+    except (NNXError, DeviceError, OSError, ValueError) as e:
         return _fail(args, f"nnx: error: {e}", 1 if isinstance(e, TrainingError) else 2)
     except KeyboardInterrupt:
         return _fail(args, "nnx: interrupted", 130)
@@ -130,6 +132,8 @@ def cmd_train(args):
     from .optim import SGD, Adam
     if args.plot:
         _require_matplotlib()
+    for option, path in (("--save", args.save), ("--plot", args.plot)):
+        _check_writable(option, path)           # before training, not after it
     data = _setup(args)
     set_default_dtype(args.dtype)
     from . import seed
@@ -234,6 +238,17 @@ def _progress_bar(epochs):
         return tqdm(steps, desc=f"epoch {next(counter)}", leave=False, unit="step",
                     disable=None, dynamic_ncols=True)
     return bar
+
+
+def _check_writable(option, path):
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"nnx train: error: {option} {path} is a folder; give a file name")
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise UsageError(f"nnx train: error: {option} {path}: the folder {folder} does not "
+                         f"exist or is not writable")
 
 
 def _require_matplotlib():

@@ -15,8 +15,7 @@ from backends import Device
 from .errors import DeviceError, DTypeError
 
 _current = None                     # a Device, resolved lazily
-_requested = os.environ.get("NNX_DEVICE", "cpu")
-backends.split_spec(_requested)     # a malformed NNX_DEVICE fails on import, clearly
+_requested = os.environ.get("NNX_DEVICE", "cpu")   # read on import, checked on first use
 _default_dtype = "float32"
 FLOAT_DTYPES = ("float32", "float64", "float16")
 _namespaces = {}
@@ -26,7 +25,10 @@ def get_device():
     """The current ``Device`` (``NNX_DEVICE`` or ``cpu`` until ``set_device`` is called)."""
     global _current
     if _current is None:
-        _current = backends.resolve(_requested)
+        try:
+            _current = backends.resolve(_requested)
+        except DeviceError as e:
+            raise DeviceError(f"NNX_DEVICE: {e}") from None
     return _current
 
 
@@ -116,6 +118,9 @@ def asarray(x, *, device=None, dtype=None):
     keeps its integer type unless ``dtype`` is given.  No copy when nothing changes.
     """
     target = get_device() if device is None else backends.resolve(device)
+    if x is None or isinstance(x, (str, bytes, dict)):
+        raise TypeError(f"asarray: expected numbers, a nested list or an array, "
+                        f"got {type(x).__name__}")
     if backends.device_of(x) != target:
         x = backends.from_host(backends.to_host(x), target)
     xp = target.xp

@@ -49,8 +49,13 @@ def gradcheck(module, x, t=None, *, dtype=None, samples=12, mode="entries", rtol
     precision to check in; default float64 where the device has it.  The module is copied,
     never changed.  ``mode``: "entries" (sampled Jacobian entries) or "direction".
     """
+    if mode not in ("entries", "direction"):
+        raise ValueError(f"gradcheck: mode is 'entries' or 'direction', not {mode!r}")
     is_loss = isinstance(module, Loss)
     xs = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+    if not xs or any(backends.device_of(a) is None for a in xs):
+        raise TypeError("gradcheck: the input must be an array (nnx.asarray(...)), or a tuple "
+                        "of arrays for a module with several inputs")
     device = backends.device_of(xs[0])
     if dtype is None:
         dtype = "float64" if device.backend.has_float64(device.native) else dtype_name(xs[0].dtype)

@@ -14,12 +14,20 @@ from .errors import DTypeError, ShapeError, StateError
 registry = {}
 
 
+def type_name(cls):
+    """How checkpoints name a module class: 'Linear' for nnx's own, 'pkg.mod.Class' for
+    anyone else's, so that a user's class never stands in for one of nnx's."""
+    if cls.__module__.split(".")[0] == "nnx":
+        return cls.__name__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 class Module:
     param_names = ()
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        registry[cls.__name__] = cls
+        registry[type_name(cls)] = cls
 
     training = True
     _out_shape = None           # set by fprop; bprop checks grad_output against it
@@ -56,13 +64,31 @@ class Module:
         return str(i)
 
     def set_params(self, arrays):
-        """Rebind parameters (immutable backends, checkpoints); same order as ``params()``."""
+        """Rebind parameters (immutable backends, checkpoints); same order as ``params()``.
+
+        Each array must have the shape of the parameter it replaces; the module's device
+        becomes theirs.
+        """
         arrays = list(arrays)
-        for n in self.param_names:
-            setattr(self, n, arrays.pop(0))
+        current = self.named_params()
+        if len(arrays) != len(current):
+            raise ShapeError(f"{type(self).__name__}.set_params: got {len(arrays)} arrays for "
+                             f"{len(current)} parameters")
+        for (name, old), new in zip(current, arrays):
+            if tuple(getattr(new, "shape", ())) != tuple(old.shape):
+                raise ShapeError(f"{type(self).__name__}.set_params: {name} needs shape "
+                                 f"{tuple(old.shape)}, got {tuple(getattr(new, 'shape', ()))}")
+        self._rebind(arrays)
+
+    def _rebind(self, arrays):
+        for n, a in zip(self.param_names, arrays):
+            setattr(self, n, a)
+        if self.param_names:
+            self.device = backends.device_of(arrays[0])
+        arrays = arrays[len(self.param_names):]
         for c in self.children():
             k = len(c.params())
-            c.set_params(arrays[:k])
+            c._rebind(arrays[:k])
             arrays = arrays[k:]
 
     def train(self, mode=True):
@@ -97,7 +123,7 @@ class Module:
 
     def architecture(self):
         """A JSON-able description: {'type': name, 'args': ..., 'children': [...]}."""
-        arch = {"type": type(self).__name__, "args": self.config()}
+        arch = {"type": type_name(type(self)), "args": self.config()}
         if self.children():
             arch["children"] = [c.architecture() for c in self.children()]
         return arch
@@ -139,12 +165,23 @@ class Module:
         return xp
 
     def _check_grad(self, grad_output):
-        """Raise unless fprop ran and ``grad_output`` has the shape of its output."""
+        """Raise unless fprop ran and ``grad_output`` has the shape of its output (and, for
+        modules with parameters, their device and dtype)."""
         if self._out_shape is None:
             raise StateError(f"{self!r}.bprop called before fprop: run fprop(x) first, "
                              f"it caches what bprop needs")
-        shape = tuple(getattr(grad_output, "shape", ()))
+        xp = namespace(grad_output)
+        shape = tuple(grad_output.shape)
         if shape != self._out_shape:
             raise ShapeError(f"{self!r}.bprop: grad_output has shape {shape}, but fprop "
                              f"returned {self._out_shape}")
-        return namespace(grad_output)
+        if self.param_names:
+            p = getattr(self, self.param_names[0])
+            if type(grad_output) is not type(p) or \
+                    backends.backend_of(p).native_device(grad_output) != self.device.native:
+                check_same_device(f"{self!r}.bprop", grad_output, p, "grad_output")
+            if grad_output.dtype != p.dtype:
+                raise DTypeError(f"{self!r}.bprop: grad_output dtype "
+                                 f"{short_dtype(grad_output.dtype)} differs from the "
+                                 f"parameters' {short_dtype(p.dtype)}")
+        return xp

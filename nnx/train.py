@@ -20,8 +20,8 @@ import time
 
 import backends
 
-from .device import asarray, get_device, namespace, permutation
-from .errors import LabelError, NNXError
+from .device import asarray, get_device, namespace, permutation, short_dtype
+from .errors import LabelError, NNXError, ShapeError
 
 
 class TrainingDiverged(NNXError, FloatingPointError):
@@ -58,7 +58,8 @@ def check_labels(t, n_classes, name="labels"):
 def evaluate(net, x, t, batch_size=1000):
     """Number of misclassified rows (argmax of the output != label); one readback."""
     xp = namespace(x)
-    was_training = net.training
+    _check_pair("evaluate", x, t)
+    modes = _modes(net)
     net.eval()
     wrong = None
     try:
@@ -69,8 +70,24 @@ def evaluate(net, x, t, batch_size=1000):
             miss = xp.sum(xp.astype(xp.argmax(z, axis=1) != t[start:stop], xp.int64))
             wrong = miss if wrong is None else wrong + miss
     finally:
-        net.train(was_training)
+        for module, mode in modes:
+            module.training = mode
     return int(wrong) if wrong is not None else 0
+
+
+def _modes(module):
+    """[(module, its training flag)] for the module and everything inside it."""
+    return [(module, module.training)] + [p for c in module.children() for p in _modes(c)]
+
+
+def _check_pair(where, x, t):
+    """Inputs (N, ...) and integer labels (N,) from the same data set."""
+    xp = namespace(t)
+    if not xp.isdtype(t.dtype, "integral") or t.ndim != 1:
+        raise ShapeError(f"{where}: needs integer class labels of shape (N,), got "
+                         f"{short_dtype(t.dtype)} of shape {tuple(t.shape)}")
+    if x.shape[0] != t.shape[0]:
+        raise ShapeError(f"{where}: {x.shape[0]} inputs but {t.shape[0]} labels")
 
 
 def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=None,
@@ -92,51 +109,61 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
     if n == 0 or batch_size < 1:
         raise ValueError(f"fit: need at least one example and batch_size >= 1 "
                          f"(got {n} examples, batch_size {batch_size})")
+    _check_pair("fit", x, t)
+    if x_test is not None:
+        _check_pair("fit (test data)", x_test, t_test)
+    if [id(p) for p in opt.module.params()] != [id(p) for p in net.params()]:
+        raise ValueError("fit: the optimiser is bound to another module; "
+                         "create it with the network you train, e.g. nnx.SGD(net, lr=0.1)")
     split, total = _parallel(distributed)
     n_classes = int(net.fprop(x[:1, ...]).shape[1])
     check_labels(t, n_classes, "training labels")
     if t_test is not None:
         check_labels(t_test, n_classes, "test labels")
-    loss.check_labels = False
-    device = backends.device_of(x)
-    steps = math.ceil(n / batch_size)
-    history = []
-    for epoch in range(1, epochs + 1):
-        if lr_schedule is not None:
-            opt.lr = float(lr_schedule(epoch))
-        start = time.perf_counter()
-        order = permutation(n, device=device)
-        net.train()
-        losses, counts, correct = [], [], None
-        step_range = progress(range(steps)) if progress else range(steps)
-        for step in step_range:
-            idx = split(order[step * batch_size:min((step + 1) * batch_size, n)])
-            xb, tb = xp.take(x, idx, axis=0), xp.take(t, idx, axis=0)
-            z = net.fprop(xb)
-            losses.append(loss.fprop(z, tb))
-            counts.append(int(idx.shape[0]))
-            hit = xp.sum(xp.astype(xp.argmax(z, axis=1) == tb, xp.int64))
-            correct = hit if correct is None else correct + hit
-            net.bprop(loss.bprop(), need_input_grad=False)
-            if distributed:
-                opt.step(count=counts[-1])      # weights this rank's gradient by its rows
-            else:
-                opt.step()
-        per_step = backends.to_host(xp.stack(losses)).tolist()   # one readback per epoch
-        per_step = total([v * c for v, c in zip(per_step, counts)])  # loss sums, all ranks
-        bad = [i for i, v in enumerate(per_step) if not math.isfinite(v)]
-        if bad:
-            raise TrainingDiverged(
-                f"the loss became {per_step[bad[0]]} at epoch {epoch}, step {bad[0] + 1} of "
-                f"{steps}: lower the learning rate (now {opt.lr:g})")
-        errors = None if x_test is None else total(evaluate(net, *split((x_test, t_test))))
-        stats = EpochStats(epoch, sum(per_step) / n, total(int(correct)) / n, errors,
-                           None if x_test is None else int(x_test.shape[0]), opt.lr,
-                           time.perf_counter() - start)
-        history.append(stats)
-        if on_epoch is not None:
-            on_epoch(stats)
-    return history
+    checked = loss.check_labels
+    loss.check_labels = False           # checked once above; restored when fit returns
+    try:
+        device = backends.device_of(x)
+        steps = math.ceil(n / batch_size)
+        history = []
+        for epoch in range(1, epochs + 1):
+            if lr_schedule is not None:
+                opt.lr = float(lr_schedule(epoch))
+            start = time.perf_counter()
+            order = permutation(n, device=device)
+            net.train()
+            losses, counts, correct = [], [], None
+            step_range = progress(range(steps)) if progress else range(steps)
+            for step in step_range:
+                idx = split(order[step * batch_size:min((step + 1) * batch_size, n)])
+                xb, tb = xp.take(x, idx, axis=0), xp.take(t, idx, axis=0)
+                z = net.fprop(xb)
+                losses.append(loss.fprop(z, tb))
+                counts.append(int(idx.shape[0]))
+                hit = xp.sum(xp.astype(xp.argmax(z, axis=1) == tb, xp.int64))
+                correct = hit if correct is None else correct + hit
+                net.bprop(loss.bprop(), need_input_grad=False)
+                if distributed:
+                    opt.step(count=counts[-1])      # weights this rank's gradient by its rows
+                else:
+                    opt.step()
+            per_step = backends.to_host(xp.stack(losses)).tolist()   # one readback per epoch
+            per_step = total([v * c for v, c in zip(per_step, counts)])  # loss sums, all ranks
+            bad = [i for i, v in enumerate(per_step) if not math.isfinite(v)]
+            if bad:
+                raise TrainingDiverged(
+                    f"the loss became {per_step[bad[0]]} at epoch {epoch}, step {bad[0] + 1} of "
+                    f"{steps}: lower the learning rate (now {opt.lr:g})")
+            errors = None if x_test is None else total(evaluate(net, *split((x_test, t_test))))
+            stats = EpochStats(epoch, sum(per_step) / n, total(int(correct)) / n, errors,
+                               None if x_test is None else int(x_test.shape[0]), opt.lr,
+                               time.perf_counter() - start)
+            history.append(stats)
+            if on_epoch is not None:
+                on_epoch(stats)
+        return history
+    finally:
+        loss.check_labels = checked
 
 
 def _parallel(distributed):

@@ -142,3 +142,20 @@ def test_shape_mismatch(saved):
     with pytest.raises(nnx.CheckpointError, match=r"parameter 0.W has shape \(4, 3\), the "
                                                   r"architecture needs \(4, 5\)"):
         nnx.load(saved)
+
+
+def test_loading_leaves_the_random_stream_alone(saved):
+    nnx.seed(5)
+    expected = nnx.to_numpy(nnx.Linear(3, 3).W)
+    nnx.seed(5)
+    nnx.load(saved)
+    np.testing.assert_array_equal(nnx.to_numpy(nnx.Linear(3, 3).W), expected)
+
+
+def test_load_in_another_dtype_and_odd_extras(tmp_path):
+    path = tmp_path / "m.npz"
+    nnx.save(nnx.Linear(2, 2, dtype="float64"), path, epoch=np.int64(3))
+    assert saved_meta(path)["extra"] == {"epoch": 3}
+    assert str(nnx.load(path, dtype="float32").W.dtype) == "float32"
+    with pytest.raises(nnx.CheckpointError, match=r"is a folder: give the checkpoint a file"):
+        nnx.save(nnx.Linear(2, 2), tmp_path)

@@ -16,9 +16,13 @@ def run(capsys, *argv):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--lr", "-0.1"], "argument --lr: must be positive, got -0.1"),
-    (["train", "--epochs", "0"], "argument --epochs: must be positive, got 0"),
-    (["train", "--batch-size", "ten"], "argument --batch-size: 'ten' is not a number"),
+    (["train", "--lr", "-0.1"], "argument --lr: must be positive and finite, got -0.1"),
+    (["train", "--lr", "inf"], "argument --lr: must be positive and finite, got inf"),
+    (["train", "--epochs", "0"], "argument --epochs: must be positive and finite, got 0"),
+    (["train", "--batch-size", "ten"], "argument --batch-size: 'ten' is not a whole number"),
+    (["train", "--hidden", "1.5"], "argument --hidden: '1.5' is not a whole number"),
+    (["train", "--save", "/nonexistent/m.npz"], "--save /nonexistent/m.npz: the folder "
+                                                "/nonexistent does not exist"),
     (["train", "--momentum", "1.5"], "argument --momentum: must lie in [0, 1), got 1.5"),
     (["train", "--model", "cnn"], "argument --model: invalid choice: 'cnn'"),
     (["train", "--device", "gpu"], "unknown device 'gpu'"),

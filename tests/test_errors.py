@@ -101,3 +101,63 @@ def test_bad_layer_arguments():
         nnx.Dropout(1.0)
     with pytest.raises(TypeError, match=r"Sequential: item 1 is a function, not an nnx module"):
         nnx.Sequential(nnx.Tanh(), lambda x: x)
+
+
+def test_gradcheck_needs_arrays_and_a_known_mode():
+    with pytest.raises(TypeError, match=r"gradcheck: the input must be an array"):
+        nnx.gradcheck(nnx.Tanh(), [[1.0, 2.0]])
+    with pytest.raises(ValueError, match=r"mode is 'entries' or 'direction', not 'bogus'"):
+        nnx.gradcheck(nnx.Tanh(), x_of((1, 2)), mode="bogus")
+
+
+def test_set_params_checks_count_and_shapes():
+    net = nnx.Sequential(nnx.Linear(3, 2), nnx.Tanh())
+    with pytest.raises(nnx.ShapeError, match=r"got 1 arrays for 2 parameters"):
+        net.set_params([x_of((3, 2))])
+    with pytest.raises(nnx.ShapeError, match=r"0.W needs shape \(3, 2\), got \(2, 3\)"):
+        net.set_params([x_of((2, 3)), x_of((2,))])
+
+
+def test_set_params_moves_the_module_to_the_arrays_device():
+    layer = nnx.Linear(3, 2, device="strict")
+    layer.set_params([nnx.asarray(np.ones((3, 2)), device="strict:device1"),
+                      nnx.asarray(np.zeros(2), device="strict:device1")])
+    with pytest.raises(nnx.DeviceError, match=r"input is on strict but parameters are on "
+                                              r"strict:device1"):
+        layer.fprop(nnx.asarray(np.ones((1, 3)), device="strict"))
+
+
+def test_grad_output_on_another_device_or_dtype():
+    layer = nnx.Linear(3, 2, device="strict:device1")
+    layer.fprop(nnx.asarray(np.ones((1, 3)), device="strict:device1"))
+    with pytest.raises(nnx.DeviceError, match=r"bprop: grad_output is on strict but "
+                                              r"parameters are on strict:device1"):
+        layer.bprop(nnx.asarray(np.ones((1, 2)), device="strict"))
+    with pytest.raises(nnx.DTypeError, match=r"grad_output dtype float64 differs from the "
+                                             r"parameters' float32"):
+        layer.bprop(nnx.asarray(np.ones((1, 2)), device="strict:device1", dtype="float64"))
+
+
+def test_boolean_labels_and_unsigned_labels():
+    z = x_of((2, 3))
+    with pytest.raises(nnx.DTypeError, match=r"targets are booleans; give integer labels"):
+        nnx.SoftmaxCrossEntropy().fprop(z, nnx.asarray(np.array([True, False])))
+    value = nnx.SoftmaxCrossEntropy().fprop(z, nnx.asarray(np.array([0, 2], dtype=np.uint8)))
+    assert float(value) == pytest.approx(np.log(3), rel=1e-6)
+
+
+def test_prelu_and_asarray_arguments():
+    with pytest.raises(ValueError, match=r"PReLU\(0\): num_parameters is 1"):
+        nnx.PReLU(0)
+    with pytest.raises(TypeError, match=r"asarray: expected numbers, a nested list or an "
+                                        r"array, got NoneType"):
+        nnx.asarray(None)
+
+
+def test_a_users_class_never_stands_in_for_nnx_s_own():
+    class Tanh(nnx.Module):                       # same name as nnx.Tanh
+        pass
+    from nnx.module import registry
+    assert registry["Tanh"] is nnx.Tanh
+    assert Tanh().architecture()["type"].endswith("test_errors.test_a_users_class_never_"
+                                                  "stands_in_for_nnx_s_own.<locals>.Tanh")

@@ -107,3 +107,35 @@ def test_mlp_on_real_mnist(mnist_dir):
                       x, t, epochs=1, batch_size=100, x_test=xt, t_test=tt)
     assert history[-1].test_total == 10000
     assert history[-1].test_errors < 500      # one epoch with momentum: about 300 here
+
+
+def test_fit_restores_the_loss_label_check_and_module_modes():
+    x, t = train.to_device(*blobs(100, 1))
+    net = nnx.Sequential(nnx.Linear(12, 8), nnx.Dropout(0.5), nnx.Linear(8, 4))
+    net[1].eval()                                        # the user's choice, kept by evaluate
+    loss = nnx.SoftmaxCrossEntropy()
+    nnx.evaluate(net, x, t)
+    assert net.training and not net[1].training
+    nnx.fit(net, loss, nnx.SGD(net), x, t, epochs=1, batch_size=50)
+    with pytest.raises(nnx.LabelError):
+        loss.fprop(nnx.asarray(np.zeros((2, 4))), nnx.asarray(np.array([0, -1])))
+
+
+@pytest.mark.parametrize("make_t, message", [
+    (lambda t: t[:-1], r"fit: 100 inputs but 99 labels"),
+    (lambda t: np.eye(4)[t], r"fit: needs integer class labels of shape \(N,\), got float32 "
+                             r"of shape \(100, 4\)"),
+])
+def test_fit_checks_the_data(make_t, message):
+    x, t = blobs(100, 1)
+    net = models.mlp(12, 4, [], "tanh")
+    with pytest.raises(nnx.ShapeError, match=message):
+        nnx.fit(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net), nnx.asarray(x),
+                nnx.asarray(make_t(t)), epochs=1)
+
+
+def test_fit_refuses_an_optimiser_of_another_network():
+    x, t = train.to_device(*blobs(100, 1))
+    net, other = models.mlp(12, 4, [], "tanh"), models.mlp(12, 4, [], "tanh")
+    with pytest.raises(ValueError, match=r"the optimiser is bound to another module"):
+        nnx.fit(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(other), x, t, epochs=1)

@@ -6,6 +6,7 @@ class L2Normalize(Module):
     """Scale each row to unit Euclidean length.
 
     n = max(||x||, eps),  y = x / n;   dx = (g - y·Σ_j g_j·y_j) / n
+    (rows with ||x|| < eps are just scaled by 1/eps: there dx = g / eps)
     """
 
     def __init__(self, eps=1e-12):
@@ -24,6 +25,8 @@ class L2Normalize(Module):
 
     def bprop(self, grad_output, *, need_input_grad=True):
         xp = self._check_grad(grad_output)
-        d = grad_output - self.y * xp.sum(grad_output * self.y, axis=-1, keepdims=True)
+        along = xp.sum(grad_output * self.y, axis=-1, keepdims=True)
+        along = xp.where(self.n > self.eps, along, 0.0)       # clamped rows: no projection
+        d = grad_output - self.y * along
         d /= self.n
         return d

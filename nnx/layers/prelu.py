@@ -13,7 +13,10 @@ class PReLU(Module):
     param_names = ("a",)
 
     def __init__(self, num_parameters=1, init=0.25, *, dtype=None, device=None):
-        self.num_parameters, self.init = int(num_parameters), float(init)
+        if not isinstance(num_parameters, int) or num_parameters < 1:
+            raise ValueError(f"PReLU({num_parameters!r}): num_parameters is 1 (one shared "
+                             f"slope) or the number of features")
+        self.num_parameters, self.init = num_parameters, float(init)
         self._init_params(dtype, device,
                           a=backends.host.full((self.num_parameters,), self.init, "float64"))
 

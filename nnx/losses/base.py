@@ -59,6 +59,9 @@ class Loss:
                             f"use nnx.asarray(t)")
         check_same_device(name, t, z, "targets", "scores")
         n, c = z.shape
+        if t.dtype == xp.bool:
+            raise DTypeError(f"{name}: targets are booleans; give integer labels of shape "
+                             f"({n},) or one-hot floats of shape {tuple(z.shape)}")
         if xp.isdtype(t.dtype, "integral"):
             if tuple(t.shape) != (n,):
                 raise ShapeError(f"{name}: integer labels have shape {tuple(t.shape)}, "
@@ -66,7 +69,7 @@ class Loss:
             if self.check_labels and bool(xp.any((t < 0) | (t >= c))):
                 raise LabelError(f"{name}: labels must lie in [0, {c}) for {c} classes, got "
                                  f"values from {int(xp.min(t))} to {int(xp.max(t))}")
-            classes = xp.arange(c, device=array_api_compat.device(z))
+            classes = xp.arange(c, dtype=t.dtype, device=array_api_compat.device(z))
             return xp.astype(t[:, None] == classes, z.dtype)
         if tuple(t.shape) != tuple(z.shape):
             raise ShapeError(f"{name}: targets have shape {tuple(t.shape)}; give integer "
