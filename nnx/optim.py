@@ -15,16 +15,39 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}: lr must be a positive number, got {lr!r}")
         self.module, self.lr = module, float(lr)
         self.state = [None] * len(module.params())
+        self._slots = _param_slots(module)
 
     def step(self):
-        params = self.module.params()
-        new = [self.update(i, p, g) for i, (p, g) in enumerate(zip(params, self.module.grads()))]
-        if any(a is not b for a, b in zip(new, params)):
-            self.module.set_params(new)
+        if self._slots is None:                 # a module with its own params(): ask it
+            params = self.module.params()
+            new = [self.update(i, p, g) for i, (p, g) in enumerate(zip(params, self.module.grads()))]
+            if any(a is not b for a, b in zip(new, params)):
+                self.module.set_params(new)
+            return
+        for i, (m, name) in enumerate(self._slots):
+            p = getattr(m, name)
+            new = self.update(i, p, getattr(m, "d" + name))
+            if new is not p:
+                setattr(m, name, new)
 
     def update(self, i, p, g):
         """Return the updated parameter (the same object when updated in place)."""
         raise NotImplementedError
+
+
+def _param_slots(module):
+    """[(leaf module, parameter name)] in the order of ``module.params()``, found once so
+    that each step reads parameters and gradients without walking the tree; None when the
+    module lists its parameters its own way."""
+    def walk(m):
+        yield from ((m, n) for n in m.param_names)
+        for c in m.children():
+            yield from walk(c)
+    slots = list(walk(module))
+    params = module.params()
+    if len(slots) != len(params) or any(getattr(m, n) is not p for (m, n), p in zip(slots, params)):
+        return None
+    return slots
 
 
 def _check_fraction(owner, name, value, upper=1.0):

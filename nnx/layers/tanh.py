@@ -12,8 +12,6 @@ class Tanh(Module):
 
     def bprop(self, grad_output, *, need_input_grad=True):
         self._check_grad(grad_output)
-        d = self.y * self.y          # fresh temporary: safe to update in place
-        d -= 1.0
-        d *= grad_output
-        d *= -1.0
+        d = 1.0 - self.y * self.y
+        d *= grad_output             # d is a fresh array: update it in place
         return d

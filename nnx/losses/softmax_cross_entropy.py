@@ -1,3 +1,5 @@
+import backends.fast as fast
+
 from .base import Loss
 
 
@@ -6,17 +8,27 @@ class SoftmaxCrossEntropy(Loss):
 
     log p = z - m - log Σ_j e^(z_j - m);   L = -(1/N) Σ t·log p;
     dL/dz = (p·Σ_j t_j - t) / N   (= (p - t)/N for one-hot t or integer labels)
+
+    Integer labels on NumPy skip the one-hot matrix (backends.fast); same formula.
     """
 
     def fprop(self, z, t):
         xp = self._check_z(z)
+        fused = fast.softmax_cross_entropy_labels(z, t, self.check_labels)
+        if fused is not None:                           # NumPy and integer labels
+            loss, self._grad = fused
+            return loss
+        is_labels = xp.isdtype(getattr(t, "dtype", z.dtype), "integral")
         t = self._targets(xp, z, t)
+        n = float(z.shape[0])
         shifted = z - xp.max(z, axis=1, keepdims=True)
-        logp = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
-        n = z.shape[0]
-        grad = xp.exp(logp)
-        grad *= xp.sum(t, axis=1, keepdims=True)
-        grad -= t
-        grad /= float(n)
-        self._grad = grad
-        return -xp.sum(t * logp) / float(n)
+        p = xp.exp(shifted)
+        s = xp.sum(p, axis=1, keepdims=True)
+        logp = shifted - xp.log(s)
+        p /= s                                          # softmax
+        if not is_labels:
+            p *= xp.sum(t, axis=1, keepdims=True)       # 1 for one-hot targets
+        p -= t
+        p /= n
+        self._grad = p
+        return -xp.sum(t * logp) / n

@@ -1,0 +1,160 @@
+"""Command line of ``nnx-bench``; see ``nnx-bench --help``."""
+
+import argparse
+import os
+import sys
+
+from . import cases, machine, report, timing
+
+DEFAULT_BATCHES = (100, 200, 500, 1000)
+DTYPES = ("float32", "float64")
+
+
+class UsageError(Exception):
+    """A bad argument: reported in one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):           # one line, no usage block
+        raise UsageError(f"{message} (see nnx-bench --help)")
+
+
+def parse_args(argv):
+    p = Parser(
+        prog="nnx-bench",
+        description="Time nnx's training step (fprop, loss, bprop, SGD update) and inference "
+                    "on each backend, beside a hand-written NumPy step, PyTorch eager and the "
+                    "matmul floor, measured in the same run.")
+    p.add_argument("--backends", default=None,
+                   help="comma-separated backends or devices: numpy, torch, strict, cupy, jax, "
+                        "or specs such as torch:cuda:0 (default: every one available)")
+    p.add_argument("--models", default=",".join(cases.MODELS),
+                   help=f"comma-separated, from {', '.join(cases.MODELS)} (default: all)")
+    p.add_argument("--batch-sizes", default=",".join(map(str, DEFAULT_BATCHES)),
+                   help="comma-separated positive integers (default: %(default)s)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--repeats", type=int, default=15,
+                   help="timed blocks per case; median and IQR over them (default: %(default)s)")
+    p.add_argument("--min-time", type=float, default=0.05,
+                   help="seconds each timed block lasts at least (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS threads for NumPy, and PyTorch's thread count "
+                        "(default: what NumPy's BLAS uses now)")
+    p.add_argument("--no-references", action="store_true",
+                   help="time nnx only: no NumPy, PyTorch or matmul-floor references")
+    p.add_argument("--json", metavar="FILE", help="write results and machine details as JSON")
+    p.add_argument("--csv", metavar="FILE", help="write results as CSV")
+    p.add_argument("--plot", metavar="FILE.png", help="plot throughput against batch size")
+    return p.parse_args(argv)
+
+
+def _split(text, what):
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise UsageError(f"--{what} is empty: give a comma-separated list")
+    return items
+
+
+def batch_sizes(text):
+    out = []
+    for s in _split(text, "batch-sizes"):
+        if not s.isdigit() or int(s) < 1:
+            raise UsageError(f"--batch-sizes: {s!r} is not a positive integer "
+                             f"(e.g. --batch-sizes 100,1000)")
+        out.append(int(s))
+    return out
+
+
+def devices(text):
+    """Device specs for --backends: names expand to their main device, specs are checked."""
+    import backends
+    if text is None:
+        names = [n for n, reason in backends.available().items() if reason is None]
+        return [d for n in names for d in _main_devices(backends, n)]
+    specs = []
+    for item in _split(text, "backends"):
+        name = item.lower()
+        if name in backends.BACKENDS or name == "cuda":
+            name = "cupy" if name == "cuda" else name
+            reason = backends.unavailable_reason(name)
+            if reason:
+                raise UsageError(f"--backends: {item} is unavailable: {reason}")
+            specs += _main_devices(backends, name)
+            continue
+        try:
+            specs.append(backends.resolve(item).spec)
+        except backends.DeviceError as e:
+            raise UsageError(f"--backends: {str(e).splitlines()[0]}") from None
+    return list(dict.fromkeys(specs))
+
+
+def _main_devices(backends, name):
+    """The devices a backend name stands for: its first CPU and first GPU device."""
+    listed = backends.BACKENDS[name].listed()
+    gpus = [] if "cuda" in listed[0] else [s for s in listed if "cuda" in s][:1]
+    return listed[:1] + gpus
+
+
+def check_output(path, flag):
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"{flag}: folder {folder} does not exist; create it first")
+
+
+def settings_from(args):
+    models = _split(args.models, "models")
+    for m in models:
+        if m not in cases.MODELS:
+            raise UsageError(f"--models: unknown model {m!r}; choose from "
+                             f"{', '.join(cases.MODELS)}")
+    if args.repeats < 1:
+        raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
+    if not args.min_time >= 0:
+        raise UsageError(f"--min-time must be 0 or more seconds, got {args.min_time}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    if args.threads is not None:
+        try:
+            import threadpoolctl  # noqa: F401
+        except ImportError:
+            raise UsageError("--threads needs threadpoolctl: pip install threadpoolctl") from None
+    if args.warmup < 0:
+        raise UsageError(f"--warmup must be 0 or more, got {args.warmup}")
+    for path, flag in ((args.json, "--json"), (args.csv, "--csv"), (args.plot, "--plot")):
+        if path:
+            check_output(path, flag)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install matplotlib") from None
+    return {"models": models, "batch_sizes": batch_sizes(args.batch_sizes),
+            "devices": devices(args.backends), "dtype": args.dtype, "repeats": args.repeats,
+            "min_time": args.min_time, "warmup": args.warmup,
+            "references": not args.no_references, "threads": args.threads}
+
+
+def main(argv=None):
+    try:
+        args = parse_args(argv)
+        settings = settings_from(args)
+    except UsageError as e:
+        print(f"nnx-bench: error: {e}", file=sys.stderr)
+        return 2
+    from .run import run_all
+    meta = machine.describe()
+    rows = run_all(settings, meta, progress=lambda s: print(s, file=sys.stderr, flush=True))
+    meta["max_rss_mb"] = round(machine.max_rss_mb(), 1)
+    print(report.table(rows, meta), flush=True)
+    if args.json:
+        report.write_json(args.json, rows, meta, settings)
+    if args.csv:
+        report.write_csv(args.csv, rows, meta)
+    if args.plot:
+        report.plot(args.plot, rows, meta)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Results as rows: ratios between implementations, the terminal table, JSON, CSV, plot."""
+
+import csv
+import json
+
+NUMPY, TORCH, FLOOR = "numpy (hand-written)", "torch eager", "matmul floor"
+FIELDS = ("model", "mode", "dtype", "batch", "impl", "device", "label", "samples_per_s",
+          "median_ms", "q1_ms", "q3_ms", "min_ms", "max_ms", "gflops", "vs_numpy",
+          "vs_torch", "vs_floor", "faults_per_step", "peak_mb", "blocks", "steps_per_block")
+META_FIELDS = ("cpu", "blas", "blas_threads", "numpy", "torch", "gpu", "malloc")
+
+
+def _torch_device(device):
+    return "torch:cuda" if "cuda" in device else "torch:cpu"
+
+
+def add_ratios(rows):
+    """Time ratios (this / reference, below 1 = faster) within each model, mode and batch."""
+    by_key = {}
+    for r in rows:
+        by_key.setdefault((r["model"], r["mode"], r["batch"]), []).append(r)
+    for group in by_key.values():
+        def median(impl, where=None):
+            for r in group:
+                if r["impl"] == impl and (where is None or r["device"].startswith(where)):
+                    return r["median_ms"]
+            return None
+
+        for r in group:
+            own_floor = r["device"] if r["impl"] != NUMPY else "cpu"
+            refs = {"vs_numpy": None if r["impl"] == NUMPY else median(NUMPY),
+                    "vs_torch": None if r["impl"] == TORCH
+                    else median(TORCH, _torch_device(r["device"])),
+                    "vs_floor": None if r["impl"] == FLOOR else median(FLOOR, own_floor)}
+            for k, ref in refs.items():
+                r[k] = round(r["median_ms"] / ref, 3) if ref else None
+    return rows
+
+
+def _fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def table(rows, meta):
+    """The terminal table, one block per model and mode."""
+    env = ", ".join(f"{k}={v}" for k, v in meta["blas_env"].items()) or "none"
+    lines = [f"CPU: {meta['cpu']} ({meta['cpu_count']} cores); BLAS: {blas_line(meta)}; "
+             f"PyTorch threads: {meta.get('torch_threads', '-')}; BLAS/OpenMP variables set: {env}",
+             f"malloc: {meta['malloc']}; peak resident memory of the run: "
+             f"{meta.get('max_rss_mb', 0):.0f} MB",
+             "x-columns are time ratios (this / reference): below 1 means faster than the "
+             "reference; faults: minor page faults per step; peak MB: tracemalloc peak of a "
+             "step (NumPy-based cases)"]
+    head = (f"{'batch':>5}  {'implementation':<32} {'samples/s':>10} {'ms/step':>9} "
+            f"{'IQR ms':>15} {'GFLOP/s':>8} {'xnumpy':>7} {'xtorch':>7} {'xfloor':>7} "
+            f"{'faults':>7} {'peak MB':>8}")
+    blocks = {}
+    for r in rows:
+        blocks.setdefault((r["model"], r["mode"], r["dtype"]), []).append(r)
+    for (model, mode, dtype), group in blocks.items():
+        lines += ["", f"{model} - {'training step' if mode == 'train' else 'inference'} "
+                      f"({dtype})", head]
+        for r in group:
+            lines.append(
+                f"{r['batch']:>5}  {r['label']:<32} {r['samples_per_s']:>10.0f} "
+                f"{r['median_ms']:>9.3f} {r['q1_ms']:>7.3f}-{r['q3_ms']:<7.3f} "
+                f"{r['gflops']:>8.1f} {_fmt(r['vs_numpy'], '7.2f'):>7} "
+                f"{_fmt(r['vs_torch'], '7.2f'):>7} {_fmt(r['vs_floor'], '7.2f'):>7} "
+                f"{r['faults_per_step']:>7.1f} {_fmt(r['peak_mb'], '8.1f'):>8}")
+    return "\n".join(lines)
+
+
+def blas_line(meta):
+    for p in meta["blas"]:
+        if p.get("user_api") == "blas":
+            arch = f" {p['architecture']} kernels" if p.get("architecture") else ""
+            n = p.get("num_threads")
+            return f"{p.get('internal_api')} {p.get('version')}{arch}, {n} thread{'s' * (n != 1)}"
+    return "unknown"
+
+
+def meta_columns(meta):
+    v = meta["versions"]
+    return {"cpu": meta["cpu"], "blas": blas_line(meta), "blas_threads": meta["blas_threads"],
+            "numpy": v.get("numpy"), "torch": v.get("torch"), "gpu": meta["gpu"],
+            "malloc": meta["malloc"]}
+
+
+def write_json(path, rows, meta, settings):
+    with open(path, "w") as f:
+        json.dump({"meta": meta, "settings": settings, "results": rows}, f, indent=1)
+
+
+def write_csv(path, rows, meta):
+    extra = meta_columns(meta)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS + META_FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({**{k: r.get(k) for k in FIELDS}, **extra})
+
+
+def plot(path, rows, meta):
+    """Throughput against batch size: one panel per model and mode, one line per case."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    fig, axes = plt.subplots(len(modes), len(models), squeeze=False,
+                             figsize=(4.6 * len(models), 3.8 * len(modes)))
+    for i, mode in enumerate(modes):
+        for j, model in enumerate(models):
+            ax = axes[i][j]
+            group = [r for r in rows if r["model"] == model and r["mode"] == mode]
+            for label in dict.fromkeys(r["label"] for r in group):
+                pts = sorted((r["batch"], r["samples_per_s"]) for r in group
+                             if r["label"] == label)
+                impl = next(r["impl"] for r in group if r["label"] == label)
+                style = "-o" if impl == "nnx" else (":" if impl == FLOOR else "--s")
+                ax.plot(*zip(*pts), style, label=label, markersize=4)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_title(f"{model}: {'training' if mode == 'train' else 'inference'}")
+            ax.set_xlabel("batch size")
+            ax.set_ylabel("samples / s")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.suptitle(f"nnx-bench ({rows[0]['dtype']}) on {meta['cpu']}, {blas_line(meta)}",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

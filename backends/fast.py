@@ -1,0 +1,85 @@
+"""NumPy fast paths behind nnx's Array API code, and glibc malloc tuning.
+
+nnx's layers are written once against the Array API namespace; that code is the reference
+and runs everywhere.  Where the arrays are NumPy arrays, a layer may hand one step to a
+helper here that computes the same formula with fewer NumPy calls and passes.  Each helper
+returns None for other libraries (or inputs it does not handle), and the caller then runs
+its own formula:
+
+    fused = fast.softmax_cross_entropy_labels(z, t)
+    if fused is None:
+        ...the Array API formula...
+
+Memory: NumPy's large temporaries come from glibc malloc, which by default hands freed
+memory above a dynamic threshold back to the OS and faults it in again on the next step
+(hundreds of page faults per step at batch 1000).  ``tune_malloc()`` raises
+M_MMAP_THRESHOLD and M_TRIM_THRESHOLD so the process keeps that memory (up to
+``TRIM_THRESHOLD`` freed bytes) and reuses it.  It runs on import, i.e. whenever nnx is
+imported, on glibc only; set NNX_MALLOC_TUNING=0 before importing nnx to keep glibc's defaults.
+"""
+
+import ctypes
+import os
+
+import numpy as np
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3       # glibc's mallopt parameter numbers
+MMAP_THRESHOLD = 32 << 20       # glibc's largest: blocks below this come from the heap
+TRIM_THRESHOLD = 128 << 20      # freed memory kept for reuse before the heap shrinks
+
+_malloc = "glibc defaults"
+
+
+def tune_malloc():
+    """Keep freed heap memory for reuse (glibc); return a line describing the setting."""
+    global _malloc
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and \
+            libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    except (OSError, AttributeError):
+        ok = False                                  # not glibc: nothing to tune
+    if ok:
+        _malloc = (f"mallopt M_MMAP_THRESHOLD={MMAP_THRESHOLD >> 20} MiB, "
+                   f"M_TRIM_THRESHOLD={TRIM_THRESHOLD >> 20} MiB")
+    return _malloc
+
+
+def malloc_setting():
+    return _malloc
+
+
+if os.environ.get("NNX_MALLOC_TUNING", "1") != "0":
+    tune_malloc()
+
+
+def _numpy(*arrays):
+    return all(type(a) is np.ndarray for a in arrays)
+
+
+def softmax_cross_entropy_labels(z, labels, check=True):
+    """(mean loss, dL/dz) of softmax cross-entropy for integer labels, on NumPy arrays.
+
+    The formula of nnx.SoftmaxCrossEntropy, computed on a transposed copy (classes, batch):
+    NumPy reduces over a short last axis slowly, over the first one fast.  Rows pick their
+    label's log-probability instead of a one-hot product, and 1/N is taken off at each label.
+    The gradient comes back as a transposed (Fortran-ordered) view.  None for other
+    libraries, other shapes, or (when ``check``) labels outside [0, C): the caller then takes
+    its general path, which also raises the errors.
+    """
+    if not _numpy(z, labels) or labels.dtype.kind not in "iu" or labels.shape != z.shape[:1]:
+        return None
+    n, c = z.shape
+    if n == 0 or (check and (labels.min() < 0 or labels.max() >= c)):
+        return None
+    zt = z.T.copy()                                     # (C, N), C-contiguous
+    zt -= zt.max(axis=0)                                # shifted scores
+    flat = zt.reshape(-1)
+    at_label = labels * n + np.arange(n)                # flat index of (label_i, i)
+    picked = flat[at_label].sum()                       # Σ_i shifted[i, label_i]
+    np.exp(zt, out=zt)
+    s = zt.sum(axis=0)
+    loss = (np.log(s).sum() - picked) / n               # -mean log p[label]
+    zt /= s * n                                         # softmax / N
+    flat[at_label] -= 1.0 / n
+    return loss, zt.T

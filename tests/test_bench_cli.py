@@ -1,0 +1,73 @@
+"""Smoke tests of nnx-bench: tiny runs write JSON and CSV that parse; bad arguments exit 2
+with one line.  No speed is asserted."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from backends.benchmark import main
+
+TINY = ["--models", "linear", "--batch-sizes", "4", "--repeats", "2", "--min-time", "0",
+        "--warmup", "0"]
+
+
+def test_tiny_run_writes_json_and_csv(tmp_path, capsys):
+    js, cs = tmp_path / "r.json", tmp_path / "r.csv"
+    assert main(TINY + ["--backends", "numpy,strict", "--json", str(js), "--csv", str(cs)]) == 0
+    out = capsys.readouterr().out
+    assert "linear - training step" in out and "samples/s" in out
+    data = json.loads(js.read_text())
+    assert data["meta"]["cpu"] and data["meta"]["versions"]["numpy"]
+    rows = data["results"]
+    nnx_rows = {(r["device"], r["mode"]) for r in rows if r["impl"] == "nnx"}
+    assert nnx_rows == {(d, m) for d in ("cpu", "strict") for m in ("train", "infer")}
+    assert {r["impl"] for r in rows} >= {"nnx", "numpy (hand-written)", "matmul floor"}
+    train_cpu = next(r for r in rows if r["label"] == "nnx cpu" and r["mode"] == "train")
+    assert train_cpu["samples_per_s"] > 0 and train_cpu["vs_numpy"] > 0
+    assert train_cpu["vs_floor"] > 0 and train_cpu["batch"] == 4
+    with open(cs, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows)
+    assert float(table[0]["median_ms"]) > 0 and table[0]["cpu"]
+
+
+def test_no_references_times_nnx_only(tmp_path):
+    js = tmp_path / "r.json"
+    assert main(TINY + ["--backends", "numpy", "--no-references", "--json", str(js)]) == 0
+    rows = json.loads(js.read_text())["results"]
+    assert {r["impl"] for r in rows} == {"nnx"} and len(rows) == 2
+
+
+def test_plot_is_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "r.png"
+    assert main(TINY + ["--backends", "numpy", "--no-references", "--plot", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("args", [
+    ["--batch-sizes", "0"],
+    ["--batch-sizes", "10,x"],
+    ["--backends", "nosuchlib"],
+    ["--backends", "torch:cuda:99"],
+    ["--models", "huge"],
+    ["--dtype", "float16"],
+    ["--repeats", "0"],
+    ["--repeats", "many"],
+    ["--json", "/no/such/folder/r.json"],
+    ["--frobnicate"],
+])
+def test_bad_arguments_exit_2_with_one_line(args, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("nnx-bench: error:") and "\n" not in err and "Traceback" not in err
+
+
+def test_console_entry_exits_2():
+    r = subprocess.run([sys.executable, "-m", "backends.benchmark", "--batch-sizes", "0"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "positive integer" in r.stderr
