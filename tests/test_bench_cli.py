@@ -41,6 +41,13 @@ def test_no_references_times_nnx_only(tmp_path):
     assert {r["impl"] for r in rows} == {"nnx"} and len(rows) == 2
 
 
+def test_float64_run(tmp_path):
+    js = tmp_path / "r.json"
+    assert main(TINY + ["--backends", "numpy,strict", "--dtype", "float64", "--json", str(js)]) == 0
+    rows = json.loads(js.read_text())["results"]
+    assert {r["dtype"] for r in rows} == {"float64"} and len(rows) >= 8
+
+
 def test_plot_is_written(tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "r.png"

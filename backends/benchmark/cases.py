@@ -70,25 +70,42 @@ def _nosync():
     pass
 
 
+def _syncer(device, results):
+    """Wait for ``device``; on JAX (asynchronous even on the CPU) block on the step's results."""
+    if device.backend.name != "jax":
+        return lambda: backends.synchronize(device)
+
+    def sync():
+        for a in results():
+            a.block_until_ready()
+    return sync
+
+
 def nnx_case(sizes, spec, data, dtype):
     device = backends.resolve(spec)
     net = build_net(sizes, dtype, device)
     loss = nnx.SoftmaxCrossEntropy()
     loss.check_labels = False           # as in the trainer: labels are checked once, up front
     opt = nnx.SGD(net, lr=LR)
-    batches = itertools.cycle([(nnx.asarray(x, device=device), nnx.asarray(t, device=device))
-                               for x, t in zip(*data)])
+    batches = itertools.cycle([(nnx.asarray(x, device=device, dtype=dtype),
+                                nnx.asarray(t, device=device)) for x, t in zip(*data)])
+
+    last = [None]
 
     def train():
         x, t = next(batches)
         loss.fprop(net.fprop(x), t)
         net.bprop(loss.bprop(), need_input_grad=False)
         opt.step()
+        last[0] = None
 
     def infer():
-        net.fprop(next(batches)[0])
+        last[0] = net.fprop(next(batches)[0])
 
-    return Case("nnx", device.spec, train, infer, lambda: backends.synchronize(device),
+    def results():
+        return net.params() if last[0] is None else [last[0]]
+
+    return Case("nnx", device.spec, train, infer, _syncer(device, results),
                 device.backend.name in ("numpy", "strict"))
 
 
@@ -171,25 +188,26 @@ def floor_case(sizes, spec, data, dtype):
     batch = data[0][0].shape[0]
 
     def put(shape):
-        return nnx.asarray(rng.random(shape, dtype=np.dtype(dtype)), device=device)
+        return nnx.asarray(rng.random(shape, dtype=np.dtype(dtype)), device=device, dtype=dtype)
 
-    xs = itertools.cycle([nnx.asarray(x, device=device) for x in data[0]])
+    xs = itertools.cycle([nnx.asarray(x, device=device, dtype=dtype) for x in data[0]])
     hs = [None] + [put((batch, n)) for n in sizes[1:-1]]       # layer inputs (0: the data)
     gs = [put((batch, n)) for n in sizes[1:]]                    # gradients of layer outputs
     Ws = [put((n_in, n_out)) for n_in, n_out in zip(sizes, sizes[1:])]
 
+    out = []
+
     def train():
         hs[0] = next(xs)
+        out.clear()
         for i, (h, g, W) in enumerate(zip(hs, gs, Ws)):
-            h @ W
-            h.T @ g
-            if i:
-                g @ W.T
+            out.extend((h @ W, h.T @ g) + ((g @ W.T,) if i else ()))
 
     def infer():
         h = next(xs)
         for W in Ws:
             h = h @ W
+        out[:] = [h]
 
-    return Case("matmul floor", device.spec, train, infer, lambda: backends.synchronize(device),
+    return Case("matmul floor", device.spec, train, infer, _syncer(device, lambda: out),
                 device.backend.name in ("numpy", "strict"))

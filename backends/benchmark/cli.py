@@ -129,6 +129,10 @@ def settings_from(args):
             import matplotlib  # noqa: F401
         except ImportError:
             raise UsageError("--plot needs matplotlib: pip install matplotlib") from None
+    if args.threads:                    # before JAX starts: XLA reads its flags once
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_"
+                                   f"eigen={str(args.threads > 1).lower()} "
+                                   f"intra_op_parallelism_threads={args.threads}").strip()
     return {"models": models, "batch_sizes": batch_sizes(args.batch_sizes),
             "devices": devices(args.backends), "dtype": args.dtype, "repeats": args.repeats,
             "min_time": args.min_time, "warmup": args.warmup,

@@ -8,9 +8,9 @@ import resource
 import subprocess
 
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-            "MKL_NUM_THREADS")
+            "MKL_NUM_THREADS", "XLA_FLAGS", "NNX_MALLOC_TUNING")
 PACKAGES = ("numpy", "array-api-compat", "array-api-strict", "torch", "cupy-cuda12x",
-            "cupy-cuda13x", "jax", "threadpoolctl")
+            "cupy-cuda13x", "jax", "jaxlib", "threadpoolctl")
 
 
 def cpu_model():
