@@ -53,8 +53,18 @@ if os.environ.get("NNX_MALLOC_TUNING", "1") != "0":
     tune_malloc()
 
 
-def _numpy(*arrays):
-    return all(type(a) is np.ndarray for a in arrays)
+_aranges = {}
+
+
+def _arange(n):
+    """np.arange(n), made once per n (read-only)."""
+    a = _aranges.get(n)
+    if a is None:
+        if len(_aranges) > 64:
+            _aranges.clear()
+        a = _aranges[n] = np.arange(n)
+        a.flags.writeable = False
+    return a
 
 
 def softmax_cross_entropy_labels(z, labels, check=True):
@@ -67,7 +77,8 @@ def softmax_cross_entropy_labels(z, labels, check=True):
     libraries, other shapes, or (when ``check``) labels outside [0, C): the caller then takes
     its general path, which also raises the errors.
     """
-    if not _numpy(z, labels) or labels.dtype.kind not in "iu" or labels.shape != z.shape[:1]:
+    if type(z) is not np.ndarray or type(labels) is not np.ndarray or z.ndim != 2 \
+            or z.dtype.kind != "f" or labels.dtype.kind not in "iu" or labels.shape != z.shape[:1]:
         return None
     n, c = z.shape
     if n == 0 or (check and (labels.min() < 0 or labels.max() >= c)):
@@ -75,7 +86,7 @@ def softmax_cross_entropy_labels(z, labels, check=True):
     zt = z.T.copy()                                     # (C, N), C-contiguous
     zt -= zt.max(axis=0)                                # shifted scores
     flat = zt.reshape(-1)
-    at_label = labels * n + np.arange(n)                # flat index of (label_i, i)
+    at_label = labels * n + _arange(n)                  # flat index of (label_i, i)
     picked = flat[at_label].sum()                       # Σ_i shifted[i, label_i]
     np.exp(zt, out=zt)
     s = zt.sum(axis=0)

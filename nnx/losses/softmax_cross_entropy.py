@@ -13,11 +13,11 @@ class SoftmaxCrossEntropy(Loss):
     """
 
     def fprop(self, z, t):
-        xp = self._check_z(z)
         fused = fast.softmax_cross_entropy_labels(z, t, self.check_labels)
-        if fused is not None:                           # NumPy and integer labels
+        if fused is not None:               # NumPy floats and valid integer labels
             loss, self._grad = fused
             return loss
+        xp = self._check_z(z)
         is_labels = xp.isdtype(getattr(t, "dtype", z.dtype), "integral")
         t = self._targets(xp, z, t)
         n = float(z.shape[0])
