@@ -86,7 +86,8 @@ def softmax_cross_entropy_labels(z, labels, check=True):
     zt = z.T.copy()                                     # (C, N), C-contiguous
     zt -= zt.max(axis=0)                                # shifted scores
     flat = zt.reshape(-1)
-    at_label = labels * n + _arange(n)                  # flat index of (label_i, i)
+    at_label = labels.astype(np.intp) * n + _arange(n)  # flat index of (label_i, i);
+    # (intp first: uint8 labels times n would wrap around)
     picked = flat[at_label].sum()                       # Σ_i shifted[i, label_i]
     np.exp(zt, out=zt)
     s = zt.sum(axis=0)

@@ -1,7 +1,8 @@
 """The module contract: ``fprop(x)`` caches what ``bprop(grad_output)`` needs.
 
 A leaf module with parameters lists them in ``param_names`` (``("W", "b")``); its gradients
-live beside them as ``dW``, ``db``, allocated once and overwritten by every bprop.
+live beside them as ``dW``, ``db``: zeros until the first bprop, then rebound by each bprop
+to fresh arrays (so a gradient read earlier is never changed behind the reader's back).
 Containers list their children in ``children()``; ``params()`` and ``grads()`` walk them in
 the same stable order.
 """
@@ -12,6 +13,21 @@ from .device import check_same_device, get_device, namespace, resolve_dtype, sho
 from .errors import DTypeError, ShapeError, StateError
 
 registry = {}
+
+
+def check_distinct(owner, modules):
+    """Refuse one module instance in two places: its fprop cache would be overwritten and
+    its parameters updated twice (share weights explicitly instead)."""
+    seen = {}
+    def walk(m, where):
+        if id(m) in seen:
+            raise ValueError(f"{owner}: {m!r} appears twice (at {seen[id(m)]} and {where}); "
+                             f"create a separate module for each place")
+        seen[id(m)] = where
+        for i, c in enumerate(m.children()):
+            walk(c, f"{where}.{m._child_name(i)}")
+    for i, m in enumerate(modules):
+        walk(m, str(i))
 
 
 def type_name(cls):

@@ -4,6 +4,9 @@ bprop overwrites the gradients of the last fprop, so there is nothing to zero.  
 augmented assignment on local names: on mutable arrays (NumPy, CuPy, torch, strict) that
 updates the parameters in place; on immutable ones (JAX) it makes new arrays, which are then
 rebound into the module.  Hyper-parameters stay Python floats.
+
+An optimiser is bound to the parameters the module has when it is created (and keeps a
+state per parameter): after changing the network's structure, create a new one.
 """
 
 import math
@@ -51,6 +54,8 @@ def _param_slots(module):
 
 
 def _check_fraction(owner, name, value, upper=1.0):
+    if not isinstance(value, (int, float)):
+        raise TypeError(f"{owner}: {name} must be a number, got {value!r}")
     if not 0.0 <= value < upper:
         raise ValueError(f"{owner}: {name} must lie in [0, {upper}), got {value!r}")
     return float(value)
@@ -86,8 +91,12 @@ class Adam(Optimizer):
 
     def __init__(self, module, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(module, lr)
+        if len(betas) != 2:
+            raise ValueError(f"Adam: betas is a pair (beta1, beta2), got {betas!r}")
         self.beta1 = _check_fraction("Adam", "betas[0]", betas[0])
         self.beta2 = _check_fraction("Adam", "betas[1]", betas[1])
+        if not eps > 0:
+            raise ValueError(f"Adam: eps must be positive, got {eps!r}")
         self.eps = float(eps)
         self.weight_decay = _check_fraction("Adam", "weight_decay", weight_decay, math.inf)
         self.t = 0

@@ -1,4 +1,4 @@
-from .module import Module
+from .module import Module, check_distinct
 
 
 class Sequential(Module):
@@ -13,6 +13,7 @@ class Sequential(Module):
             if not isinstance(m, Module):
                 raise TypeError(f"Sequential: item {i} is a {type(m).__name__}, not an "
                                 f"nnx module")
+        check_distinct("Sequential", modules)
         self.modules = list(modules)
 
     def children(self):

@@ -161,3 +161,23 @@ def test_a_users_class_never_stands_in_for_nnx_s_own():
     assert registry["Tanh"] is nnx.Tanh
     assert Tanh().architecture()["type"].endswith("test_errors.test_a_users_class_never_"
                                                   "stands_in_for_nnx_s_own.<locals>.Tanh")
+
+
+def test_one_module_in_two_places_is_refused():
+    layer = nnx.Linear(3, 3)
+    with pytest.raises(ValueError, match=r"Sequential: Linear\(3, 3\) appears twice \(at 0 and "
+                                         r"2\)"):
+        nnx.Sequential(layer, nnx.Tanh(), layer)
+    with pytest.raises(ValueError, match=r"appears twice \(at 0.0 and 1\)"):
+        nnx.Sequential(nnx.Sequential(layer), layer)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: nnx.Linear(2.5, 3), r"Linear\(2.5, 3\): sizes must be positive integers"),
+    (lambda: nnx.Adam(nnx.Linear(2, 2), betas=(0.9,)), r"betas is a pair"),
+    (lambda: nnx.Adam(nnx.Linear(2, 2), eps=-1), r"eps must be positive"),
+    (lambda: nnx.SGD(nnx.Linear(2, 2), momentum="0.9"), r"momentum must be a number"),
+])
+def test_more_bad_constructor_arguments(make, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        make()

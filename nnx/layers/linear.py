@@ -1,4 +1,5 @@
 import math
+import operator
 
 import backends
 
@@ -17,9 +18,12 @@ class Linear(Module):
     param_names = ("W", "b")
 
     def __init__(self, n_in, n_out, *, dtype=None, device=None):
-        self.n_in, self.n_out = int(n_in), int(n_out)
+        try:
+            self.n_in, self.n_out = operator.index(n_in), operator.index(n_out)
+        except TypeError:
+            self.n_in = self.n_out = 0
         if self.n_in < 1 or self.n_out < 1:
-            raise ValueError(f"Linear({n_in}, {n_out}): sizes must be positive integers")
+            raise ValueError(f"Linear({n_in!r}, {n_out!r}): sizes must be positive integers")
         std = math.sqrt(2.0 / (self.n_in + self.n_out))
         self._init_params(dtype, device,
                           W=backends.host.normal((self.n_in, self.n_out), std, "float64"),
