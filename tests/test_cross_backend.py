@@ -59,3 +59,15 @@ def test_softmax_cross_entropy_against_a_direct_formula():
     assert np.isfinite(value) and value == pytest.approx(-logp[np.arange(6), t].mean())
     expected = (np.exp(logp) - np.eye(CLASSES)[t]) / 6
     np.testing.assert_allclose(nnx.to_numpy(loss.bprop()), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int32", "uint64"])
+def test_narrow_and_unsigned_labels_give_the_same_loss(device, dtype):
+    rng = np.random.default_rng(9)
+    z_host, labels = rng.standard_normal((300, 10)), rng.integers(0, 10, 300)
+    z = nnx.asarray(z_host, dtype="float64")
+    reference = nnx.SoftmaxCrossEntropy()
+    expected = float(reference.fprop(z, nnx.asarray(labels)))
+    loss = nnx.SoftmaxCrossEntropy()
+    assert float(loss.fprop(z, nnx.asarray(labels.astype(dtype)))) == pytest.approx(expected)
+    np.testing.assert_allclose(nnx.to_numpy(loss.bprop()), nnx.to_numpy(reference.bprop()))

@@ -63,13 +63,15 @@ class Loss:
             raise DTypeError(f"{name}: targets are booleans; give integer labels of shape "
                              f"({n},) or one-hot floats of shape {tuple(z.shape)}")
         if xp.isdtype(t.dtype, "integral"):
+            if t.dtype != xp.int64:     # narrow or unsigned labels: compare them as int64
+                t = xp.astype(t, xp.int64)
             if tuple(t.shape) != (n,):
                 raise ShapeError(f"{name}: integer labels have shape {tuple(t.shape)}, "
                                  f"expected ({n},) for scores of shape {tuple(z.shape)}")
             if self.check_labels and bool(xp.any((t < 0) | (t >= c))):
                 raise LabelError(f"{name}: labels must lie in [0, {c}) for {c} classes, got "
                                  f"values from {int(xp.min(t))} to {int(xp.max(t))}")
-            classes = xp.arange(c, dtype=t.dtype, device=array_api_compat.device(z))
+            classes = xp.arange(c, dtype=xp.int64, device=array_api_compat.device(z))
             return xp.astype(t[:, None] == classes, z.dtype)
         if tuple(t.shape) != tuple(z.shape):
             raise ShapeError(f"{name}: targets have shape {tuple(t.shape)}; give integer "
