@@ -150,7 +150,8 @@ def check_same_device(where, a, b, what_a="input", what_b="parameters"):
     """Raise a DeviceError naming both devices when ``a`` and ``b`` live apart."""
     da, db = backends.device_of(a), backends.device_of(b)
     if da != db:
-        raise DeviceError(f"{where}: {what_a} is on {da} but {what_b} are on {db}; move one: "
+        verb = "are" if what_b.endswith("s") else "is"
+        raise DeviceError(f"{where}: {what_a} is on {da} but {what_b} {verb} on {db}; move one: "
                           f"nnx.asarray(x, device='{db}') or module.to('{da}')")
 
 

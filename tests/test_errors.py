@@ -181,3 +181,11 @@ def test_one_module_in_two_places_is_refused():
 def test_more_bad_constructor_arguments(make, message):
     with pytest.raises((ValueError, TypeError), match=message):
         make()
+
+
+def test_multi_input_modules_name_both_devices():
+    a = nnx.asarray(np.ones((2, 3)), device="strict")
+    b = nnx.asarray(np.ones((2, 3)), device="strict:device1")
+    with pytest.raises(nnx.DeviceError, match=r"Add\(\).fprop: input 2 is on strict:device1 "
+                                              r"but input 1 is on strict"):
+        nnx.Add().fprop(a, b)

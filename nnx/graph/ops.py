@@ -4,7 +4,7 @@ Split is the one with several outputs: fprop returns a tuple and bprop takes a t
 grads (None for an output nobody used counts as zeros).
 """
 
-from ..device import namespace, short_dtype
+from ..device import check_same_device, device_of, namespace, short_dtype
 from ..errors import DTypeError, ShapeError, StateError
 from ..module import Module
 
@@ -18,8 +18,11 @@ class _MultiInput(Module):
         return self.fprop(*xs)
 
     def _check_inputs(self, xs, same_shape=True):
-        """The namespace of the inputs after checking they agree in dtype (and shape)."""
+        """The namespace of the inputs after checking they agree in device, dtype (and shape)."""
         xp = namespace(xs[0])
+        for k, x in enumerate(xs[1:], start=2):
+            if type(x) is not type(xs[0]) or device_of(x) != device_of(xs[0]):
+                check_same_device(f"{self!r}.fprop", x, xs[0], f"input {k}", "input 1")
         if any(x.dtype != xs[0].dtype for x in xs):
             raise DTypeError(f"{self!r}.fprop: inputs have different dtypes "
                              f"({', '.join(short_dtype(x.dtype) for x in xs)}); convert them "
