@@ -12,6 +12,7 @@ import math
 import backends
 
 from ..module import Module
+from ..sequential import Sequential
 
 
 class SquaredDistance(Module):
@@ -108,19 +109,26 @@ class WeightedSum(Module):
         return grad_output * self.u if need_input_grad else None
 
 
-class RBFNetwork(Module):
+class RBFNetwork(Sequential):
     """y = Σ_k u_k·exp(-β_k·||x - w_k||²):  x (N, d) -> (N, 1), K hidden units.
 
     Centres start uniform in ``centre_range``, widths β at ``width``, weights u ~ N(0, 1/K).
+    A Sequential of its three stages: fprop and bprop are the chain's.
     """
 
     def __init__(self, n_in, n_centres, *, width=1.0, centre_range=(-1.0, 1.0), dtype=None,
-                 device=None):
+                 device=None, stages=None):
         self.n_in, self.n_centres, self.width = int(n_in), int(n_centres), float(width)
         self.centre_range = (float(centre_range[0]), float(centre_range[1]))
         kw = {"dtype": dtype, "device": device}
-        self.stages = [SquaredDistance(n_in, n_centres, centre_range=centre_range, **kw),
-                       Gaussian(n_centres, width=width, **kw), WeightedSum(n_centres, **kw)]
+        if stages is None:
+            stages = [SquaredDistance(n_in, n_centres, centre_range=centre_range, **kw),
+                      Gaussian(n_centres, width=width, **kw), WeightedSum(n_centres, **kw)]
+        super().__init__(*stages)
+
+    @property
+    def stages(self):
+        return self.modules
 
     def config(self):
         return {"_n_in": self.n_in, "_n_centres": self.n_centres, "width": self.width,
@@ -128,25 +136,11 @@ class RBFNetwork(Module):
 
     @classmethod
     def from_config(cls, config, children):
-        """Rebuild around the stages of ``children()`` (checkpoints)."""
-        net = cls(config["_n_in"], config["_n_centres"], width=config["width"],
-                  centre_range=config["centre_range"])
-        net.stages = list(children)
-        return net
-
-    def children(self):
-        return self.stages
+        """Rebuild around the stages of ``children()`` (checkpoints): no new weights drawn."""
+        return cls(config["_n_in"], config["_n_centres"], width=config["width"],
+                   centre_range=config["centre_range"], stages=list(children))
 
     def _child_name(self, i):
         return ("distance", "gaussian", "weights")[i]
 
-    def fprop(self, x):
-        for stage in self.stages:
-            x = stage.fprop(x)
-        return x
-
-    def bprop(self, grad_output, *, need_input_grad=True):
-        g = grad_output
-        for i in (2, 1, 0):
-            g = self.stages[i].bprop(g, need_input_grad=need_input_grad or i > 0)
-        return g
+    __repr__ = Module.__repr__
