@@ -9,10 +9,17 @@ class JaxBackend(Backend):
     name, module, prefixes, mutable = "jax", "jax", ("jax",), False
 
     def namespace(self):
-        import jax
-        jax.config.update("jax_enable_x64", True)
         import jax.numpy as jnp
         return jnp
+
+    def has_float64(self, native):
+        """JAX keeps float64 behind a process-wide switch (``jax_enable_x64``); without it a
+        float64 array silently becomes float32.  Asking nnx for float64 on a JAX device turns
+        that switch on, for the whole process, and only then (float32 work leaves it alone)."""
+        import jax
+        if not jax.config.jax_enable_x64:
+            jax.config.update("jax_enable_x64", True)
+        return True
 
     def parse(self, prefix, rest):
         import jax

@@ -1,4 +1,4 @@
-"""NumPy fast paths behind nnx's Array API code, and glibc malloc tuning.
+"""NumPy fast paths behind nnx's Array API code.
 
 nnx's layers are written once against the Array API namespace; that code is the reference
 and runs everywhere.  Where the arrays are NumPy arrays, a layer may hand one step to a
@@ -9,49 +9,9 @@ its own formula:
     fused = fast.softmax_cross_entropy_labels(z, t)
     if fused is None:
         ...the Array API formula...
-
-Memory: NumPy's large temporaries come from glibc malloc, which by default hands freed
-memory above a dynamic threshold back to the OS and faults it in again on the next step
-(hundreds of page faults per step at batch 1000).  ``tune_malloc()`` raises
-M_MMAP_THRESHOLD and M_TRIM_THRESHOLD so the process keeps that memory (up to
-``TRIM_THRESHOLD`` freed bytes) and reuses it.  It runs on import, i.e. whenever nnx is
-imported, on glibc only; set NNX_MALLOC_TUNING=0 before importing nnx to keep glibc's defaults.
 """
 
-import ctypes
-import os
-
 import numpy as np
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3       # glibc's mallopt parameter numbers
-MMAP_THRESHOLD = 32 << 20       # glibc's largest: blocks below this come from the heap
-TRIM_THRESHOLD = 128 << 20      # freed memory kept for reuse before the heap shrinks
-
-_malloc = "glibc defaults"
-
-
-def tune_malloc():
-    """Keep freed heap memory for reuse (glibc); return a line describing the setting."""
-    global _malloc
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and \
-            libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-    except (OSError, AttributeError):
-        ok = False                                  # not glibc: nothing to tune
-    if ok:
-        _malloc = (f"mallopt M_MMAP_THRESHOLD={MMAP_THRESHOLD >> 20} MiB, "
-                   f"M_TRIM_THRESHOLD={TRIM_THRESHOLD >> 20} MiB")
-    return _malloc
-
-
-def malloc_setting():
-    return _malloc
-
-
-if os.environ.get("NNX_MALLOC_TUNING", "1") != "0":
-    tune_malloc()
-
 
 _aranges = {}
 

@@ -62,6 +62,11 @@ def scale(host_array, factor, dtype):
     return np.multiply(host_array, factor, dtype=dtype)
 
 
+def as_array(values):
+    """``values`` (a list, a scalar, anything NumPy reads) as a NumPy array."""
+    return np.asarray(values)
+
+
 def as_float64(values):
     return np.asarray(values, dtype=np.float64)
 

@@ -18,14 +18,14 @@ def pytest_configure(config):
         threadpool_limits(threads, user_api="blas")
     try:
         import torch
-        from backends.benchmark.machine import blas_threads
+        from nnx.benchmark.machine import blas_threads
         torch.set_num_threads(blas_threads())       # the same count as NumPy's BLAS
     except ImportError:
         pass
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    from backends.benchmark import machine
+    from nnx.benchmark import machine
     info = machine.describe()
     machine_info.update({k: info[k] for k in ("cpu", "blas", "blas_env", "malloc", "gpu",
                                               "versions")})

@@ -32,7 +32,7 @@ MARKER = "<!-- notes -->"
 # -- one rank ------------------------------------------------------------------------------
 def worker(batches, seconds):
     sys.path.insert(0, str(REPO))
-    import backends.mpi
+    import nnx.backends.mpi
     import nnx
     import nnx.distributed as dist
 

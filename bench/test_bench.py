@@ -12,9 +12,9 @@ import importlib.util
 
 import pytest
 
-import backends
-from backends.benchmark import cases
-from backends.benchmark.cli import devices
+from nnx import backends
+from nnx.benchmark import cases
+from nnx.benchmark.cli import devices
 
 BATCHES = (100, 1000)
 DEVICES = devices(None)

@@ -9,7 +9,7 @@
         opt.step()
 """
 
-import backends as _backends
+from . import backends as _backends
 
 from .device import (Device, asarray, device, device_of, devices, get_default_dtype,
                      get_device, permutation, set_default_dtype, set_device, synchronize,
@@ -31,6 +31,15 @@ from .train import EpochStats, TrainingDiverged, evaluate, fit
 __version__ = "0.1.0"
 
 
+def tune_malloc():
+    """Opt in to keeping freed memory for reuse between training steps (glibc malloc:
+    M_MMAP_THRESHOLD 32 MiB, M_TRIM_THRESHOLD 128 MiB).  It changes the whole process, so
+    importing nnx never does it; ``nnx train`` and ``nnx-bench`` do unless given
+    ``--no-malloc-tuning``.  Returns a line describing the setting in force."""
+    from .backends import malloc
+    return malloc.tune_malloc()
+
+
 def seed(value):
     """Seed the host generator behind initial weights, dropout masks and shuffling."""
     _backends.host.seed(int(value))
@@ -39,6 +48,7 @@ def seed(value):
 __all__ = [
     "Device", "asarray", "device", "device_of", "devices", "get_default_dtype", "get_device",
     "set_default_dtype", "set_device", "synchronize", "to_numpy", "seed", "permutation",
+    "tune_malloc",
     "NNXError", "DeviceError", "DTypeError", "GradcheckError", "LabelError", "ShapeError",
     "StateError", "GradcheckResult", "gradcheck",
     "Module", "Sequential", "Linear", "Tanh", "Sigmoid", "ReLU", "LeakyReLU", "PReLU",

@@ -15,7 +15,7 @@ import json
 import os
 import zipfile
 
-import backends
+from nnx import backends
 
 from .device import short_dtype
 from .errors import NNXError

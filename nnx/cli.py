@@ -72,6 +72,8 @@ def build_parser():
                        help="data-parallel over MPI ranks: mpirun -n N nnx train --distributed; "
                             "each rank takes its part of every global batch (--batch-size)")
     train.add_argument("--plot", metavar="FILE.png", help="draw the learning curves")
+    train.add_argument("--malloc-tuning", action=argparse.BooleanOptionalAction, default=True,
+                       help="keep freed memory for reuse between steps (glibc; nnx.tune_malloc)")
 
     ev = sub.add_parser("evaluate", help="test errors of a saved model")
     ev.add_argument("checkpoint")
@@ -135,6 +137,9 @@ def cmd_train(args):
     for option, path in (("--save", args.save), ("--plot", args.plot)):
         _check_writable(option, path)           # before training, not after it
     data = _setup(args)
+    if args.malloc_tuning:
+        from . import tune_malloc
+        tune_malloc()
     set_default_dtype(args.dtype)
     from . import seed
     seed(args.seed)
@@ -263,7 +268,7 @@ def _plot(history, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import backends
+    from nnx import backends
     epochs = [s.epoch for s in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     a.plot(epochs, [s.train_loss for s in history], marker="o")

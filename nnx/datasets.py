@@ -12,11 +12,10 @@ import gzip
 import hashlib
 import os
 import struct
-import urllib.request
 import zlib
 from typing import NamedTuple
 
-from backends import host
+from nnx.backends import host
 
 from .errors import NNXError
 
@@ -157,6 +156,7 @@ def _find(folder, name):
 
 def _fetch(url):
     """The bytes at ``url`` (replaced by tests; raises OSError when offline)."""
+    import urllib.request                 # http, ssl, email: only when downloading
     request = urllib.request.Request(url, headers={"User-Agent": "nnx"})
     with urllib.request.urlopen(request, timeout=60) as response:
         return response.read()

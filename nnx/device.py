@@ -9,8 +9,8 @@ import os
 
 import array_api_compat
 
-import backends
-from backends import Device
+from nnx import backends
+from nnx.backends import Device
 
 from .errors import DeviceError, DTypeError
 
@@ -121,14 +121,22 @@ def asarray(x, *, device=None, dtype=None):
     if x is None or isinstance(x, (str, bytes, dict)):
         raise TypeError(f"asarray: expected numbers, a nested list or an array, "
                         f"got {type(x).__name__}")
+    want = None
+    if dtype is not None or _is_float(x):
+        want = resolve_dtype(dtype, target)     # before the transfer: it may enable float64
     if backends.device_of(x) != target:
         x = backends.from_host(backends.to_host(x), target)
-    xp = target.xp
-    if dtype is not None or xp.isdtype(x.dtype, "real floating"):
-        want = resolve_dtype(dtype, target)
-        if x.dtype != want:
-            x = xp.astype(x, want)
+    if want is not None and x.dtype != want:
+        x = target.xp.astype(x, want)
     return x
+
+
+def _is_float(x):
+    """Whether ``x`` (any array, a list or a scalar) holds floating-point numbers."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        dtype = backends.host.as_array(x).dtype
+    return "float" in str(dtype)
 
 
 def permutation(n, *, device=None):

@@ -28,7 +28,7 @@ mpi4py, NCCL and NumPy are only named in backends/; mpi4py is imported on first 
 import math
 import os
 
-import backends
+from nnx import backends
 
 from .device import namespace
 from .errors import NNXError
@@ -39,7 +39,7 @@ class DistributedError(NNXError, RuntimeError):
 
 
 def _world():
-    from backends import mpi
+    from nnx.backends import mpi
     return mpi.world()
 
 
@@ -115,7 +115,7 @@ class DataParallel:
     """
 
     def __init__(self, optimizer, *, transport=None, timeout=300.0, root=0):
-        from backends import mpi
+        from nnx.backends import mpi
         self.optimizer, self.module = optimizer, optimizer.module
         self.world, self.timeout, self.root = _world(), timeout, int(root)
         params = self.module.params()

@@ -1,6 +1,6 @@
 """nnx's errors: each says what was wrong and how to fix it, naming the module."""
 
-from backends.errors import DeviceError
+from nnx.backends.errors import DeviceError
 
 
 class NNXError(Exception):

@@ -15,7 +15,7 @@ import copy
 import dataclasses
 import math
 
-import backends
+from nnx import backends
 
 from .device import dtype_name, namespace, to_numpy
 from .errors import GradcheckError

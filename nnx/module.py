@@ -7,7 +7,7 @@ Containers list their children in ``children()``; ``params()`` and ``grads()`` w
 the same stable order.
 """
 
-import backends
+from nnx import backends
 
 from .device import check_same_device, get_device, namespace, resolve_dtype, short_dtype
 from .errors import DTypeError, ShapeError, StateError

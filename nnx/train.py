@@ -18,7 +18,7 @@ import dataclasses
 import math
 import time
 
-import backends
+from nnx import backends
 
 from .device import asarray, get_device, namespace, permutation, short_dtype
 from .errors import LabelError, NNXError, ShapeError

@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-import backends
+from nnx import backends
 import nnx
 
 DEVICES = ["cpu", "strict", "strict:device1", "torch:cpu", "jax:cpu", "cuda:0"]

@@ -8,7 +8,7 @@ absolute error exceeds the tolerance floor (so exact zeros do not dominate).
 
 import numpy as np
 
-import backends
+from nnx import backends
 import nnx
 from cases import BATCH, LOSSES, MODULES, WIDTH, as_device, away_from_zero
 from conftest import DEVICES

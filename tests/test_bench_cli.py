@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from backends.benchmark import main
+from nnx.benchmark import main
 
 TINY = ["--models", "linear", "--batch-sizes", "4", "--repeats", "2", "--min-time", "0",
         "--warmup", "0"]
@@ -74,7 +74,7 @@ def test_bad_arguments_exit_2_with_one_line(args, capsys):
 
 
 def test_console_entry_exits_2():
-    r = subprocess.run([sys.executable, "-m", "backends.benchmark", "--batch-sizes", "0"],
+    r = subprocess.run([sys.executable, "-m", "nnx.benchmark", "--batch-sizes", "0"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "positive integer" in r.stderr

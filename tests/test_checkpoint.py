@@ -6,7 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 
-import backends
+from nnx import backends
 import nnx
 from nnx import models
 

@@ -6,7 +6,7 @@ import functools
 import math
 import warnings
 
-import backends
+from nnx import backends
 
 from ..device import get_default_dtype, get_device, resolve_dtype, short_dtype
 

@@ -18,7 +18,7 @@ import difflib
 import inspect
 import math
 
-from backends.errors import DeviceError
+from nnx.backends.errors import DeviceError
 
 from ..device import namespace
 from ..errors import NNXError, ShapeError, StateError

@@ -9,7 +9,7 @@ x: (N, d) -> (N, 1).  RBFNetwork chains them; each stage has its own fprop/bprop
 
 import math
 
-import backends
+from nnx import backends
 
 from ..module import Module
 from ..sequential import Sequential

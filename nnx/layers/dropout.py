@@ -1,4 +1,4 @@
-import backends
+from nnx import backends
 
 from ..device import device_of
 from ..module import Module

@@ -1,7 +1,7 @@
 import math
 import operator
 
-import backends
+from nnx import backends
 
 from ..module import Module
 

@@ -1,4 +1,4 @@
-import backends
+from nnx import backends
 
 from ..module import Module
 

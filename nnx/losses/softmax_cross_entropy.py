@@ -1,4 +1,4 @@
-import backends.fast as fast
+from nnx.backends import fast
 
 from .base import Loss
 

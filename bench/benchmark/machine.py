@@ -76,7 +76,7 @@ def git_commit():
 
 
 def describe():
-    import backends.fast
+    from nnx.backends import malloc
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),
@@ -85,7 +85,7 @@ def describe():
         "cpu_count": os.cpu_count(),
         "blas": blas_pools(),
         "blas_env": {k: os.environ[k] for k in BLAS_ENV if k in os.environ},
-        "malloc": backends.fast.malloc_setting(),
+        "malloc": malloc.malloc_setting(),
         "gpu": gpu_name(),
         "versions": versions(),
         "git_commit": git_commit(),

@@ -11,7 +11,7 @@ import itertools
 
 import numpy as np
 
-import backends
+from nnx import backends
 import nnx
 
 MODELS = {"linear": (784, 10), "mlp": (784, 200, 10), "deep": (784, 1024, 1024, 10)}

@@ -43,6 +43,9 @@ def parse_args(argv):
                         "(default: what NumPy's BLAS uses now)")
     p.add_argument("--no-references", action="store_true",
                    help="time nnx only: no NumPy, PyTorch or matmul-floor references")
+    p.add_argument("--malloc-tuning", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep freed memory for reuse between steps, as nnx.tune_malloc() does "
+                        "(glibc; default: on)")
     p.add_argument("--json", metavar="FILE", help="write results and machine details as JSON")
     p.add_argument("--csv", metavar="FILE", help="write results as CSV")
     p.add_argument("--plot", metavar="FILE.png", help="plot throughput against batch size")
@@ -68,7 +71,7 @@ def batch_sizes(text):
 
 def devices(text):
     """Device specs for --backends: names expand to their main device, specs are checked."""
-    import backends
+    from nnx import backends
     if text is None:
         names = [n for n, reason in backends.available().items() if reason is None]
         return [d for n in names for d in _main_devices(backends, n)]
@@ -147,6 +150,9 @@ def main(argv=None):
         print(f"nnx-bench: error: {e}", file=sys.stderr)
         return 2
     from .run import run_all
+    if args.malloc_tuning:
+        import nnx
+        nnx.tune_malloc()
     meta = machine.describe()
     rows = run_all(settings, meta, progress=lambda s: print(s, file=sys.stderr, flush=True))
     meta["max_rss_mb"] = round(machine.max_rss_mb(), 1)

@@ -1,0 +1,90 @@
+"""How nnx installs and imports: only `nnx` at the top of site-packages, nothing changed
+process-wide on import, no package cycle."""
+
+import ast
+import os
+import platform
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from conftest import REPO
+
+
+def _run(code, cwd):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, text=True, env=env,
+                          capture_output=True, timeout=120)
+
+
+def test_the_wheel_installs_only_nnx_at_the_top(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
+                        "-w", str(tmp_path), str(REPO)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (wheel,) = tmp_path.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert top == {"nnx"}, top
+    for module in ("nnx/backends/__init__.py", "nnx/backends/fast.py",
+                   "nnx/benchmark/__init__.py", "nnx/benchmark/cli.py"):
+        assert module in names
+    assert not any(n.startswith("nnx/benchmark/") and "test_" in n for n in names)
+
+
+def test_import_nnx_beside_a_users_backends_module(tmp_path):
+    (tmp_path / "backends.py").write_text("raise RuntimeError('the user module was imported')\n")
+    pkg = tmp_path / "bench"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise RuntimeError('the user package was imported')\n")
+    r = _run("import nnx, nnx.benchmark; net = nnx.Linear(3, 2); "
+             "print(nnx.backends.__name__, len(net.params()))", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["nnx.backends", "2"]
+
+
+def test_backends_never_import_the_framework():
+    """The dependency graph points one way: nnx.benchmark -> nnx -> nnx.backends."""
+    offenders = []
+    for path in sorted((REPO / "backends").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            mods = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0
+                    else [])
+            offenders += [f"{path.name}:{node.lineno} imports {m}" for m in mods
+                          if m == "nnx" or (m.startswith("nnx.") and
+                                            not m.startswith("nnx.backends"))]
+    assert not offenders, offenders
+
+
+def test_import_nnx_does_not_tune_malloc_and_tune_malloc_opts_in():
+    code = ("import nnx; from nnx.backends import malloc; print(malloc.malloc_setting()); "
+            "print(nnx.tune_malloc())")
+    r = _run(code, REPO)
+    assert r.returncode == 0, r.stderr
+    before, after = r.stdout.splitlines()
+    assert before == "glibc defaults"
+    if platform.libc_ver()[0] == "glibc":
+        assert after.startswith("mallopt M_MMAP_THRESHOLD=32 MiB")
+
+
+def test_jax_x64_stays_off_until_float64_is_asked_for():
+    pytest.importorskip("jax", reason="jax is not installed: pip install -e '.[jax]'")
+    code = ("import jax, nnx\n"
+            "with nnx.device('jax:cpu'):\n"
+            "    net = nnx.Linear(3, 2); y = net.fprop(nnx.asarray([[1.0, 2.0, 3.0]]))\n"
+            "print(jax.config.jax_enable_x64, y.dtype)\n"
+            "x = nnx.asarray([[0.1]], device='jax:cpu', dtype='float64')\n"
+            "print(jax.config.jax_enable_x64, x.dtype, float(x[0, 0]) == 0.1)\n")
+    r = _run(code, REPO)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["False float32", "True float64 True"]
+
+
+def test_import_nnx_loads_neither_urllib_request_nor_the_benchmark():
+    r = _run("import sys, nnx; print('urllib.request' in sys.modules, "
+             "'nnx.benchmark' in sys.modules)", REPO)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "False"]
