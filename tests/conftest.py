@@ -1,6 +1,8 @@
-"""Shared fixtures: every test that takes ``device`` runs once per backend.
+"""Shared fixtures: every test that takes ``device`` runs once per device nnx knows.
 
-Backends that are missing here are skipped with the reason nnx gives for them.
+``device`` is the ``nnx_device`` fixture of nnx's pytest plugin (nnx.testing.plugin), the
+one users get for their own tests: devices that are missing here are skipped with the
+reason nnx gives for them.
 """
 
 import os
@@ -8,37 +10,47 @@ import pathlib
 
 import pytest
 
-from nnx import backends
 import nnx
+from nnx.datasets import FILES, cache_dir
 
-DEVICES = ["cpu", "strict", "strict:device1", "torch:cpu", "jax:cpu", "cuda:0"]
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
-def _skip_reason(spec):
-    try:
-        backends.resolve(spec)
-    except nnx.DeviceError as e:
-        return str(e).split(". Available here")[0]
+def pytest_configure(config):
+    # an install older than the pytest11 entry point (or -p no:nnx): load the plugin here
+    if not config.pluginmanager.has_plugin("nnx"):
+        from nnx.testing import plugin
+        config.pluginmanager.register(plugin, "nnx")
+
+
+@pytest.fixture
+def device(nnx_device):
+    """The device spec, selected and seeded for the test's duration."""
+    return nnx_device
+
+
+def mnist_candidates():
+    """Where the tests look for MNIST, in the product's order: $NNX_DATA, then
+    ../shared/data/mnist beside the repository, then the user's download cache."""
+    if os.environ.get("NNX_DATA"):
+        return [pathlib.Path(os.environ["NNX_DATA"])]
+    return [REPO.parent / "shared" / "data" / "mnist", pathlib.Path(cache_dir("mnist"))]
+
+
+def find_mnist():
+    """The first candidate folder holding all four IDX files (gzipped or raw), else None."""
+    for path in mnist_candidates():
+        if all((path / (n + ".gz")).is_file() or (path / n).is_file() for n in FILES):
+            return path
     return None
-
-
-@pytest.fixture(params=DEVICES)
-def device(request):
-    """The device spec, selected for the test's duration (skipped where unavailable)."""
-    reason = _skip_reason(request.param)
-    if reason:
-        pytest.skip(reason)
-    with nnx.device(request.param):
-        nnx.seed(0)
-        yield request.param
 
 
 @pytest.fixture
 def mnist_dir():
-    """The MNIST folder: $NNX_DATA, else ../shared/data/mnist beside the repository."""
-    path = pathlib.Path(os.environ.get("NNX_DATA") or REPO.parent / "shared" / "data" / "mnist")
-    if not (path / "train-images-idx3-ubyte.gz").exists() and \
-       not (path / "train-images-idx3-ubyte").exists():
-        pytest.skip(f"MNIST not found at {path} (set NNX_DATA to the folder with the IDX files)")
+    """The MNIST folder (see mnist_candidates); tests that use it carry the mnist marker."""
+    path = find_mnist()
+    if path is None:
+        pytest.skip(f"MNIST not found in {' or '.join(map(str, mnist_candidates()))} (set "
+                    f"NNX_DATA to the folder with the IDX files, or run nnx train once to "
+                    f"download it)")
     return path

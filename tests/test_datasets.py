@@ -13,8 +13,9 @@ import pytest
 from nnx import datasets
 from nnx.datasets import FILES, DatasetError, load_mnist, read_idx
 
-ROOT = Path(__file__).resolve().parents[1]
-REAL = Path(os.environ.get("NNX_DATA") or ROOT.parent / "shared" / "data" / "mnist")
+from conftest import find_mnist, mnist_candidates
+
+REAL = None                           # set by the mnist fixture
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
@@ -58,11 +59,15 @@ def no_env(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def mnist():
-    if not all((REAL / (n + ".gz")).is_file() or (REAL / n).is_file() for n in FILES):
-        pytest.skip(f"MNIST not found in {REAL} (set NNX_DATA to the folder with the files)")
+    global REAL
+    REAL = find_mnist()               # the product's search path, as the mnist_dir fixture
+    if REAL is None:
+        pytest.skip(f"MNIST not found in {' or '.join(map(str, mnist_candidates()))} (set "
+                    f"NNX_DATA to the folder with the files)")
     return load_mnist(REAL, download=False)
 
 
+@pytest.mark.mnist
 def test_real_mnist_shapes_range_and_label_counts(mnist):
     x_train, y_train, x_test, y_test = mnist
     assert x_train.shape == (60000, 784) and x_test.shape == (10000, 784)
@@ -72,6 +77,7 @@ def test_real_mnist_shapes_range_and_label_counts(mnist):
     assert np.bincount(y_test).tolist() == TEST_COUNTS
 
 
+@pytest.mark.mnist
 def test_read_idx_on_real_file(mnist):
     raw = read_idx(next(p for p in (REAL / (FILES[2] + ".gz"), REAL / FILES[2]) if p.is_file()))
     assert raw.shape == (10000, 28, 28) and raw.dtype == np.uint8

@@ -1,0 +1,292 @@
+"""``check_module``: the checks nnx's own layers pass, for a layer you wrote."""
+
+import copy
+import dataclasses
+
+from nnx import backends
+
+from ..device import asarray, device, device_of, to_numpy
+from ..errors import DeviceError, NNXError, StateError
+from ..gradcheck import gradcheck
+
+CHECKS = ("gradcheck", "agrees with cpu", "bprop before fprop", "device mixing")
+AGREEMENT = {"float64": 1e-10, "float32": 2e-5, "float16": 1e-2}   # rtol = atol
+REFERENCE = "cpu"
+
+
+class ModuleCheckError(NNXError, AssertionError):
+    """A module failed a check of ``check_module``; ``.report`` holds every result."""
+
+    def __init__(self, message, report):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclasses.dataclass
+class CheckResult:
+    device: str
+    dtype: str
+    check: str
+    status: str          # "ok", "FAILED" or "skipped"
+    detail: str = ""
+
+    def __str__(self):
+        return f"{self.device:<16} {self.dtype:<8} {self.check:<19} {self.status:<7} {self.detail}"
+
+
+@dataclasses.dataclass
+class CheckReport:
+    """Every check on every device and dtype; ``print(report)`` shows them as a table."""
+    module: str
+    results: list
+
+    @property
+    def ok(self):
+        return not self.failures
+
+    @property
+    def failures(self):
+        return [r for r in self.results if r.status == "FAILED"]
+
+    def passed_on(self):
+        """The devices on which every check ran and passed (or did not apply)."""
+        devices = dict.fromkeys(r.device for r in self.results)
+        return [d for d in devices
+                if all(r.status == "ok" or (r.status == "skipped" and r.check != "all")
+                       for r in self.results if r.device == d)]
+
+    def __str__(self):
+        count = {s: sum(r.status == s for r in self.results) for s in ("ok", "FAILED", "skipped")}
+        head = (f"check_module({self.module}): {count['ok']} passed, {count['FAILED']} failed, "
+                f"{count['skipped']} skipped")
+        columns = f"{'device':<16} {'dtype':<8} {'check':<19} {'result':<7} detail"
+        return "\n".join([head, columns] + [str(r) for r in self.results])
+
+
+def device_params():
+    """[(device spec, None or why it is unavailable)] for every device nnx knows here.
+
+    array-api-strict's fake devices beyond ``strict:device1`` would repeat its checks, so
+    they are left out."""
+    rows = []
+    for spec, reason in backends.listing():
+        if spec.startswith("strict:") and spec != "strict:device1":
+            continue
+        rows.append((spec, None if reason is None else f"device {spec!r} is unavailable: {reason}"))
+    return rows
+
+
+def check_module(factory, input_shape, *, devices=None, dtypes=("float64", "float32"), x=None,
+                 seed=0, samples=12, verbose=False):
+    """Check a module on every available device and dtype; return a CheckReport.
+
+    ``factory()`` builds the module (it is built once, on cpu, and copied to each device, so
+    every device sees the same weights).  ``input_shape``: the shape of the input drawn for
+    it, e.g. ``(4, 5)`` (values with |x| >= 0.1, away from ReLU-like kinks); or give the input
+    itself as ``x`` (a list or any array).  ``devices``: device strings (default: every one
+    nnx knows; unavailable ones are reported as skipped with the reason).  ``dtypes``: the
+    precisions to check in; gradcheck's and the agreement's tolerances scale with them.
+
+    Checks: gradcheck; agreement with cpu (output, input gradient and parameter gradients,
+    all on the device); bprop before fprop raises nnx.StateError; an input on another device
+    raises nnx.DeviceError (modules with parameters).  Raises ModuleCheckError (an
+    AssertionError) naming the device, dtype and check of every failure; ``verbose=True``
+    also prints the report.  The caller's device selection and random state are kept.
+    """
+    specs = _devices(devices)
+    state = backends.host.get_state()
+    try:
+        with device(REFERENCE):
+            backends.host.seed(seed)
+            base = factory()
+            if x is None:
+                x_host = _away_from_zero(tuple(input_shape))
+            else:
+                x_host = backends.host.as_float64(backends.to_host(x))
+        report = CheckReport(repr(base), [])
+        for i, dtype in enumerate(dtypes):
+            _check_dtype(report, base, specs, dtype, x_host, seed, samples, i == 0)
+    finally:
+        backends.host.set_state(state)
+    report.results.sort(key=lambda r: [s for s, _ in specs].index(r.device))
+    if verbose:
+        print(report)
+    if not report.ok:
+        lines = [f"  {r.check} on {r.device} in {r.dtype}: {r.detail}" for r in report.failures]
+        raise ModuleCheckError(f"check_module({report.module}): {len(lines)} check(s) failed\n"
+                               + "\n".join(lines), report)
+    return report
+
+
+def _devices(devices):
+    if devices is None:
+        return device_params()
+    if isinstance(devices, str):
+        devices = [devices]
+    specs = []
+    for spec in devices:
+        backends.split_spec(spec)            # a typo is an error, not a skip
+        try:
+            specs.append((backends.resolve(spec).spec, None))
+        except DeviceError as e:
+            specs.append((spec, str(e).split(". Available here")[0]))
+    return specs
+
+
+def _check_dtype(report, base, specs, dtype, x_host, seed, samples, first):
+    add = lambda spec, check, status, detail="": report.results.append(      # noqa: E731
+        CheckResult(spec, dtype, check, status, detail))
+    try:
+        reference = _run(base, REFERENCE, dtype, x_host, None, seed)
+        failed = None
+    except Exception as e:
+        reference, failed = None, _say(e)
+    for spec, reason in specs:
+        if reason is not None:
+            if first:                        # once, not once per dtype
+                report.results.append(CheckResult(spec, "-", "all", "skipped", reason))
+            continue
+        try:
+            target = backends.resolve(spec)
+            module = copy.deepcopy(base).to(target, dtype)
+            x = asarray(x_host, device=target, dtype=dtype)
+        except Exception as e:               # e.g. a device without float64
+            add(spec, "all", "skipped", f"cannot hold {dtype} there: {_say(e)}")
+            continue
+        with device(target):
+            _gradcheck(add, spec, module, x, dtype, samples)
+            if spec == REFERENCE:
+                if failed:
+                    add(spec, "agrees with cpu", "FAILED", f"fprop/bprop failed: {failed}")
+                else:
+                    add(spec, "agrees with cpu", "ok", "the reference")
+            elif reference is None:
+                add(spec, "agrees with cpu", "skipped", "fprop/bprop failed on cpu")
+            else:
+                add(spec, *_agreement(base, spec, dtype, x_host, reference, seed))
+            g_host = None if reference is None else reference[-1]
+            add(spec, *_bprop_first(base, target, dtype, x, g_host, seed))
+            add(spec, *_mixing(base, target, dtype, x_host, specs))
+
+
+def _say(e):
+    return f"{type(e).__name__}: {e}"
+
+
+def _away_from_zero(shape):
+    """Standard normal draws pushed to |x| >= 0.1, as nnx's own tests use."""
+    n = backends.host.normal(shape, 1.0, "float64")
+    return ((n >= 0) * 2.0 - 1.0) * (0.1 + abs(n))
+
+
+def _run(base, spec, dtype, x_host, g_host, seed):
+    """fprop, then bprop of a fixed upstream gradient; host copies of [y, dx, grads...] and
+    the upstream gradient.  Raises if an array comes back on another device."""
+    target = backends.resolve(spec)
+    module = copy.deepcopy(base).to(target, dtype)
+    module.train()
+    with device(target):
+        backends.host.seed(seed + 1)
+        y = module.fprop(asarray(x_host, device=target, dtype=dtype))
+        if g_host is None:
+            backends.host.seed(seed + 2)
+            g_host = backends.host.uniform(tuple(y.shape), -1.0, 1.0, "float64")
+        g = asarray(g_host, device=target, dtype=dtype)
+        backends.host.seed(seed + 1)             # a dropout mask drawn in fprop, again
+        dx = module.bprop(g)
+        arrays = [("output", y), ("input gradient", dx)] + [
+            (f"gradient of {name}", grad) for (name, _), grad in
+            zip(module.named_params(), module.grads())]
+    for what, a in arrays:
+        where = device_of(a)
+        if where != target:
+            raise DeviceError(f"its {what} is on {where}, not on {spec} where it ran")
+    return [(what, to_numpy(a)) for what, a in arrays] + [g_host]
+
+
+def _gradcheck(add, spec, module, x, dtype, samples):
+    try:
+        result = gradcheck(module, x, dtype=dtype, samples=samples, raise_on_failure=False)
+    except Exception as e:
+        add(spec, "gradcheck", "FAILED", _say(e))
+        return
+    add(spec, "gradcheck", "ok" if result.ok else "FAILED",
+        f"{result.checked} entries, worst abs {result.max_abs_error:.1e}" if result.ok
+        else str(result))
+
+
+def _agreement(base, spec, dtype, x_host, reference, seed):
+    check = "agrees with cpu"
+    try:
+        ours = _run(base, spec, dtype, x_host, reference[-1], seed)
+    except Exception as e:
+        return check, "FAILED", _say(e)
+    tol = AGREEMENT[dtype]
+    worst = 0.0
+    for (what, a), (_, b) in zip(ours[:-1], reference[:-1]):
+        if tuple(a.shape) != tuple(b.shape):
+            return check, "FAILED", f"its {what} has shape {tuple(a.shape)}, on cpu {tuple(b.shape)}"
+        if a.size == 0:
+            continue
+        excess = (abs(a - b) - tol * (1 + abs(b))).max()
+        if not excess <= 0:                   # NaN fails too
+            err = abs(a - b).max()
+            return check, "FAILED", (f"its {what} differs from cpu's by up to {err:.3g} "
+                                     f"(tolerance {tol:g} in {dtype})")
+        worst = max(worst, float(abs(a - b).max()))
+    return check, "ok", f"max difference {worst:.1e}"
+
+
+def _bprop_first(base, target, dtype, x, g_host, seed):
+    check = "bprop before fprop"
+    module = copy.deepcopy(base).to(target, dtype)
+    try:
+        y_shape = tuple(module.fprop(x).shape) if g_host is None else tuple(g_host.shape)
+        module = copy.deepcopy(base).to(target, dtype)
+        g = asarray(g_host if g_host is not None else backends.host.full(y_shape, 1.0, "float64"),
+                    device=target, dtype=dtype)
+        module.bprop(g)
+    except StateError:
+        return check, "ok", "raises StateError"
+    except Exception as e:
+        return check, "FAILED", (f"raised {_say(e)} instead of nnx.StateError "
+                                 f"(start bprop with self._check_grad(grad_output))")
+    return check, "FAILED", ("bprop ran before any fprop; it should raise nnx.StateError "
+                             "(start bprop with self._check_grad(grad_output))")
+
+
+def _mixing(base, target, dtype, x_host, specs):
+    check = "device mixing"
+    if not base.params():
+        return check, "skipped", "no parameters: it computes wherever its input lives"
+    other = _other_device(target, [s for s, reason in specs if reason is None])
+    if other is None:
+        return check, "skipped", "no second device here to mix with"
+    module = copy.deepcopy(base).to(target, dtype)
+    try:
+        x = asarray(x_host, device=other, dtype=dtype)
+    except Exception as e:
+        return check, "skipped", f"cannot put the input on {other}: {_say(e)}"
+    try:
+        module.fprop(x)
+    except DeviceError:
+        return check, "ok", f"an input on {other} raises DeviceError"
+    except Exception as e:
+        return check, "FAILED", (f"an input on {other} raised {_say(e)} instead of "
+                                 f"nnx.DeviceError (check it with self._check_input(x, width))")
+    return check, "FAILED", (f"an input on {other} with parameters on {target} was accepted; "
+                             f"fprop should raise nnx.DeviceError (self._check_input(x, width))")
+
+
+def _other_device(target, available):
+    """Another device to put the input on: strict's second fake device for strict, else cpu,
+    else any other available one."""
+    order = ["strict:device1", "strict"] if target.spec.startswith("strict") else [REFERENCE]
+    order += [s for s in available if s not in order]
+    for spec in order:
+        if spec != target.spec:
+            try:
+                return backends.resolve(spec).spec
+            except DeviceError:
+                continue
+    return None

@@ -1,0 +1,223 @@
+"""nnx.testing: check_module proves a layer written outside the package on every backend,
+names the device, dtype and check of each failure; the pytest plugin's nnx_device fixture
+works in a user's own project and prints why devices are skipped."""
+
+import ast
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import nnx
+from conftest import REPO
+from nnx.testing import ModuleCheckError, check_module, device_params
+
+USER_LAYERS = '''
+import nnx
+
+
+class Cube(nnx.Module):
+    """y = x³;   dx = g·3x²"""
+
+    def fprop(self, x):
+        self.x = x
+        y = x * x * x
+        self._out_shape = tuple(y.shape)
+        return y
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        self._check_grad(grad_output)
+        return 3.0 * self.x * self.x * grad_output
+
+
+class Swish(nnx.Module):
+    """y = x·σ(βx), one β per feature;   dx = g·(σ + βx·σ(1-σ)),  dβ = Σ_batch g·x²·σ(1-σ)"""
+
+    param_names = ("beta",)
+
+    def __init__(self, width):
+        self.width = width
+        self._init_params(None, None, beta=nnx.backends.host.full((width,), 1.0, "float64"))
+
+    def fprop(self, x):
+        xp = self._check_input(x, self.width)
+        self.x, self.s = x, 1.0 / (1.0 + xp.exp(-self.beta * x))
+        y = x * self.s
+        self._out_shape = tuple(y.shape)
+        return y
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        xp = self._check_grad(grad_output)
+        ds = self.s * (1.0 - self.s)
+        self.dbeta = xp.sum(grad_output * self.x * self.x * ds, axis=0)
+        return grad_output * (self.s + self.beta * self.x * ds)
+
+
+class WrongCube(Cube):
+    """bprop forgets the factor 3."""
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        self._check_grad(grad_output)
+        return self.x * self.x * grad_output
+
+
+class CarelessSwish(Swish):
+    """Neither checks its input's device nor that fprop ran."""
+
+    def fprop(self, x):
+        xp = nnx.device_of(x).xp
+        self.x, self.s = x, 1.0 / (1.0 + xp.exp(-x))
+        self._out_shape = tuple(x.shape)
+        return x * self.s
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        return grad_output
+'''
+
+
+@pytest.fixture
+def user_layers(tmp_path, monkeypatch):
+    """The layers above, in a file outside the package, imported as a user would."""
+    (tmp_path / "my_layers.py").write_text(USER_LAYERS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import my_layers
+    yield my_layers
+    sys.modules.pop("my_layers", None)
+
+
+def available():
+    return [spec for spec, reason in device_params() if reason is None]
+
+
+@pytest.mark.parametrize("layer", ["Cube", "Swish"])
+def test_a_users_layer_passes_on_every_backend(user_layers, layer):
+    make = getattr(user_layers, layer)
+    report = check_module(lambda: make(5) if layer == "Swish" else make(), (4, 5))
+    assert report.ok and report.passed_on() == available()
+    for spec in available():
+        for dtype in ("float64", "float32"):
+            got = {r.check: r for r in report.results if r.device == spec and r.dtype == dtype}
+            if not got:                      # a device without float64
+                continue
+            assert got["gradcheck"].status == "ok" and "entries" in got["gradcheck"].detail
+            assert got["agrees with cpu"].status == "ok"
+            assert got["bprop before fprop"].status == "ok"
+            assert got["device mixing"].status == ("ok" if layer == "Swish" else "skipped")
+    for spec, reason in device_params():
+        if reason is not None:
+            assert any(r.device == spec and r.status == "skipped" and r.detail == reason
+                       for r in report.results)
+    text = str(report)
+    assert text.startswith(f"check_module({make.__name__}(") and " 0 failed" in text
+
+
+def test_a_wrong_bprop_fails_naming_the_backend_dtype_and_check(user_layers):
+    with pytest.raises(AssertionError) as info:
+        check_module(user_layers.WrongCube, (3, 4), dtypes=("float64",))
+    assert isinstance(info.value, (ModuleCheckError, nnx.NNXError))
+    message = str(info.value)
+    assert message.splitlines()[0] == (f"check_module(WrongCube()): {len(available())} check(s) "
+                                       f"failed")
+    for spec in available():
+        assert f"  gradcheck on {spec} in float64: gradcheck FAILED" in message
+    assert "agrees with cpu on" not in message       # it is wrong the same way everywhere
+
+
+def test_careless_layer_fails_state_and_device_checks(user_layers):
+    devices = ["cpu", "strict"] if "strict" in available() else ["cpu"]
+    with pytest.raises(ModuleCheckError) as info:
+        check_module(lambda: user_layers.CarelessSwish(4), (3, 4), devices=devices,
+                     dtypes=("float64",))
+    failed = {(r.device, r.check) for r in info.value.report.failures}
+    assert ("cpu", "bprop before fprop") in failed
+    assert "bprop ran before any fprop; it should raise nnx.StateError" in str(info.value)
+    if "strict" in devices:
+        assert ("cpu", "device mixing") in failed and ("strict", "device mixing") in failed
+        assert "an input on strict with parameters on cpu was accepted" in str(info.value)
+
+
+def test_devices_argument(user_layers):
+    report = check_module(user_layers.Cube, (2, 3), devices=["cpu", "cuda:7"],
+                          dtypes=("float32",))
+    assert report.passed_on() == ["cpu"]
+    skipped = [r for r in report.results if r.device == "cuda:7"]
+    assert len(skipped) == 1 and skipped[0].status == "skipped" and "cuda:7" in skipped[0].detail
+    with pytest.raises(nnx.DeviceError, match="unknown device 'gpu'"):
+        check_module(user_layers.Cube, (2, 3), devices=["gpu"])
+
+
+def test_check_module_keeps_the_callers_state(user_layers):
+    nnx.seed(3)
+    expected = nnx.to_numpy(nnx.permutation(10))
+    nnx.seed(3)
+    with nnx.device("cpu"):
+        check_module(user_layers.Cube, (2, 3), devices=["cpu"])
+        assert nnx.get_device().spec == "cpu"
+    assert (nnx.to_numpy(nnx.permutation(10)) == expected).all()
+
+
+def test_nnx_own_modules_pass_the_kit():
+    """The kit over a few of tests/cases.py's modules (the full set runs in
+    test_gradcheck.py and test_cross_backend.py)."""
+    from cases import BATCH, MODULES, WIDTH
+    for name in ("PReLU-per-feature", "Dropout"):
+        assert check_module(MODULES[name], (BATCH, WIDTH)).ok
+
+
+USER_TEST = '''
+import nnx
+
+
+def test_tanh_on_every_device(nnx_device):
+    x = nnx.asarray([[0.5, -1.0]])
+    assert str(nnx.device_of(x)) == nnx_device
+    assert nnx.to_numpy(nnx.Tanh().fprop(x)).shape == (1, 2)
+'''
+
+
+def _pytest_in(folder, *args):
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+                           *args], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_plugin_gives_users_the_nnx_device_fixture(tmp_path):
+    (tmp_path / "test_mine.py").write_text(USER_TEST)
+    r = _pytest_in(tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:]
+    params = device_params()
+    ran = sum(reason is None for _, reason in params)
+    assert f"{ran} passed" in r.stdout
+    for spec, reason in params:
+        if reason is not None:
+            assert f"SKIPPED [1] test_mine.py" in r.stdout and reason in r.stdout, r.stdout
+
+
+def test_plugin_is_inert_in_a_project_that_does_not_use_it(tmp_path):
+    (tmp_path / "test_plain.py").write_text(textwrap.dedent('''
+        import sys
+
+        def test_nothing_heavy_was_loaded(pytestconfig):
+            assert pytestconfig.pluginmanager.has_plugin("nnx")
+            loaded = [m for m in ("torch", "jax", "cupy", "array_api_strict") if m in sys.modules]
+            assert loaded == []
+    '''))
+    r = _pytest_in(tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "1 passed" in r.stdout
+
+
+def test_every_test_that_needs_mnist_is_marked():
+    """A test taking the mnist_dir (or test_datasets' mnist) fixture carries @pytest.mark.mnist."""
+    unmarked = []
+    for path in sorted((REPO / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                args = {a.arg for a in node.args.args}
+                marks = {ast.unparse(d) for d in node.decorator_list}
+                if args & {"mnist_dir", "mnist"} and "pytest.mark.mnist" not in marks:
+                    unmarked.append(f"{path.name}::{node.name}")
+    assert not unmarked, unmarked
