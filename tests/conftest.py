@@ -18,9 +18,9 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 def pytest_configure(config):
     # an install older than the pytest11 entry point (or -p no:nnx): load the plugin here
-    if not config.pluginmanager.has_plugin("nnx"):
-        from nnx.testing import plugin
-        config.pluginmanager.register(plugin, "nnx")
+    from nnx.testing import plugin
+    if not config.pluginmanager.is_registered(plugin):
+        config.pluginmanager.register(plugin, "nnx.testing.plugin")
 
 
 @pytest.fixture
