@@ -1,6 +1,8 @@
 """``nnx`` on the command line: ``nnx train``, ``nnx evaluate CHECKPOINT``, ``nnx devices``.
 
-Bad arguments end with one line on stderr and exit status 2, never a traceback.
+Bad arguments end with one line on stderr and exit status 2, never a traceback.  A bare
+``nnx`` (no command) prints the usage with the commands on stderr and exits with status 2;
+``nnx --version`` and ``python -m nnx`` work as usual.
 """
 
 import argparse
@@ -20,33 +22,77 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):            # argparse's default prints the usage first
         raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default, unless it is None or its help already names it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text.lower() \
+                or action.default == argparse.SUPPRESS or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def plain(text):
+    """Help text without the docstrings' RST markup."""
+    return text.replace("``", "")
+
+
 def positive(kind):
     def parse(text):
+        what = "a whole number" if kind is int else "a number"
         try:
             value = kind(text)
         except ValueError:
-            what = "a whole number" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+            raise argparse.ArgumentTypeError(bad_number(text, what)) from None
         if not 0 < value < math.inf:
-            raise argparse.ArgumentTypeError(f"must be positive and finite, got {text}")
+            raise argparse.ArgumentTypeError(bad_number(text, f"{what} above 0"))
         return value
     return parse
 
 
+def at_least_zero(kind):
+    def parse(text):
+        what = "a whole number" if kind is int else "a number"
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(bad_number(text, what)) from None
+        if not 0 <= value < math.inf:
+            raise argparse.ArgumentTypeError(bad_number(text, f"{what} of 0 or more"))
+        return value
+    return parse
+
+
+def bad_number(text, wanted):
+    """The one wording of a bad number, for nnx and nnx-bench alike."""
+    return f"{text!r} is not {wanted}"
+
+
 def fraction(text):
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(bad_number(text, "a number")) from None
     if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
+        raise argparse.ArgumentTypeError(bad_number(text, "a number in [0, 1)"))
     return value
 
 
 def build_parser():
-    parser = Parser(prog="nnx", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    from . import __version__
+    parser = Parser(prog="nnx", description=plain(__doc__.splitlines()[0]))
+    parser.add_argument("--version", action="version", version=f"nnx {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser,
+                                title="commands")
 
     train = sub.add_parser("train", help="train a model on MNIST",
                            description="Train on MNIST (or Fashion-MNIST) and report the "
@@ -56,17 +102,25 @@ def build_parser():
                             "hidden layers after the first are residual blocks")
     train.add_argument("--hidden", type=positive(int), default=200, help="units per hidden layer")
     train.add_argument("--layers", type=positive(int), default=1, help="hidden layers (mlp)")
-    train.add_argument("--activation", choices=sorted(models.ACTIVATIONS), default="tanh")
-    train.add_argument("--epochs", type=positive(int), default=20)
-    train.add_argument("--batch-size", type=positive(int), default=100)
-    train.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    train.add_argument("--lr", type=positive(float), default=0.1)
-    train.add_argument("--momentum", type=fraction, default=0.0)
-    train.add_argument("--weight-decay", type=fraction, default=0.0)
-    train.add_argument("--schedule", choices=["constant", "cosine", "step"], default="constant")
-    train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    train.add_argument("--activation", choices=sorted(models.ACTIVATIONS), default="tanh",
+                       help="activation of the hidden layers")
+    train.add_argument("--epochs", type=positive(int), default=20, help="passes over the data")
+    train.add_argument("--batch-size", type=positive(int), default=100,
+                       help="examples per step (the global batch with --distributed)")
+    train.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="optimiser")
+    train.add_argument("--lr", type=positive(float), default=0.1, help="learning rate")
+    train.add_argument("--momentum", type=fraction, default=0.0,
+                       help="SGD momentum, in [0, 1)")
+    train.add_argument("--weight-decay", type=fraction, default=0.0,
+                       help="L2 penalty added to the gradients, in [0, 1)")
+    train.add_argument("--schedule", choices=["constant", "cosine", "step"], default="constant",
+                       help="learning rate over the epochs: step multiplies it by 0.1 at 50%% "
+                            "and 75%% of them")
+    train.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                       help="precision of the parameters and data")
     _data_options(train)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0,
+                       help="seed of the initial weights and the shuffles")
     train.add_argument("--save", metavar="CHECKPOINT", help="write the model after every epoch")
     train.add_argument("--distributed", action="store_true",
                        help="data-parallel over MPI ranks: mpirun -n N nnx train --distributed; "
@@ -75,26 +129,39 @@ def build_parser():
     train.add_argument("--malloc-tuning", action=argparse.BooleanOptionalAction, default=True,
                        help="keep freed memory for reuse between steps (glibc; nnx.tune_malloc)")
 
-    ev = sub.add_parser("evaluate", help="test errors of a saved model")
-    ev.add_argument("checkpoint")
+    ev = sub.add_parser("evaluate", help="test errors of a saved model",
+                        description="Count the test errors of a checkpoint written by nnx "
+                                    "train --save.")
+    ev.add_argument("checkpoint", help="a .npz file written by nnx train --save")
     _data_options(ev)
 
-    sub.add_parser("devices", help="list the devices and why any is unavailable")
+    sub.add_parser("devices", help="list the devices and why any is unavailable",
+                   description="List the device strings that --device accepts here, and why "
+                               "any other is unavailable.")
     return parser
 
 
 def _data_options(p):
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, torch:cpu, strict, ...")
-    p.add_argument("--data", metavar="DIR", help="folder with the IDX files (else $NNX_DATA, "
-                                                 "else the download cache)")
-    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:N, torch:cpu, strict, ... (nnx devices lists them; "
+                        "default: $NNX_DEVICE, else cpu)")
+    p.add_argument("--data", metavar="DIR", help="folder with the IDX files (default: "
+                                                 "$NNX_DATA, else the download cache)")
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist",
+                   help="which data set")
 
 
 def main(argv=None):
     args = None
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:             # a bare `nnx`: the usage and the commands
+            parser.print_help(sys.stderr)
+            return 2
         return COMMANDS[args.command](args)
+    except SystemExit as e:                  # --help, --version
+        return e.code
     except UsageError as e:
         return _fail(args, str(e), 2)
     except (NNXError, DeviceError, OSError, ValueError) as e:
@@ -162,8 +229,7 @@ def cmd_train(args):
     say = print if lead else (lambda *a, **k: None)
     ranks = f" x {distributed.size()} ranks" if args.distributed else ""
     say(f"nnx train: {args.model} {_describe(net)} on {get_device()}{ranks}, "
-        f"{args.optimizer} lr {args.lr:g}, batch {args.batch_size}, {args.epochs} epochs, "
-        f"seed {args.seed}")
+        f"{hyperparameters(args)}")
     say(f"{'epoch':>5} {'loss':>8} {'train acc':>9} {'test errors':>11} {'lr':>8} "
         f"{'seconds':>7}")
 
@@ -208,6 +274,7 @@ def cmd_train(args):
 
 def cmd_evaluate(args):
     from .train import evaluate, to_device
+    _check_readable("nnx evaluate", args.checkpoint)     # before looking for the data
     data = _setup(args)
     net = checkpoint.load(args.checkpoint)
     x_test, t_test = to_device(data.x_test, data.y_test)
@@ -217,12 +284,34 @@ def cmd_evaluate(args):
 
 
 def cmd_devices(args):
+    """Each line starts with a string --device accepts; an unavailable backend is named by
+    the device strings it would give (cuda / cuda:N for CuPy)."""
     for name, reason in devices().items():
-        print(f"{name:<18} {'available' if reason is None else 'unavailable: ' + reason}")
+        spec = DEVICE_OF_BACKEND.get(name, name)
+        print(f"{spec:<18} {'available' if reason is None else 'unavailable: ' + reason}")
     return 0
 
 
+DEVICE_OF_BACKEND = {"cupy": "cuda", "torch": "torch:cpu", "jax": "jax:cpu", "numpy": "cpu"}
+
+
+def _check_readable(command, path):
+    if os.path.isdir(path):
+        raise UsageError(f"{command}: error: {path} is a folder; give the checkpoint file")
+    if not os.path.isfile(path):
+        raise UsageError(f"{command}: error: checkpoint {path} does not exist")
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "devices": cmd_devices}
+
+
+def hyperparameters(args):
+    """Every setting that changes the result, for the header line."""
+    optimizer = (f"sgd lr {args.lr:g} momentum {args.momentum:g}" if args.optimizer == "sgd"
+                 else f"adam lr {args.lr:g}")
+    return (f"{optimizer}, weight decay {args.weight_decay:g}, schedule {args.schedule}, "
+            f"batch {args.batch_size}, {args.epochs} epochs, {args.dtype}, {args.dataset}, "
+            f"seed {args.seed}")
 
 
 def _describe(net):

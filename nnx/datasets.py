@@ -193,10 +193,13 @@ def _download(kind, name, folder):
 
 def _missing_error(kind, missing, folder, source, offer_download):
     files = ", ".join(f"{name}[.gz]" for name in missing)
+    where = (f"looked in {folder} ({source})" if os.path.isdir(folder)
+             else f"the folder {folder} ({source}) does not exist")
     return DatasetError(
-        f"{kind} files missing: {files}; looked in {folder} ({source}). Put the four files "
-        f"(gzip or raw IDX) there, or set NNX_DATA to the folder that holds them"
-        + (", or call with download=True" if offer_download else ""))
+        f"{kind} files missing: {files}; {where}. Put the four files (gzip or raw IDX) "
+        f"there, or name the folder that holds them: nnx train --data DIR, the NNX_DATA "
+        f"variable, or load_mnist(DIR)" + (", or call with download=True" if offer_download
+                                           else ""))
 
 
 def load_mnist(path=None, *, download=True, kind="mnist"):

@@ -77,4 +77,4 @@ def test_console_entry_exits_2():
     r = subprocess.run([sys.executable, "-m", "nnx.benchmark", "--batch-sizes", "0"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
-    assert r.stderr.strip().count("\n") == 0 and "positive integer" in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "'0' is not a whole number above 0" in r.stderr

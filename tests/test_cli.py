@@ -16,19 +16,20 @@ def run(capsys, *argv):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--lr", "-0.1"], "argument --lr: must be positive and finite, got -0.1"),
-    (["train", "--lr", "inf"], "argument --lr: must be positive and finite, got inf"),
-    (["train", "--epochs", "0"], "argument --epochs: must be positive and finite, got 0"),
+    (["train", "--lr", "-0.1"], "argument --lr: '-0.1' is not a number above 0"),
+    (["train", "--lr", "inf"], "argument --lr: 'inf' is not a number above 0"),
+    (["train", "--epochs", "0"], "argument --epochs: '0' is not a whole number above 0"),
     (["train", "--batch-size", "ten"], "argument --batch-size: 'ten' is not a whole number"),
     (["train", "--hidden", "1.5"], "argument --hidden: '1.5' is not a whole number"),
     (["train", "--save", "/nonexistent/m.npz"], "--save /nonexistent/m.npz: the folder "
                                                 "/nonexistent does not exist"),
-    (["train", "--momentum", "1.5"], "argument --momentum: must lie in [0, 1), got 1.5"),
+    (["train", "--momentum", "1.5"], "argument --momentum: '1.5' is not a number in [0, 1)"),
     (["train", "--model", "cnn"], "argument --model: invalid choice: 'cnn'"),
     (["train", "--device", "gpu"], "unknown device 'gpu'"),
     (["train", "--device", "strict:device7"], "device 'strict:device7' is unavailable"),
     (["train", "--data", "/nonexistent"], "mnist files missing: train-images-idx3-ubyte[.gz]"),
-    (["evaluate", "/nonexistent.npz", "--data", "/nonexistent"], "mnist files missing"),
+    (["evaluate", "/nonexistent.npz", "--data", "/nonexistent"],
+     "checkpoint /nonexistent.npz does not exist"),
     (["fly"], "argument command: invalid choice: 'fly'"),
 ])
 def test_bad_arguments_exit_2_with_one_line(capsys, argv, message):

@@ -4,6 +4,8 @@ import argparse
 import os
 import sys
 
+from nnx.cli import HelpFormatter, at_least_zero, bad_number, positive
+
 from . import cases, machine, report, timing
 
 DEFAULT_BATCHES = (100, 200, 500, 1000)
@@ -15,6 +17,10 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):           # one line, no usage block
         raise UsageError(f"{message} (see nnx-bench --help)")
 
@@ -25,6 +31,8 @@ def parse_args(argv):
         description="Time nnx's training step (fprop, loss, bprop, SGD update) and inference "
                     "on each backend, beside a hand-written NumPy step, PyTorch eager and the "
                     "matmul floor, measured in the same run.")
+    import nnx
+    p.add_argument("--version", action="version", version=f"nnx-bench (nnx {nnx.__version__})")
     p.add_argument("--backends", default=None,
                    help="comma-separated backends or devices: numpy, torch, strict, cupy, jax, "
                         "or specs such as torch:cuda:0 (default: every one available)")
@@ -32,13 +40,14 @@ def parse_args(argv):
                    help=f"comma-separated, from {', '.join(cases.MODELS)} (default: all)")
     p.add_argument("--batch-sizes", default=",".join(map(str, DEFAULT_BATCHES)),
                    help="comma-separated positive integers (default: %(default)s)")
-    p.add_argument("--dtype", default="float32", choices=DTYPES)
-    p.add_argument("--repeats", type=int, default=15,
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="precision timed")
+    p.add_argument("--repeats", type=positive(int), default=15,
                    help="timed blocks per case; median and IQR over them (default: %(default)s)")
-    p.add_argument("--min-time", type=float, default=0.05,
+    p.add_argument("--min-time", type=at_least_zero(float), default=0.05,
                    help="seconds each timed block lasts at least (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--warmup", type=at_least_zero(int), default=3,
+                   help="untimed steps first (default: %(default)s)")
+    p.add_argument("--threads", type=positive(int), default=None,
                    help="BLAS threads for NumPy, and PyTorch's thread count "
                         "(default: what NumPy's BLAS uses now)")
     p.add_argument("--no-references", action="store_true",
@@ -63,7 +72,8 @@ def batch_sizes(text):
     out = []
     for s in _split(text, "batch-sizes"):
         if not s.isdigit() or int(s) < 1:
-            raise UsageError(f"--batch-sizes: {s!r} is not a positive integer "
+            raise UsageError(f"argument --batch-sizes: "
+                             f"{bad_number(s, 'a whole number above 0')} "
                              f"(e.g. --batch-sizes 100,1000)")
         out.append(int(s))
     return out
@@ -111,19 +121,11 @@ def settings_from(args):
         if m not in cases.MODELS:
             raise UsageError(f"--models: unknown model {m!r}; choose from "
                              f"{', '.join(cases.MODELS)}")
-    if args.repeats < 1:
-        raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
-    if not args.min_time >= 0:
-        raise UsageError(f"--min-time must be 0 or more seconds, got {args.min_time}")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     if args.threads is not None:
         try:
             import threadpoolctl  # noqa: F401
         except ImportError:
             raise UsageError("--threads needs threadpoolctl: pip install threadpoolctl") from None
-    if args.warmup < 0:
-        raise UsageError(f"--warmup must be 0 or more, got {args.warmup}")
     for path, flag in ((args.json, "--json"), (args.csv, "--csv"), (args.plot, "--plot")):
         if path:
             check_output(path, flag)
@@ -146,6 +148,8 @@ def main(argv=None):
     try:
         args = parse_args(argv)
         settings = settings_from(args)
+    except SystemExit as e:             # --help, --version
+        return e.code
     except UsageError as e:
         print(f"nnx-bench: error: {e}", file=sys.stderr)
         return 2
