@@ -13,6 +13,7 @@ import time
 import warnings
 
 from . import checkpoint, datasets, models
+from .epoch_log import MetricsLog, log_problem
 from .device import devices, set_device
 from .errors import DeviceError, NNXError
 
@@ -91,7 +92,7 @@ def build_parser():
     from . import __version__
     parser = Parser(prog="nnx", description=plain(__doc__.splitlines()[0]))
     parser.add_argument("--version", action="version", version=f"nnx {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser,
+    sub = parser.add_subparsers(dest="command", parser_class=Parser,
                                 title="commands")
 
     train = sub.add_parser("train", help="train a model on MNIST",
@@ -126,6 +127,10 @@ def build_parser():
                        help="data-parallel over MPI ranks: mpirun -n N nnx train --distributed; "
                             "each rank takes its part of every global batch (--batch-size)")
     train.add_argument("--plot", metavar="FILE.png", help="draw the learning curves")
+    train.add_argument("--log", metavar="FILE.csv|FILE.jsonl",
+                       help="write one row of metrics per epoch, CSV or JSON lines by the "
+                            "extension, flushed to disk after each epoch; an existing file "
+                            "is refused, never overwritten")
     train.add_argument("--malloc-tuning", action=argparse.BooleanOptionalAction, default=True,
                        help="keep freed memory for reuse between steps (glibc; nnx.tune_malloc)")
 
@@ -180,6 +185,10 @@ def _fail(args, message, code):
     return code
 
 
+EPOCH_FIELDS = ("epoch", "train_loss", "train_accuracy", "test_errors", "test_total", "lr",
+                "seconds")
+
+
 class TrainingError(NNXError):
     """Training failed after it started (a diverged loss): exit status 1."""
 
@@ -203,6 +212,8 @@ def cmd_train(args):
         _require_matplotlib()
     for option, path in (("--save", args.save), ("--plot", args.plot)):
         _check_writable(option, path)           # before training, not after it
+    if args.log and log_problem(args.log):
+        raise UsageError(f"nnx train: error: {log_problem(args.log)}")
     data = _setup(args)
     if args.malloc_tuning:
         from . import tune_malloc
@@ -230,15 +241,13 @@ def cmd_train(args):
     ranks = f" x {distributed.size()} ranks" if args.distributed else ""
     say(f"nnx train: {args.model} {_describe(net)} on {get_device()}{ranks}, "
         f"{hyperparameters(args)}")
-    say(f"{'epoch':>5} {'loss':>8} {'train acc':>9} {'test errors':>11} {'lr':>8} "
-        f"{'seconds':>7}")
+    log = MetricsLog(args.log, EPOCH_FIELDS) if args.log and lead else None
 
     def on_epoch(s):
         if not lead:
             return
-        line = (f"{s.epoch:>5} {s.train_loss:>8.4f} {100 * s.train_accuracy:>8.2f}% "
-                f"{s.test_errors:>11} {s.lr:>8.4g} {s.seconds:>7.2f}")
-        _print(line)
+        if log is not None:
+            log.write(s)
         if args.save:
             checkpoint.save(net, args.save, epoch=s.epoch, test_errors=s.test_errors,
                             command=vars(args))
@@ -255,12 +264,14 @@ def cmd_train(args):
                 net, SoftmaxCrossEntropy(), opt, x, t, epochs=args.epochs,
                 batch_size=args.batch_size, x_test=x_test, t_test=t_test,
                 lr_schedule=training.schedule(args.schedule, args.lr, args.epochs),
-                on_epoch=on_epoch, progress=_progress_bar(args.epochs) if lead else None,
-                distributed=args.distributed)
+                on_epoch=on_epoch, verbose=lead, distributed=args.distributed)
     except training.TrainingDiverged as e:
         kept = (f"; the checkpoint of epoch {saved[-1]} in {args.save} is intact" if saved
                 else "; no checkpoint was written" if args.save else "")
         raise TrainingError(f"{e}{kept}") from None
+    finally:
+        if log is not None:
+            log.close()
     elapsed = time.perf_counter() - started
     if args.plot and lead:
         _plot(history, args.plot)
@@ -317,21 +328,6 @@ def hyperparameters(args):
 def _describe(net):
     count = sum(math.prod(p.shape) for p in net.params())
     return f"{' -> '.join(type(m).__name__ for m in net)} ({count:,} parameters)"
-
-
-def _print(line):
-    from tqdm import tqdm
-    tqdm.write(line)
-
-
-def _progress_bar(epochs):
-    from tqdm import tqdm
-    counter = iter(range(1, epochs + 1))
-
-    def bar(steps):
-        return tqdm(steps, desc=f"epoch {next(counter)}", leave=False, unit="step",
-                    disable=None, dynamic_ncols=True)
-    return bar
 
 
 def _check_writable(option, path):

@@ -91,8 +91,13 @@ def _check_pair(where, x, t):
 
 
 def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=None,
-        lr_schedule=None, on_epoch=None, progress=None, distributed=False):
+        lr_schedule=None, on_epoch=None, progress=None, distributed=False, verbose=True):
     """Train ``net`` with the classic loop; return a list of EpochStats.
+
+    ``verbose`` (True by default, as in Keras and Lightning): a row per epoch (loss, train
+    accuracy, test errors, lr, seconds) and a progress bar over each epoch's steps
+    (tqdm.auto, so it renders in notebooks too; hidden when the output is not a terminal);
+    ``verbose=2``: the rows without the bar; ``verbose=False``: silent.
 
     ``x``, ``t`` (and the test pair) should already be on the device (see ``to_device``).
     ``lr_schedule(epoch) -> lr`` sets ``opt.lr`` before each epoch (epochs count from 1).
@@ -116,6 +121,11 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
         raise ValueError("fit: the optimiser is bound to another module; "
                          "create it with the network you train, e.g. nnx.SGD(net, lr=0.1)")
     split, total = _parallel(distributed)
+    show = None
+    if verbose:
+        from .epoch_log import Printer
+        show = Printer(epochs, bar=verbose != 2)
+        progress = progress or show.progress
     n_classes = int(net.fprop(x[:1, ...]).shape[1])
     check_labels(t, n_classes, "training labels")
     if t_test is not None:
@@ -159,6 +169,8 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
                                None if x_test is None else int(x_test.shape[0]), opt.lr,
                                time.perf_counter() - start)
             history.append(stats)
+            if show is not None:
+                show.on_epoch(stats)
             if on_epoch is not None:
                 on_epoch(stats)
         return history

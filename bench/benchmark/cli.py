@@ -26,6 +26,10 @@ class Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv):
+    return build_parser().parse_args(argv)
+
+
+def build_parser():
     p = Parser(
         prog="nnx-bench",
         description="Time nnx's training step (fprop, loss, bprop, SGD update) and inference "
@@ -58,7 +62,7 @@ def parse_args(argv):
     p.add_argument("--json", metavar="FILE", help="write results and machine details as JSON")
     p.add_argument("--csv", metavar="FILE", help="write results as CSV")
     p.add_argument("--plot", metavar="FILE.png", help="plot throughput against batch size")
-    return p.parse_args(argv)
+    return p
 
 
 def _split(text, what):
