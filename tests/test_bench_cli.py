@@ -78,3 +78,23 @@ def test_console_entry_exits_2():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "'0' is not a whole number above 0" in r.stderr
+
+
+def _row(impl, median, q1, q3, label=None):
+    return {"impl": impl, "label": label or impl, "batch": 100, "median_ms": median,
+            "q1_ms": q1, "q3_ms": q3}
+
+
+def test_table_notes_explain_the_floor_empty_columns_and_noise():
+    from nnx.benchmark import report
+    quiet = [_row("nnx", 1.0, 0.95, 1.05, "nnx cpu"), _row(report.NUMPY, 1.0, 0.99, 1.01),
+             _row(report.FLOOR, 0.5, 0.49, 0.51)]
+    lines = report.notes(quiet, {"versions": {"numpy": "2"}})
+    assert lines[0].startswith("matmul floor: the step's matrix products alone")
+    assert lines[1:] == ["xtorch is empty: torch is not installed "
+                         "(pip install 'nnx-backprop[torch]')"]
+    noisy = [_row("nnx", 1.0, 0.8, 1.4, "nnx cpu")]
+    lines = report.notes(noisy, {"versions": {"numpy": "2", "torch": "2"}})
+    assert "xnumpy is empty: references were not timed (--no-references)" in lines
+    assert lines[-1].startswith("warning: wide spread: the IQR of nnx cpu at batch 100 is 60% "
+                                "of its median")

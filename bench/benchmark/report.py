@@ -67,7 +67,44 @@ def table(rows, meta):
                 f"{r['gflops']:>8.1f} {_fmt(r['vs_numpy'], '7.2f'):>7} "
                 f"{_fmt(r['vs_torch'], '7.2f'):>7} {_fmt(r['vs_floor'], '7.2f'):>7} "
                 f"{r['faults_per_step']:>7.1f} {_fmt(r['peak_mb'], '8.1f'):>8}")
+        lines += notes(group, meta)
     return "\n".join(lines)
+
+
+NOISY = 0.25          # IQR / median above this: the timings are not to be trusted
+
+
+def notes(group, meta):
+    """The lines under a table: what the floor is, why a reference column is empty, and a
+    warning when the timings spread widely."""
+    impls = {r["impl"] for r in group}
+    out = []
+    if FLOOR in impls:
+        out.append("matmul floor: the step's matrix products alone (x·W per layer; in "
+                   "training also xᵀ·g and g·Wᵀ) on the same device, with no activation, "
+                   "loss or update: the time no implementation of this model can go below")
+    references = impls - {"nnx"}
+    for column, impl, what in (("xnumpy", NUMPY, "the hand-written NumPy step"),
+                               ("xtorch", TORCH, "PyTorch eager"),
+                               ("xfloor", FLOOR, "the matmul floor")):
+        if impl in impls:
+            continue
+        if not references:
+            why = "references were not timed (--no-references)"
+        elif impl == TORCH and "torch" not in meta.get("versions", {}):
+            why = "torch is not installed (pip install 'nnx-backprop[torch]')"
+        else:
+            why = f"{what} was not timed for these devices"
+        out.append(f"{column} is empty: {why}")
+    spread = [((r["q3_ms"] - r["q1_ms"]) / r["median_ms"], r) for r in group
+              if r["median_ms"] > 0]
+    if spread:
+        worst, r = max(spread, key=lambda p: p[0])
+        if worst > NOISY:
+            out.append(f"warning: wide spread: the IQR of {r['label']} at batch {r['batch']} is "
+                       f"{100 * worst:.0f}% of its median (over {100 * NOISY:.0f}%); the machine "
+                       f"was busy: rerun on a quiet machine or with more --repeats")
+    return out
 
 
 def blas_line(meta):
