@@ -212,7 +212,7 @@ def _gradcheck(add, spec, module, x, dtype, samples):
         return
     add(spec, "gradcheck", "ok" if result.ok else "FAILED",
         f"{result.checked} entries, worst abs {result.max_abs_error:.1e}" if result.ok
-        else str(result))
+        else "FAILED: " + str(result).split(": ", 1)[1])
 
 
 def _agreement(base, spec, dtype, x_host, reference, seed):
