@@ -33,7 +33,8 @@ class Cube(nnx.Module):
 
 
 class Swish(nnx.Module):
-    """y = x·σ(βx), one β per feature;   dx = g·(σ + βx·σ(1-σ)),  dβ = Σ_batch g·x²·σ(1-σ)"""
+    """y = x·σ(βx), one β per feature
+    dx = g·(σ + βx·σ(1-σ)),  dβ = Σ_batch g·x²·σ(1-σ)"""
 
     param_names = ("beta",)
 

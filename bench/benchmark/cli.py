@@ -129,7 +129,8 @@ def settings_from(args):
         try:
             import threadpoolctl  # noqa: F401
         except ImportError:
-            raise UsageError("--threads needs threadpoolctl: pip install threadpoolctl") from None
+            raise UsageError("--threads needs threadpoolctl: "
+                             "pip install 'nnx-backprop[bench]'") from None
     for path, flag in ((args.json, "--json"), (args.csv, "--csv"), (args.plot, "--plot")):
         if path:
             check_output(path, flag)
@@ -137,7 +138,8 @@ def settings_from(args):
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise UsageError("--plot needs matplotlib: pip install matplotlib") from None
+            raise UsageError("--plot needs matplotlib: "
+                             "pip install 'nnx-backprop[bench]'") from None
     if args.threads:                    # before JAX starts: XLA reads its flags once
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_"
                                    f"eigen={str(args.threads > 1).lower()} "

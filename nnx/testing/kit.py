@@ -225,7 +225,8 @@ def _agreement(base, spec, dtype, x_host, reference, seed):
     worst = 0.0
     for (what, a), (_, b) in zip(ours[:-1], reference[:-1]):
         if tuple(a.shape) != tuple(b.shape):
-            return check, "FAILED", f"its {what} has shape {tuple(a.shape)}, on cpu {tuple(b.shape)}"
+            return check, "FAILED", (f"its {what} has shape {tuple(a.shape)}, on cpu "
+                                     f"{tuple(b.shape)}")
         if a.size == 0:
             continue
         excess = (abs(a - b) - tol * (1 + abs(b))).max()
