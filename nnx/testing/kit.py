@@ -94,6 +94,7 @@ def check_module(factory, input_shape, *, devices=None, dtypes=("float64", "floa
     also prints the report.  The caller's device selection and random state are kept.
     """
     specs = _devices(devices)
+    dtypes = (dtypes,) if isinstance(dtypes, str) else tuple(dtypes)
     state = backends.host.get_state()
     try:
         with device(REFERENCE):
