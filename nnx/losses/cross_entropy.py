@@ -1,3 +1,4 @@
+from .. import _checks
 from .base import Loss
 
 
@@ -10,7 +11,7 @@ class CrossEntropy(Loss):
     """
 
     def __init__(self, eps=1e-12):
-        self.eps = float(eps)
+        self.eps = _checks.positive_number("CrossEntropy", "eps", eps)
 
     def fprop(self, x, t):
         xp = self._check_z(x)

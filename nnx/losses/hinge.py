@@ -1,3 +1,4 @@
+from .. import _checks
 from .base import Loss
 
 
@@ -9,7 +10,7 @@ class Hinge(Loss):
     """
 
     def __init__(self, margin=1.0):
-        self.margin = float(margin)
+        self.margin = _checks.finite_number("Hinge", "margin", margin)
 
     def fprop(self, z, t):
         xp = self._check_z(z)
