@@ -12,21 +12,21 @@ from .errors import ArgumentError, ArgumentTypeError
 
 
 def _fail(where, name, what, value, kind=ArgumentError):
-    raise kind(f"{where}: {name} must be {what}, got {value!r}")
+    raise kind(f"{where}: {name} must {what}, got {value!r}")
 
 
 def number(where, name, value):
     """``value`` as a float, if it is a real number (not a bool, not a string)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
             type(value).__name__ == "bool_":
-        _fail(where, name, "a number", value, ArgumentTypeError)
+        _fail(where, name, "be a number", value, ArgumentTypeError)
     return float(value)
 
 
 def finite_number(where, name, value):
     v = number(where, name, value)
     if not math.isfinite(v):
-        _fail(where, name, "a finite number", value)
+        _fail(where, name, "be a finite number", value)
     return v
 
 
@@ -34,7 +34,7 @@ def positive_number(where, name, value):
     """A finite number > 0 (learning rates, eps)."""
     v = number(where, name, value)
     if not (v > 0 and math.isfinite(v)):
-        _fail(where, name, "a positive finite number", value)
+        _fail(where, name, "be a positive finite number", value)
     return v
 
 
@@ -47,7 +47,8 @@ def fraction(where, name, value, upper=1.0):
 
 
 def integer(where, name, value, low, what):
-    """An int >= ``low`` (Python or NumPy integers; not bools, not floats)."""
+    """An int >= ``low`` (Python or NumPy integers; not bools, not floats); ``what`` reads
+    'be a positive integer'."""
     try:
         if isinstance(value, bool) or type(value).__name__ == "bool_":
             raise TypeError
@@ -60,11 +61,11 @@ def integer(where, name, value, low, what):
 
 
 def positive_int(where, name, value):
-    return integer(where, name, value, 1, "a positive integer")
+    return integer(where, name, value, 1, "be a positive integer")
 
 
 def non_negative_int(where, name, value):
-    return integer(where, name, value, 0, "a non-negative integer")
+    return integer(where, name, value, 0, "be a non-negative integer")
 
 
 def instance(where, name, value, cls, what):
@@ -75,12 +76,12 @@ def instance(where, name, value, cls, what):
 
 def function(where, name, value):
     if value is not None and not callable(value):
-        _fail(where, name, "callable (or None)", value, ArgumentTypeError)
+        _fail(where, name, "be callable (or None)", value, ArgumentTypeError)
     return value
 
 
 def pair(where, name, value, what="a pair"):
     """A sequence of exactly two items (a tuple or list)."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
-        _fail(where, name, what, value, ArgumentTypeError)
+        _fail(where, name, f"be {what}", value, ArgumentTypeError)
     return value[0], value[1]

@@ -109,7 +109,7 @@ class Split(Module):
     """
 
     def __init__(self, sizes):
-        what = "a list of two or more positive integers (the widths)"
+        what = "a list of two or more positive integers"
         try:
             self.sizes = [_checks.positive_int("Split", "sizes", s) for s in sizes]
         except TypeError:       # not iterable, or an item that is not an integer
