@@ -43,7 +43,8 @@ def tune_malloc():
 
 def seed(value):
     """Seed the host generator behind initial weights, dropout masks and shuffling."""
-    _backends.host.seed(int(value))
+    from ._checks import non_negative_int
+    _backends.host.seed(non_negative_int("seed", "value", value))
 
 
 __all__ = [

@@ -41,7 +41,7 @@ class Graph(Module):
     """
 
     def __init__(self, inputs="x", nodes=(), outputs=None):
-        names = [inputs] if isinstance(inputs, str) else list(inputs)
+        names = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         if not names:
             raise ArgumentError("Graph: give at least one input name, e.g. Graph(inputs='x')")
         for n in names:
