@@ -131,11 +131,11 @@ CASES = [
     (lambda: nnx.Hinge(margin=NAN), ARG, "Hinge: margin must be a finite number"),
     (lambda: nnx.Hinge(margin="1"), ARGT, "Hinge: margin must be a number"),
     (lambda: nnx.CrossEntropy().fprop(nnx.asarray([[-2.0, 3.0]]), nnx.asarray(np.array([0]))),
-     ARG, "CrossEntropy.fprop: inputs must be probabilities in [0, 1]"),
+     ARG, "CrossEntropy().fprop: inputs must be probabilities in [0, 1]"),
     (lambda: nnx.CrossEntropy().fprop(nnx.asarray([[-2.0, 3.0]]), nnx.asarray(np.array([0]))),
      ARG, "use SoftmaxCrossEntropy"),
     (lambda: nnx.Hinge().fprop(nnx.asarray([[1.0, 2.0]]), nnx.asarray([[0.3, 0.7]])),
-     nnx.LabelError, "Hinge.fprop: targets must be one-hot"),
+     nnx.LabelError, "Hinge().fprop: targets must be one-hot"),
     # training and evaluation
     (lambda: evaluate(batch_size=0), ARG, "evaluate: batch_size must be a positive integer, got 0"),
     (lambda: evaluate(batch_size=-1), ARG, "evaluate: batch_size must be a positive integer"),
