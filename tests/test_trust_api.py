@@ -126,6 +126,9 @@ CASES = [
     (self_nested_graph_deep, ARG, "Graph.add('a'): the graph would contain itself"),
     (lambda: nnx.Graph(inputs=3), ARG, "Graph: input name 3 must be a non-empty string"),
     (lambda: nnx.Graph("x", nodes=[3]), ARG, "Graph: a node is (name, module, sources)"),
+    (lambda: nnx.Graph("x").add("h", nnx.Tanh(), "x").outputs("nope"), ARG,
+     "Graph.outputs: unknown input 'nope'"),
+    (lambda: nnx.Graph("x").add("h", nnx.Tanh(), 3), ARGT, "inputs are node or input names"),
     # losses
     (lambda: nnx.CrossEntropy(eps=0), ARG, "CrossEntropy: eps must be a positive finite"),
     (lambda: nnx.Hinge(margin=NAN), ARG, "Hinge: margin must be a finite number"),
@@ -173,6 +176,8 @@ CASES = [
     (lambda: nnx.set_default_dtype(3), nnx.DTypeError, "use one of float32"),
     (lambda: nnx.set_device(3), nnx.DeviceError, "a device is a string"),
     (lambda: nnx.set_device("tpu"), nnx.DeviceError, "unknown device 'tpu'"),
+    (lambda: nnx.device("tpu").__enter__(), nnx.DeviceError, "unknown device 'tpu'"),
+    (lambda: net().to(dtype="int8"), nnx.DTypeError, "use one of float32"),
     (lambda: net().set_params([[1.0]]), nnx.ShapeError, "set_params: got 1 arrays for 4"),
 ]
 
