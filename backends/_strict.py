@@ -29,7 +29,12 @@ class StrictBackend(Backend):
         return [self.spec_of_name(n) for n in self._names()]
 
     def from_host(self, host_array, native):
-        return self.namespace().asarray(np.asarray(host_array), device=native)
+        host = np.asarray(host_array)
+        if host.dtype.itemsize == 8 and host.dtype.kind in "fc" and not self.has_float64(native):
+            # a device without float64 (no_float64, no_x64): the data arrives as float32 and
+            # nnx casts it to its dtype (nnx refuses float64 on such a device before this)
+            host = host.astype(np.float32 if host.dtype.kind == "f" else np.complex64)
+        return self.namespace().asarray(host, device=native)
 
     def to_host(self, x):
         xp = self.namespace()

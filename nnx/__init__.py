@@ -14,8 +14,9 @@ from . import backends as _backends
 from .device import (Device, asarray, device, device_of, devices, get_default_dtype,
                      get_device, permutation, set_default_dtype, set_device, synchronize,
                      to_numpy)
-from .errors import (DeviceError, DTypeError, GradcheckError, LabelError, NNXError,
-                     ShapeError, StateError)
+from .errors import (ArgumentError, ArgumentTypeError, DeviceError, DTypeError,
+                     GradcheckError, LabelError, NNXError, NonFiniteError, ShapeError,
+                     StateError)
 from .gradcheck import GradcheckResult, gradcheck
 from .layers import (Dropout, L2Normalize, LeakyReLU, Linear, LogSoftmax, PReLU, ReLU,
                      Sigmoid, Softmax, Softplus, Tanh)
@@ -42,7 +43,8 @@ def tune_malloc():
 
 def seed(value):
     """Seed the host generator behind initial weights, dropout masks and shuffling."""
-    _backends.host.seed(int(value))
+    from ._checks import non_negative_int
+    _backends.host.seed(non_negative_int("seed", "value", value))
 
 
 __all__ = [
@@ -50,7 +52,8 @@ __all__ = [
     "set_default_dtype", "set_device", "synchronize", "to_numpy", "seed", "permutation",
     "tune_malloc",
     "NNXError", "DeviceError", "DTypeError", "GradcheckError", "LabelError", "ShapeError",
-    "StateError", "GradcheckResult", "gradcheck",
+    "StateError", "ArgumentError", "ArgumentTypeError", "NonFiniteError",
+    "GradcheckResult", "gradcheck",
     "Module", "Sequential", "Linear", "Tanh", "Sigmoid", "ReLU", "LeakyReLU", "PReLU",
     "Softplus", "Softmax", "LogSoftmax", "Dropout", "L2Normalize",
     "Loss", "SoftmaxCrossEntropy", "CrossEntropy", "MSE", "BCEWithLogits", "Hinge",

@@ -12,7 +12,8 @@ import array_api_compat
 from nnx import backends
 from nnx.backends import Device
 
-from .errors import DeviceError, DTypeError
+from . import _checks
+from .errors import ArgumentTypeError, DeviceError, DTypeError
 
 _current = None                     # a Device, resolved lazily
 _requested = os.environ.get("NNX_DEVICE", "cpu")   # read on import, checked on first use
@@ -67,7 +68,7 @@ def namespace(x):
         try:
             xp = array_api_compat.array_namespace(x)
         except TypeError:
-            raise TypeError(f"expected an array, got {t.__name__}; "
+            raise ArgumentTypeError(f"expected an array, got {t.__name__}; "
                             f"convert it with nnx.asarray(x)") from None
         _namespaces[t] = xp
     return xp
@@ -108,6 +109,9 @@ def resolve_dtype(dtype, device):
     name = _default_dtype if dtype is None else dtype_name(dtype)
     if name == "float64" and not device.backend.has_float64(device.native):
         raise DTypeError(f"device {device} has no float64; use float32")
+    if not hasattr(device.xp, name):
+        raise DTypeError(f"device {device} has no {name} ({device.backend.module} lacks it); "
+                         f"use float32")
     return getattr(device.xp, name)
 
 
@@ -119,7 +123,7 @@ def asarray(x, *, device=None, dtype=None):
     """
     target = get_device() if device is None else backends.resolve(device)
     if x is None or isinstance(x, (str, bytes, dict)):
-        raise TypeError(f"asarray: expected numbers, a nested list or an array, "
+        raise ArgumentTypeError(f"asarray: expected numbers, a nested list or an array, "
                         f"got {type(x).__name__}")
     want = None
     if dtype is not None or _is_float(x):
@@ -141,6 +145,7 @@ def _is_float(x):
 
 def permutation(n, *, device=None):
     """A random order of 0..n-1 (int64), drawn on the host (``nnx.seed``), on ``device``."""
+    n = _checks.non_negative_int("permutation", "n", n)
     return asarray(backends.host.permutation(n), device=device)
 
 

@@ -1,10 +1,6 @@
 """nnx's errors: each says what was wrong and how to fix it, naming the module."""
 
-from nnx.backends.errors import DeviceError
-
-
-class NNXError(Exception):
-    """Base class of nnx's own errors."""
+from nnx.backends.errors import DeviceError, NNXError
 
 
 class ShapeError(NNXError, ValueError):
@@ -23,9 +19,21 @@ class StateError(NNXError, RuntimeError):
     """A call out of order, such as bprop before fprop."""
 
 
+class ArgumentError(NNXError, ValueError):
+    """An argument of a public function or constructor is out of range (or NaN/inf)."""
+
+
+class ArgumentTypeError(ArgumentError, TypeError):
+    """An argument has the wrong type (a string or a bool where a number is meant...)."""
+
+
+class NonFiniteError(NNXError, FloatingPointError):
+    """A network produced NaN or infinite values where a result was to be read off."""
+
+
 class GradcheckError(NNXError, AssertionError):
     """Analytic and numerical gradients disagree."""
 
 
 __all__ = ["NNXError", "ShapeError", "DTypeError", "DeviceError", "LabelError",
-           "StateError", "GradcheckError"]
+           "StateError", "GradcheckError", "ArgumentError", "ArgumentTypeError", "NonFiniteError"]

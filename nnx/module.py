@@ -83,7 +83,8 @@ class Module:
         """Rebind parameters (immutable backends, checkpoints); same order as ``params()``.
 
         Each array must have the shape of the parameter it replaces; the module's device
-        becomes theirs.
+        becomes theirs.  The module keeps copies: a later optimiser step never writes into
+        the caller's arrays (and read-only arrays work).
         """
         arrays = list(arrays)
         current = self.named_params()
@@ -94,7 +95,7 @@ class Module:
             if tuple(getattr(new, "shape", ())) != tuple(old.shape):
                 raise ShapeError(f"{type(self).__name__}.set_params: {name} needs shape "
                                  f"{tuple(old.shape)}, got {tuple(getattr(new, 'shape', ()))}")
-        self._rebind(arrays)
+        self._rebind([namespace(a).asarray(a, copy=True) for a in arrays])
 
     def _rebind(self, arrays):
         for n, a in zip(self.param_names, arrays):

@@ -11,24 +11,37 @@ state per parameter): after changing the network's structure, create a new one.
 
 import math
 
+from nnx import backends
+
+from . import _checks
+from .module import Module
+
 
 class Optimizer:
+    """Its state (momenta) follows the parameters: after ``net.to(device, dtype)`` the next
+    ``step()`` moves it along (once), so training simply continues there."""
+
     def __init__(self, module, lr):
-        if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"{type(self).__name__}: lr must be a positive number, got {lr!r}")
-        self.module, self.lr = module, float(lr)
+        name = type(self).__name__
+        _checks.instance(name, "module", module, Module, "an nnx Module")
+        self.module, self.lr = module, _checks.positive_number(name, "lr", lr)
         self.state = [None] * len(module.params())
+        self._placed = [None] * len(self.state)     # the parameter each state was checked for
         self._slots = _param_slots(module)
 
     def step(self):
         if self._slots is None:                 # a module with its own params(): ask it
             params = self.module.params()
-            new = [self.update(i, p, g) for i, (p, g) in enumerate(zip(params, self.module.grads()))]
+            new = []
+            for i, (p, g) in enumerate(zip(params, self.module.grads())):
+                self._follow(i, p)
+                new.append(self.update(i, p, g))
             if any(a is not b for a, b in zip(new, params)):
                 self.module.set_params(new)
             return
         for i, (m, name) in enumerate(self._slots):
             p = getattr(m, name)
+            self._follow(i, p)
             new = self.update(i, p, getattr(m, "d" + name))
             if new is not p:
                 setattr(m, name, new)
@@ -36,6 +49,21 @@ class Optimizer:
     def update(self, i, p, g):
         """Return the updated parameter (the same object when updated in place)."""
         raise NotImplementedError
+
+    def _follow(self, i, p):
+        """Move state ``i`` to the device and dtype of parameter ``p`` if it moved."""
+        state = self.state[i]
+        if state is None or self._placed[i] is p:   # the same parameter as at the last step
+            return
+        self._placed[i] = p
+        arrays = state if isinstance(state, tuple) else (state,)
+        if all(type(a) is type(p) and a.dtype == p.dtype and
+               backends.device_of(a) == backends.device_of(p) for a in arrays):
+            return
+        target = backends.device_of(p)
+        moved = tuple(target.xp.astype(backends.from_host(backends.to_host(a), target), p.dtype)
+                      for a in arrays)
+        self.state[i] = moved if isinstance(state, tuple) else moved[0]
 
 
 def _param_slots(module):
@@ -53,21 +81,13 @@ def _param_slots(module):
     return slots
 
 
-def _check_fraction(owner, name, value, upper=1.0):
-    if not isinstance(value, (int, float)):
-        raise TypeError(f"{owner}: {name} must be a number, got {value!r}")
-    if not 0.0 <= value < upper:
-        raise ValueError(f"{owner}: {name} must lie in [0, {upper}), got {value!r}")
-    return float(value)
-
-
 class SGD(Optimizer):
     """v ← μ·v + g + λ·p;   p ← p - lr·v   (μ = momentum, λ = weight_decay; v = g when μ = 0)"""
 
     def __init__(self, module, lr=0.1, momentum=0.0, weight_decay=0.0):
         super().__init__(module, lr)
-        self.momentum = _check_fraction("SGD", "momentum", momentum)
-        self.weight_decay = _check_fraction("SGD", "weight_decay", weight_decay, math.inf)
+        self.momentum = _checks.fraction("SGD", "momentum", momentum)
+        self.weight_decay = _checks.fraction("SGD", "weight_decay", weight_decay, math.inf)
 
     def update(self, i, p, g):
         if self.weight_decay:
@@ -91,14 +111,11 @@ class Adam(Optimizer):
 
     def __init__(self, module, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(module, lr)
-        if len(betas) != 2:
-            raise ValueError(f"Adam: betas is a pair (beta1, beta2), got {betas!r}")
-        self.beta1 = _check_fraction("Adam", "betas[0]", betas[0])
-        self.beta2 = _check_fraction("Adam", "betas[1]", betas[1])
-        if not eps > 0:
-            raise ValueError(f"Adam: eps must be positive, got {eps!r}")
-        self.eps = float(eps)
-        self.weight_decay = _check_fraction("Adam", "weight_decay", weight_decay, math.inf)
+        beta1, beta2 = _checks.pair("Adam", "betas", betas, "a pair (beta1, beta2)")
+        self.beta1 = _checks.fraction("Adam", "betas[0]", beta1)
+        self.beta2 = _checks.fraction("Adam", "betas[1]", beta2)
+        self.eps = _checks.positive_number("Adam", "eps", eps)
+        self.weight_decay = _checks.fraction("Adam", "weight_decay", weight_decay, math.inf)
         self.t = 0
 
     def step(self):

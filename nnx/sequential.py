@@ -1,3 +1,4 @@
+from .errors import ArgumentTypeError
 from .module import Module, check_distinct
 
 
@@ -11,7 +12,7 @@ class Sequential(Module):
     def __init__(self, *modules):
         for i, m in enumerate(modules):
             if not isinstance(m, Module):
-                raise TypeError(f"Sequential: item {i} is a {type(m).__name__}, not an "
+                raise ArgumentTypeError(f"Sequential: item {i} is a {type(m).__name__}, not an "
                                 f"nnx module")
         check_distinct("Sequential", modules)
         self.modules = list(modules)

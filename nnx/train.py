@@ -20,8 +20,11 @@ import time
 
 from nnx import backends
 
+from . import _checks
 from .device import asarray, get_device, namespace, permutation, short_dtype
-from .errors import LabelError, NNXError, ShapeError
+from .errors import ArgumentError, LabelError, NNXError, NonFiniteError, ShapeError
+from .losses import Loss
+from .module import Module
 
 
 class TrainingDiverged(NNXError, FloatingPointError):
@@ -56,23 +59,40 @@ def check_labels(t, n_classes, name="labels"):
 
 
 def evaluate(net, x, t, batch_size=1000):
-    """Number of misclassified rows (argmax of the output != label); one readback."""
+    """Number of misclassified rows (argmax of the output != label).
+
+    Labels outside [0, classes) raise LabelError; rows whose output is NaN or infinite
+    raise NonFiniteError (they have no class).  Two readbacks: the labels' range, the counts.
+    """
+    _checks.instance("evaluate", "net", net, Module, "an nnx Module")
+    batch_size = _checks.positive_int("evaluate", "batch_size", batch_size)
     xp = namespace(x)
     _check_pair("evaluate", x, t)
     modes = _modes(net)
     net.eval()
-    wrong = None
+    wrong = bad = None
+    n = x.shape[0]
     try:
-        n = x.shape[0]
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)       # the standard leaves overshoot undefined
             z = net.fprop(x[start:stop, ...])
+            if start == 0:
+                check_labels(t, int(z.shape[1]), "evaluate: labels")
             miss = xp.sum(xp.astype(xp.argmax(z, axis=1) != t[start:stop], xp.int64))
+            nan = xp.sum(xp.astype(~xp.all(xp.isfinite(z), axis=1), xp.int64))
             wrong = miss if wrong is None else wrong + miss
+            bad = nan if bad is None else bad + nan
     finally:
         for module, mode in modes:
             module.training = mode
-    return int(wrong) if wrong is not None else 0
+    if wrong is None:
+        return 0
+    counts = backends.to_host(xp.stack([wrong, bad])).tolist()    # one readback
+    if counts[1]:
+        raise NonFiniteError(f"evaluate: the network's output is not finite for {counts[1]} "
+                             f"of {n} rows (NaN or inf has no class); check the weights "
+                             f"and the input data")
+    return int(counts[0])
 
 
 def _modes(module):
@@ -109,17 +129,30 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
     every rank draws the same shuffle, trains on its rows of each global batch, and the
     statistics are summed over the ranks, so every rank returns the same history.
     """
+    _checks.instance("fit", "net", net, Module, "an nnx Module")
+    _checks.instance("fit", "loss", loss, Loss, "an nnx Loss (e.g. nnx.SoftmaxCrossEntropy())")
+    if not (callable(getattr(opt, "step", None)) and isinstance(getattr(opt, "module", None),
+                                                                  Module)):
+        raise _checks.ArgumentTypeError(f"fit: opt must be an nnx Optimizer (e.g. "
+                                        f"nnx.SGD(net, lr=0.1)), got {type(opt).__name__}")
+    epochs = _checks.positive_int("fit", "epochs", epochs)
+    batch_size = _checks.positive_int("fit", "batch_size", batch_size)
+    for name, f in (("lr_schedule", lr_schedule), ("on_epoch", on_epoch),
+                    ("progress", progress)):
+        _checks.function("fit", name, f)
+    if (x_test is None) != (t_test is None):
+        raise ArgumentError("fit: give x_test and t_test together (test inputs and their "
+                            "labels), or neither")
     xp = namespace(x)
     n = x.shape[0]
-    if n == 0 or batch_size < 1:
-        raise ValueError(f"fit: need at least one example and batch_size >= 1 "
-                         f"(got {n} examples, batch_size {batch_size})")
+    if n == 0:
+        raise ArgumentError("fit: x must hold at least one example, got 0 rows")
     _check_pair("fit", x, t)
     if x_test is not None:
         _check_pair("fit (test data)", x_test, t_test)
     if [id(p) for p in opt.module.params()] != [id(p) for p in net.params()]:
-        raise ValueError("fit: the optimiser is bound to another module; "
-                         "create it with the network you train, e.g. nnx.SGD(net, lr=0.1)")
+        raise ArgumentError("fit: the optimiser is bound to another module; "
+                            "create it with the network you train, e.g. nnx.SGD(net, lr=0.1)")
     split, total = _parallel(distributed)
     show = None
     if verbose:
@@ -138,7 +171,7 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
         history = []
         for epoch in range(1, epochs + 1):
             if lr_schedule is not None:
-                opt.lr = float(lr_schedule(epoch))
+                opt.lr = _scheduled_lr(lr_schedule, epoch)
             start = time.perf_counter()
             order = permutation(n, device=device)
             net.train()
@@ -176,6 +209,20 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
         return history
     finally:
         loss.check_labels = checked
+
+
+def _scheduled_lr(lr_schedule, epoch):
+    """The schedule's lr for ``epoch``, refused like an optimiser refuses a bad lr."""
+    lr = lr_schedule(epoch)
+    try:
+        value = _checks.number("fit", f"lr_schedule({epoch})", lr)
+    except _checks.ArgumentTypeError:
+        raise _checks.ArgumentTypeError(f"fit: lr_schedule({epoch}) must return a number, "
+                                        f"got {lr!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ArgumentError(f"fit: lr_schedule({epoch}) must return a positive finite "
+                            f"number, got {lr!r}")
+    return value
 
 
 def _parallel(distributed):

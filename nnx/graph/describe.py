@@ -8,6 +8,7 @@ import warnings
 
 from nnx import backends
 
+from .. import _checks
 from ..device import get_default_dtype, get_device, resolve_dtype, short_dtype
 
 _BYTES = {"float16": 2, "float32": 4, "float64": 8}
@@ -17,6 +18,10 @@ def summary(module, input_shape=None):
     """The table as a string.  ``input_shape``: one shape, or a list of shapes for a graph
     with several inputs; without it the output shapes are left out.  A copy of the module
     runs one fprop in eval mode on ones, so the module itself is left untouched."""
+    from ..module import Module
+    _checks.instance("summary", "module", module, Module, "an nnx Module")
+    if input_shape is not None:
+        input_shape = _input_shapes(input_shape)
     module = copy.deepcopy(module)
     rows = []
     _walk(module, "", "", 0, rows)
@@ -57,8 +62,25 @@ def _walk(module, name, inputs, depth, rows):
         _walk(child, child_name, ins, depth + 1, rows)
 
 
-def _record_shapes(module, input_shape, rows):
-    shapes = [tuple(input_shape)] if _is_shape(input_shape) else [tuple(s) for s in input_shape]
+def _input_shapes(input_shape):
+    """[shape, ...] from one shape or a list of them, each a tuple of integers >= 0."""
+    what = "a shape such as (1, 784) or a list of shapes (one per graph input)"
+    try:
+        shapes = [input_shape] if _is_shape(input_shape) else list(input_shape)
+        shapes = [tuple(_checks.non_negative_int("summary", "input_shape", n) for n in s)
+                  for s in shapes]
+    except TypeError:
+        raise _checks.ArgumentTypeError(f"summary: input_shape must be {what}, "
+                                        f"got {input_shape!r}") from None
+    except _checks.ArgumentError:
+        raise _checks.ArgumentError(f"summary: input_shape must be {what} (sizes >= 0), "
+                                    f"got {input_shape!r}") from None
+    if not shapes:
+        raise _checks.ArgumentError(f"summary: input_shape must be {what}, got {input_shape!r}")
+    return shapes
+
+
+def _record_shapes(module, shapes, rows):
     for row in rows:
         m = row["module"]
         m.fprop = _recording(m.fprop, row)
@@ -86,7 +108,9 @@ def _recording(fprop, row):
 
 
 def _is_shape(s):
-    return len(s) == 0 or all(isinstance(n, int) for n in s)
+    if isinstance(s, (str, bytes)):
+        raise TypeError
+    return len(s) == 0 or all(not hasattr(n, "__len__") for n in s)
 
 
 def _human(n_bytes):

@@ -1,5 +1,6 @@
 """Elementwise building blocks without parameters: y = f(x), dx = g·f'(x)."""
 
+from .. import _checks
 from ..device import namespace
 from ..module import Module
 
@@ -81,7 +82,7 @@ class Scale(_Elementwise):
     """y = c·x for a constant c;   dx = c·g"""
 
     def __init__(self, c):
-        self.c = float(c)
+        self.c = _checks.finite_number("Scale", "c", c)
 
     def config(self):
         return {"_c": self.c}

@@ -21,7 +21,7 @@ import math
 from nnx.backends.errors import DeviceError
 
 from ..device import namespace
-from ..errors import NNXError, ShapeError, StateError
+from ..errors import ArgumentError, ArgumentTypeError, NNXError, ShapeError, StateError
 from ..module import Module
 
 
@@ -41,21 +41,21 @@ class Graph(Module):
     """
 
     def __init__(self, inputs="x", nodes=(), outputs=None):
-        names = [inputs] if isinstance(inputs, str) else list(inputs)
+        names = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         if not names:
-            raise ValueError("Graph: give at least one input name, e.g. Graph(inputs='x')")
+            raise ArgumentError("Graph: give at least one input name, e.g. Graph(inputs='x')")
         for n in names:
             self._check_name(n, "input")
         if len(set(names)) != len(names):
-            raise ValueError(f"Graph: input names {names} repeat a name")
+            raise ArgumentError(f"Graph: input names {names} repeat a name")
         self.input_names = names
         self.nodes = {}
         self.output_names = []
         self._plan = None           # the nodes in topological order, once built
         self._values = None         # every value of the last fprop
         for spec in nodes:
-            if len(spec) != 3:
-                raise ValueError(f"Graph: a node is (name, module, sources), got {spec!r}")
+            if not isinstance(spec, (tuple, list)) or len(spec) != 3:
+                raise ArgumentError(f"Graph: a node is (name, module, sources), got {spec!r}")
             name, module, sources = spec
             self.add(name, module, *([sources] if isinstance(sources, str) else sources))
         if outputs is not None:
@@ -66,24 +66,26 @@ class Graph(Module):
         """Add node ``name`` computing module(*sources); returns the graph (chainable)."""
         self._check_name(name, "node")
         if name in self.nodes or name in self.input_names:
-            raise ValueError(f"Graph.add: the name '{name}' is already taken by "
+            raise ArgumentError(f"Graph.add: the name '{name}' is already taken by "
                              f"{'a node' if name in self.nodes else 'a graph input'}")
         if not isinstance(module, Module):
-            raise TypeError(f"Graph.add('{name}'): expected an nnx module, got "
+            raise ArgumentTypeError(f"Graph.add('{name}'): expected an nnx module, got "
                             f"{type(module).__name__}")
-        if module is self:
-            raise ValueError(f"Graph.add('{name}'): a graph cannot contain itself")
+        if _contains(module, self):
+            raise ArgumentError(f"Graph.add('{name}'): the graph would contain itself (the "
+                                f"{type(module).__name__} given holds this graph); a graph "
+                                f"cannot be its own node")
         for other, node in self.nodes.items():
             if node.module is module:
-                raise ValueError(f"Graph.add('{name}'): this {module!r} is already node "
+                raise ArgumentError(f"Graph.add('{name}'): this {module!r} is already node "
                                  f"'{other}'; a module caches its fprop, so give each node "
                                  f"its own module")
         if not sources:
-            raise ValueError(f"Graph.add('{name}'): name the node's inputs, e.g. "
+            raise ArgumentError(f"Graph.add('{name}'): name the node's inputs, e.g. "
                              f"g.add('{name}', module, '{self.input_names[0]}')")
         for s in sources:
             if not isinstance(s, str):
-                raise TypeError(f"Graph.add('{name}'): inputs are node or input names "
+                raise ArgumentTypeError(f"Graph.add('{name}'): inputs are node or input names "
                                 f"(strings), got {s!r}")
         self.nodes[name] = _Node(module, sources)
         self._plan = self._values = None
@@ -92,7 +94,7 @@ class Graph(Module):
     def outputs(self, *names):
         """Declare the output node(s) and check the wiring; returns the graph."""
         if not names:
-            raise ValueError("Graph.outputs: name at least one node, e.g. g.outputs('out')")
+            raise ArgumentError("Graph.outputs: name at least one node, e.g. g.outputs('out')")
         self.output_names = list(names)
         self._plan = self._values = None
         self._build()
@@ -101,7 +103,7 @@ class Graph(Module):
     @staticmethod
     def _check_name(name, what):
         if not isinstance(name, str) or not name or any(c in name for c in ".:/ "):
-            raise ValueError(f"Graph: {what} name {name!r} must be a non-empty string "
+            raise ArgumentError(f"Graph: {what} name {name!r} must be a non-empty string "
                              f"without '.', ':', '/' or spaces")
 
     @classmethod
@@ -155,7 +157,7 @@ class Graph(Module):
             lo, hi = _arity(node.module)
             if not lo <= len(node.sources) <= hi:
                 want = lo if lo == hi else (f"{lo} or more" if hi == math.inf else f"{lo} to {hi}")
-                raise ValueError(f"Graph node '{name}': {type(node.module).__name__} takes "
+                raise ArgumentError(f"Graph node '{name}': {type(node.module).__name__} takes "
                                  f"{want} input(s), but {len(node.sources)} were given "
                                  f"({', '.join(node.sources)})")
         self._output_refs = [self._ref(s, "Graph.outputs") for s in self.output_names]
@@ -163,12 +165,12 @@ class Graph(Module):
         needed = self._needed()
         for name in self.nodes:
             if name not in needed:
-                raise ValueError(f"Graph node '{name}' leads to no output "
+                raise ArgumentError(f"Graph node '{name}' leads to no output "
                                  f"({', '.join(self.output_names)}); remove it or add it "
                                  f"to g.outputs(...)")
         for name in self.input_names:
             if name not in needed:
-                raise ValueError(f"Graph input '{name}' is not used by any node that leads "
+                raise ArgumentError(f"Graph input '{name}' is not used by any node that leads "
                                  f"to an output; remove it from inputs or connect it")
         self._has_params = {n: bool(self.nodes[n].module.params()) for n in order}
         self._plan = order
@@ -181,17 +183,17 @@ class Graph(Module):
             known = self.input_names + list(self.nodes)
             close = difflib.get_close_matches(base, known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ValueError(f"{where}: unknown input '{base}'{hint}; graph inputs: "
+            raise ArgumentError(f"{where}: unknown input '{base}'{hint}; graph inputs: "
                              f"{', '.join(self.input_names)}; nodes: "
                              f"{', '.join(self.nodes) or 'none'}")
         n_out = getattr(self.nodes[base].module, "n_outputs", 1) if base in self.nodes else 1
         if not colon:
             if n_out > 1:
-                raise ValueError(f"{where}: '{base}' has {n_out} outputs; pick one as "
+                raise ArgumentError(f"{where}: '{base}' has {n_out} outputs; pick one as "
                                  f"'{base}:0' ... '{base}:{n_out - 1}'")
             return base, None
         if not index.isdigit() or int(index) >= n_out or n_out == 1:
-            raise ValueError(f"{where}: '{source}' names output {index} of '{base}', which "
+            raise ArgumentError(f"{where}: '{source}' names output {index} of '{base}', which "
                              f"has {n_out} output(s)"
                              + (f"; write '{base}'" if n_out == 1 else ""))
         return base, int(index)
@@ -204,7 +206,7 @@ class Graph(Module):
         while waiting:
             ready = [n for n, deps in waiting.items() if not deps]
             if not ready:
-                raise ValueError(f"Graph has a cycle: {self._find_cycle(waiting)}; a node may only "
+                raise ArgumentError(f"Graph has a cycle: {self._find_cycle(waiting)}; a node may only "
                                  f"depend on inputs and nodes that do not depend on it")
             for n in ready:
                 order.append(n)
@@ -238,7 +240,7 @@ class Graph(Module):
     def fprop(self, *xs):
         order = self._build()
         if len(xs) != len(self.input_names):
-            raise ValueError(f"Graph.fprop: got {len(xs)} array(s) for the inputs "
+            raise ArgumentError(f"Graph.fprop: got {len(xs)} array(s) for the inputs "
                              f"({', '.join(self.input_names)}); call fprop("
                              f"{', '.join(self.input_names)})")
         values = dict(zip(self.input_names, xs))
@@ -305,6 +307,19 @@ class Graph(Module):
                          for k, v in enumerate(value))
         g = grads.pop((name, None), None)
         return _zeros(value) if g is None else g
+
+
+def _contains(module, target):
+    """Whether ``target`` is ``module`` or anywhere inside it (walked without recursion)."""
+    stack, seen = [module], set()
+    while stack:
+        m = stack.pop()
+        if m is target:
+            return True
+        if id(m) not in seen:
+            seen.add(id(m))
+            stack.extend(m.children())
+    return False
 
 
 def _arity(module):

@@ -4,8 +4,9 @@ Split is the one with several outputs: fprop returns a tuple and bprop takes a t
 grads (None for an output nobody used counts as zeros).
 """
 
+from .. import _checks
 from ..device import check_same_device, device_of, namespace, short_dtype
-from ..errors import DTypeError, ShapeError, StateError
+from ..errors import ArgumentError, ArgumentTypeError, DTypeError, ShapeError, StateError
 from ..module import Module
 
 
@@ -108,9 +109,15 @@ class Split(Module):
     """
 
     def __init__(self, sizes):
-        self.sizes = [int(s) for s in sizes]
-        if len(self.sizes) < 2 or min(self.sizes) < 1:
-            raise ValueError(f"Split({sizes!r}): give two or more positive widths")
+        what = "a list of two or more positive integers"
+        try:
+            self.sizes = [_checks.positive_int("Split", "sizes", s) for s in sizes]
+        except TypeError:       # not iterable, or an item that is not an integer
+            raise ArgumentTypeError(f"Split: sizes must be {what}, got {sizes!r}") from None
+        except ArgumentError:
+            raise ArgumentError(f"Split: sizes must be {what}, got {sizes!r}") from None
+        if len(self.sizes) < 2:
+            raise ArgumentError(f"Split: sizes must be {what}, got {sizes!r}")
         self.n_outputs = len(self.sizes)
 
     def config(self):
@@ -155,7 +162,7 @@ class Residual(Module):
 
     def __init__(self, module):
         if not isinstance(module, Module):
-            raise TypeError(f"Residual: expected an nnx module, got {type(module).__name__}")
+            raise ArgumentTypeError(f"Residual: expected an nnx module, got {type(module).__name__}")
         self.body = module
 
     def children(self):

@@ -11,6 +11,7 @@ import math
 
 from nnx import backends
 
+from .. import _checks
 from ..module import Module
 from ..sequential import Sequential
 
@@ -24,8 +25,9 @@ class SquaredDistance(Module):
     param_names = ("w",)
 
     def __init__(self, n_in, n_centres, *, centre_range=(-1.0, 1.0), dtype=None, device=None):
-        self.n_in, self.n_centres = int(n_in), int(n_centres)
-        self.centre_range = (float(centre_range[0]), float(centre_range[1]))
+        self.n_in = _checks.positive_int("SquaredDistance", "n_in", n_in)
+        self.n_centres = _checks.positive_int("SquaredDistance", "n_centres", n_centres)
+        self.centre_range = _centre_range("SquaredDistance", centre_range)
         self._init_params(dtype, device, w=backends.host.uniform(
             (self.n_centres, self.n_in), *self.centre_range, "float64"))
 
@@ -56,13 +58,24 @@ class SquaredDistance(Module):
         return dx
 
 
+def _centre_range(where, value):
+    what = "a pair (low, high) of finite numbers with low <= high"
+    low, high = _checks.pair(where, "centre_range", value, what)
+    low = _checks.finite_number(where, "centre_range[0]", low)
+    high = _checks.finite_number(where, "centre_range[1]", high)
+    if low > high:
+        raise _checks.ArgumentError(f"{where}: centre_range must be {what}, got {value!r}")
+    return low, high
+
+
 class Gaussian(Module):
     """a2 = exp(-β·a1), one width β_k per column;   da1 = -β·a2·g;   dβ = -Σ_n g·a2·a1"""
 
     param_names = ("beta",)
 
     def __init__(self, n_centres, *, width=1.0, dtype=None, device=None):
-        self.n_centres, self.width = int(n_centres), float(width)
+        self.n_centres = _checks.positive_int("Gaussian", "n_centres", n_centres)
+        self.width = _checks.finite_number("Gaussian", "width", width)
         self._init_params(dtype, device,
                           beta=backends.host.full((self.n_centres,), self.width, "float64"))
 
@@ -89,7 +102,7 @@ class WeightedSum(Module):
     param_names = ("u",)
 
     def __init__(self, n_centres, *, dtype=None, device=None):
-        self.n_centres = int(n_centres)
+        self.n_centres = _checks.positive_int("WeightedSum", "n_centres", n_centres)
         self._init_params(dtype, device, u=backends.host.normal(
             (self.n_centres,), 1.0 / math.sqrt(self.n_centres), "float64"))
 
@@ -118,8 +131,10 @@ class RBFNetwork(Sequential):
 
     def __init__(self, n_in, n_centres, *, width=1.0, centre_range=(-1.0, 1.0), dtype=None,
                  device=None, stages=None):
-        self.n_in, self.n_centres, self.width = int(n_in), int(n_centres), float(width)
-        self.centre_range = (float(centre_range[0]), float(centre_range[1]))
+        self.n_in = _checks.positive_int("RBFNetwork", "n_in", n_in)
+        self.n_centres = _checks.positive_int("RBFNetwork", "n_centres", n_centres)
+        self.width = _checks.finite_number("RBFNetwork", "width", width)
+        self.centre_range = _centre_range("RBFNetwork", centre_range)
         kw = {"dtype": dtype, "device": device}
         if stages is None:
             stages = [SquaredDistance(n_in, n_centres, centre_range=centre_range, **kw),

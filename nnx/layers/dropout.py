@@ -1,5 +1,6 @@
 from nnx import backends
 
+from .. import _checks
 from ..device import device_of
 from ..module import Module
 
@@ -11,9 +12,7 @@ class Dropout(Module):
     """
 
     def __init__(self, p=0.5):
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout(p={p}): p is a drop probability in [0, 1)")
-        self.p = float(p)
+        self.p = _checks.fraction("Dropout", "p", p)      # a drop probability
 
     def config(self):
         return {"p": self.p}

@@ -1,3 +1,4 @@
+from .. import _checks
 from ..device import namespace
 from ..module import Module
 
@@ -10,7 +11,7 @@ class L2Normalize(Module):
     """
 
     def __init__(self, eps=1e-12):
-        self.eps = float(eps)
+        self.eps = _checks.positive_number("L2Normalize", "eps", eps)
 
     def config(self):
         return {"eps": self.eps}

@@ -1,3 +1,4 @@
+from .. import _checks
 from ..device import namespace
 from ..module import Module
 
@@ -6,7 +7,7 @@ class LeakyReLU(Module):
     """y = x if x > 0 else slope·x;   dx = g if x > 0 else slope·g"""
 
     def __init__(self, slope=0.01):
-        self.slope = float(slope)
+        self.slope = _checks.finite_number("LeakyReLU", "slope", slope)
 
     def config(self):
         return {"slope": self.slope}

@@ -1,8 +1,8 @@
 import math
-import operator
 
 from nnx import backends
 
+from .. import _checks
 from ..module import Module
 
 
@@ -18,12 +18,8 @@ class Linear(Module):
     param_names = ("W", "b")
 
     def __init__(self, n_in, n_out, *, dtype=None, device=None):
-        try:
-            self.n_in, self.n_out = operator.index(n_in), operator.index(n_out)
-        except TypeError:
-            self.n_in = self.n_out = 0
-        if self.n_in < 1 or self.n_out < 1:
-            raise ValueError(f"Linear({n_in!r}, {n_out!r}): sizes must be positive integers")
+        self.n_in = _checks.positive_int("Linear", "n_in", n_in)
+        self.n_out = _checks.positive_int("Linear", "n_out", n_out)
         std = math.sqrt(2.0 / (self.n_in + self.n_out))
         self._init_params(dtype, device,
                           W=backends.host.normal((self.n_in, self.n_out), std, "float64"),

@@ -1,5 +1,6 @@
 from nnx import backends
 
+from .. import _checks
 from ..module import Module
 
 
@@ -13,10 +14,9 @@ class PReLU(Module):
     param_names = ("a",)
 
     def __init__(self, num_parameters=1, init=0.25, *, dtype=None, device=None):
-        if not isinstance(num_parameters, int) or num_parameters < 1:
-            raise ValueError(f"PReLU({num_parameters!r}): num_parameters is 1 (one shared "
-                             f"slope) or the number of features")
-        self.num_parameters, self.init = num_parameters, float(init)
+        # num_parameters: 1 (one shared slope) or the number of features
+        self.num_parameters = _checks.positive_int("PReLU", "num_parameters", num_parameters)
+        self.init = _checks.finite_number("PReLU", "init", init)
         self._init_params(dtype, device,
                           a=backends.host.full((self.num_parameters,), self.init, "float64"))
 

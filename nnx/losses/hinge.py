@@ -1,3 +1,5 @@
+from .. import _checks
+from ..errors import LabelError
 from .base import Loss
 
 
@@ -6,14 +8,22 @@ class Hinge(Loss):
 
     m_j = max(0, margin + z_j - z_y) for j ≠ y;   L = (1/N) Σ_j m_j;
     dL/dz_j = [m_j > 0] / N  (j ≠ y),   dL/dz_y = -Σ_j [m_j > 0] / N
+
+    Targets are integer labels or one-hot rows; float targets that are not one-hot raise
+    LabelError (the check reads one flag back per call: a sync on a GPU).
     """
 
     def __init__(self, margin=1.0):
-        self.margin = float(margin)
+        self.margin = _checks.finite_number("Hinge", "margin", margin)
 
     def fprop(self, z, t):
         xp = self._check_z(z)
         onehot = self._targets(xp, z, t)
+        if onehot is t and bool(xp.any((t != 0.0) & (t != 1.0)) |
+                                xp.any(xp.sum(t, axis=1) != 1.0)):
+            raise LabelError(f"{self!r}.fprop: targets must be one-hot (one 1 per row, zeros "
+                             f"elsewhere) or integer labels; for soft targets use "
+                             f"SoftmaxCrossEntropy")
         is_true = onehot > 0
         z_true = xp.sum(z * onehot, axis=1, keepdims=True)
         margins = xp.where(is_true, 0.0, z - z_true + self.margin)

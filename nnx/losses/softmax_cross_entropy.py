@@ -18,8 +18,9 @@ class SoftmaxCrossEntropy(Loss):
             loss, self._grad = fused
             return loss
         xp = self._check_z(z)
-        is_labels = xp.isdtype(getattr(t, "dtype", z.dtype), "integral")
-        t = self._targets(xp, z, t)
+        given = t
+        t = self._targets(xp, z, t)             # checks t's type and device first
+        is_labels = xp.isdtype(given.dtype, "integral")
         n = float(z.shape[0])
         shifted = z - xp.max(z, axis=1, keepdims=True)
         p = xp.exp(shifted)
