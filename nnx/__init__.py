@@ -14,8 +14,8 @@ from . import backends as _backends
 from .device import (Device, asarray, device, device_of, devices, get_default_dtype,
                      get_device, permutation, set_default_dtype, set_device, synchronize,
                      to_numpy)
-from .errors import (DeviceError, DTypeError, GradcheckError, LabelError, NNXError,
-                     ShapeError, StateError)
+from .errors import (ArgumentError, DeviceError, DTypeError, GradcheckError, LabelError,
+                     NNXError, ShapeError, StateError)
 from .gradcheck import GradcheckResult, gradcheck
 from .layers import (Dropout, L2Normalize, LeakyReLU, Linear, LogSoftmax, PReLU, ReLU,
                      Sigmoid, Softmax, Softplus, Tanh)
@@ -49,7 +49,7 @@ __all__ = [
     "Device", "asarray", "device", "device_of", "devices", "get_default_dtype", "get_device",
     "set_default_dtype", "set_device", "synchronize", "to_numpy", "seed", "permutation",
     "tune_malloc",
-    "NNXError", "DeviceError", "DTypeError", "GradcheckError", "LabelError", "ShapeError",
+    "NNXError", "ArgumentError", "DeviceError", "DTypeError", "GradcheckError", "LabelError", "ShapeError",
     "StateError", "GradcheckResult", "gradcheck",
     "Module", "Sequential", "Linear", "Tanh", "Sigmoid", "ReLU", "LeakyReLU", "PReLU",
     "Softplus", "Softmax", "LogSoftmax", "Dropout", "L2Normalize",

@@ -27,5 +27,9 @@ class GradcheckError(NNXError, AssertionError):
     """Analytic and numerical gradients disagree."""
 
 
+class ArgumentError(NNXError, ValueError):
+    """An argument nnx cannot use: a module placed twice, data with NaNs, nothing to check."""
+
+
 __all__ = ["NNXError", "ShapeError", "DTypeError", "DeviceError", "LabelError",
-           "StateError", "GradcheckError"]
+           "StateError", "GradcheckError", "ArgumentError"]

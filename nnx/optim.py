@@ -11,11 +11,15 @@ state per parameter): after changing the network's structure, create a new one.
 
 import math
 
+from .device import dtype_name, namespace
+from .module import check_tree
+
 
 class Optimizer:
     def __init__(self, module, lr):
         if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
             raise ValueError(f"{type(self).__name__}: lr must be a positive number, got {lr!r}")
+        check_tree(type(self).__name__, module)      # else one array updated twice
         self.module, self.lr = module, float(lr)
         self.state = [None] * len(module.params())
         self._slots = _param_slots(module)

@@ -22,7 +22,7 @@ from nnx.backends.errors import DeviceError
 
 from ..device import namespace
 from ..errors import NNXError, ShapeError, StateError
-from ..module import Module
+from ..module import Module, check_distinct
 
 
 class _Node:
@@ -73,11 +73,9 @@ class Graph(Module):
                             f"{type(module).__name__}")
         if module is self:
             raise ValueError(f"Graph.add('{name}'): a graph cannot contain itself")
-        for other, node in self.nodes.items():
-            if node.module is module:
-                raise ValueError(f"Graph.add('{name}'): this {module!r} is already node "
-                                 f"'{other}'; a module caches its fprop, so give each node "
-                                 f"its own module")
+        # a module caches its fprop: each node (and everything inside it) needs its own
+        check_distinct(f"Graph.add('{name}')", self.children() + [module],
+                       [f"node '{n}'" for n in [*self.nodes, name]], container=self)
         if not sources:
             raise ValueError(f"Graph.add('{name}'): name the node's inputs, e.g. "
                              f"g.add('{name}', module, '{self.input_names[0]}')")
