@@ -331,10 +331,10 @@ def test_softplus_gradient_and_bce_keep_relative_accuracy(device):
     sp = nnx.Softplus()
     y = nnx.to_numpy(sp.fprop(x))
     np.testing.assert_allclose(y[0, :3], np.exp(EXTREME[0, :3]), rtol=1e-12)
-    d = nnx.to_numpy(sp.bprop(nnx.asarray(np.ones(EXTREME.shape))))
+    d = nnx.to_numpy(sp.bprop(nnx.asarray(np.ones(EXTREME.shape), dtype="float64")))
     np.testing.assert_allclose(d, sigmoid64(EXTREME), rtol=1e-12)
     bce = nnx.BCEWithLogits()
-    bce.fprop(x, nnx.asarray(np.zeros(EXTREME.shape)))
+    bce.fprop(x, nnx.asarray(np.zeros(EXTREME.shape), dtype="float64"))
     np.testing.assert_allclose(nnx.to_numpy(bce.bprop()), sigmoid64(EXTREME), rtol=1e-12)
 
 
