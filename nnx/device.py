@@ -108,6 +108,8 @@ def resolve_dtype(dtype, device):
     name = _default_dtype if dtype is None else dtype_name(dtype)
     if name == "float64" and not device.backend.has_float64(device.native):
         raise DTypeError(f"device {device} has no float64; use float32")
+    if not hasattr(device.xp, name):                 # float16 is outside the Array API
+        raise DTypeError(f"device {device} has no {name}; use float32")
     return getattr(device.xp, name)
 
 

@@ -91,6 +91,8 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """m ← β1·m + (1-β1)·g;  v ← β2·v + (1-β2)·g²;
     p ← p - lr·√(1-β2^t)/(1-β1^t) · m / (√v + ε)      (+ λ·p added to g: weight_decay)
+
+    float16 parameters keep m and v in float32 (ε = 1e-8 rounds to 0 in float16).
     """
 
     def __init__(self, module, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
@@ -110,8 +112,12 @@ class Adam(Optimizer):
         super().step()
 
     def update(self, i, p, g):
+        half = dtype_name(p.dtype) == "float16"
+        if half:        # ε = 1e-8 is 0 in float16 (0/0 = NaN) and g² overflows past 256:
+            xp = namespace(p)                       # m, v and the step in float32
+            g, p32 = xp.astype(g, xp.float32), xp.astype(p, xp.float32)
         if self.weight_decay:
-            g = g + self.weight_decay * p
+            g = g + self.weight_decay * (p32 if half else p)
         if self.state[i] is None:
             self.state[i] = (g * 0.0, g * 0.0)
         m, v = self.state[i]
@@ -123,5 +129,6 @@ class Adam(Optimizer):
         lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** self.t) / (1.0 - self.beta1 ** self.t)
         denom = v ** 0.5
         denom += self.eps
-        p -= lr_t * (m / denom)
+        step = lr_t * (m / denom)
+        p -= xp.astype(step, p.dtype) if half else step
         return p
