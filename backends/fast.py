@@ -43,6 +43,9 @@ def softmax_cross_entropy_labels(z, labels, check=True):
     n, c = z.shape
     if n == 0 or (check and (labels.min() < 0 or labels.max() >= c)):
         return None
+    if z.dtype == np.float16:       # float16 sums overflow past 65504: work in float32
+        loss, grad = softmax_cross_entropy_labels(z.astype(np.float32), labels, check=False)
+        return np.float16(loss), grad.astype(np.float16)
     zt = z.T.copy()                                     # (C, N), C-contiguous
     zt -= zt.max(axis=0)                                # shifted scores
     flat = zt.reshape(-1)

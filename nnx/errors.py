@@ -20,7 +20,8 @@ class StateError(NNXError, RuntimeError):
 
 
 class ArgumentError(NNXError, ValueError):
-    """An argument of a public function or constructor is out of range (or NaN/inf)."""
+    """An argument nnx cannot use: out of range or NaN/inf, a module placed twice, data with
+    NaNs, nothing to check."""
 
 
 class ArgumentTypeError(ArgumentError, TypeError):

@@ -10,24 +10,36 @@ the same stable order.
 from nnx import backends
 
 from .device import check_same_device, get_device, namespace, resolve_dtype, short_dtype
-from .errors import DTypeError, ShapeError, StateError
+from .errors import ArgumentError, DTypeError, ShapeError, StateError
 
 registry = {}
 
 
-def check_distinct(owner, modules):
+def check_distinct(owner, modules, names=None, container=None):
     """Refuse one module instance in two places: its fprop cache would be overwritten and
-    its parameters updated twice (share weights explicitly instead)."""
-    seen = {}
+    its parameters updated twice (share weights explicitly instead).  ``names`` label the
+    top-level places (default 0, 1, ...); ``container`` may not appear inside them."""
+    seen = {} if container is None else {id(container): "the container itself"}
     def walk(m, where):
         if id(m) in seen:
-            raise ValueError(f"{owner}: {m!r} appears twice (at {seen[id(m)]} and {where}); "
-                             f"create a separate module for each place")
+            if m is container:
+                raise ArgumentError(f"{owner}: {where} is the {type(m).__name__} itself; a "
+                                    f"module cannot contain itself")
+            raise ArgumentError(f"{owner}: {m!r} appears twice (at {seen[id(m)]} and {where}); "
+                                f"create a separate module for each place")
         seen[id(m)] = where
         for i, c in enumerate(m.children()):
             walk(c, f"{where}.{m._child_name(i)}")
     for i, m in enumerate(modules):
-        walk(m, str(i))
+        walk(m, str(i) if names is None else names[i])
+
+
+def check_tree(owner, module):
+    """check_distinct over everything inside ``module`` (which may have been rewired since
+    its constructor checked it)."""
+    children = module.children() if isinstance(module, Module) else []
+    check_distinct(owner, children, [module._child_name(i) for i in range(len(children))],
+                   container=module)
 
 
 def type_name(cls):

@@ -14,7 +14,8 @@ import math
 from nnx import backends
 
 from . import _checks
-from .module import Module
+from .device import dtype_name, namespace
+from .module import Module, check_tree
 
 
 class Optimizer:
@@ -24,6 +25,7 @@ class Optimizer:
     def __init__(self, module, lr):
         name = type(self).__name__
         _checks.instance(name, "module", module, Module, "an nnx Module")
+        check_tree(name, module)                     # else one array updated twice
         self.module, self.lr = module, _checks.positive_number(name, "lr", lr)
         self.state = [None] * len(module.params())
         self._placed = [None] * len(self.state)     # the parameter each state was checked for
@@ -57,13 +59,18 @@ class Optimizer:
             return
         self._placed[i] = p
         arrays = state if isinstance(state, tuple) else (state,)
-        if all(type(a) is type(p) and a.dtype == p.dtype and
+        want = self._state_dtype(p)
+        if all(type(a) is type(p) and a.dtype == want and
                backends.device_of(a) == backends.device_of(p) for a in arrays):
             return
         target = backends.device_of(p)
-        moved = tuple(target.xp.astype(backends.from_host(backends.to_host(a), target), p.dtype)
+        moved = tuple(target.xp.astype(backends.from_host(backends.to_host(a), target), want)
                       for a in arrays)
         self.state[i] = moved if isinstance(state, tuple) else moved[0]
+
+    def _state_dtype(self, p):
+        """The dtype this optimiser keeps the state of parameter ``p`` in."""
+        return p.dtype
 
 
 def _param_slots(module):
@@ -107,6 +114,8 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """m ← β1·m + (1-β1)·g;  v ← β2·v + (1-β2)·g²;
     p ← p - lr·√(1-β2^t)/(1-β1^t) · m / (√v + ε)      (+ λ·p added to g: weight_decay)
+
+    float16 parameters keep m and v in float32 (ε = 1e-8 rounds to 0 in float16).
     """
 
     def __init__(self, module, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
@@ -122,9 +131,17 @@ class Adam(Optimizer):
         self.t += 1
         super().step()
 
+    def _state_dtype(self, p):
+        xp = namespace(p)
+        return xp.float32 if dtype_name(p.dtype) == "float16" else p.dtype
+
     def update(self, i, p, g):
+        half = dtype_name(p.dtype) == "float16"
+        if half:        # ε = 1e-8 is 0 in float16 (0/0 = NaN) and g² overflows past 256:
+            xp = namespace(p)                       # m, v and the step in float32
+            g, p32 = xp.astype(g, xp.float32), xp.astype(p, xp.float32)
         if self.weight_decay:
-            g = g + self.weight_decay * p
+            g = g + self.weight_decay * (p32 if half else p)
         if self.state[i] is None:
             self.state[i] = (g * 0.0, g * 0.0)
         m, v = self.state[i]
@@ -136,5 +153,6 @@ class Adam(Optimizer):
         lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** self.t) / (1.0 - self.beta1 ** self.t)
         denom = v ** 0.5
         denom += self.eps
-        p -= lr_t * (m / denom)
+        step = lr_t * (m / denom)
+        p -= xp.astype(step, p.dtype) if half else step
         return p

@@ -28,7 +28,10 @@ from .module import Module
 
 
 class TrainingDiverged(NNXError, FloatingPointError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite, or exploded (see ``fit``)."""
+
+
+DIVERGENCE_FACTOR = 1000.0      # a step's loss above this × max(first step's loss, 1): diverged
 
 
 @dataclasses.dataclass
@@ -122,8 +125,15 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
     ``x``, ``t`` (and the test pair) should already be on the device (see ``to_device``).
     ``lr_schedule(epoch) -> lr`` sets ``opt.lr`` before each epoch (epochs count from 1).
     ``on_epoch(stats)`` runs after each epoch (printing, checkpoints); ``progress(steps)``
-    wraps the step range (e.g. a tqdm bar).  A NaN or infinite loss raises
-    TrainingDiverged naming the epoch and step, before ``on_epoch`` sees that epoch.
+    wraps the step range (e.g. a tqdm bar).
+
+    Divergence: training stops with TrainingDiverged, naming the epoch and step, before
+    ``on_epoch`` sees that epoch (so its checkpoint is never written), when a step's mean
+    loss is NaN or infinite, or exceeds DIVERGENCE_FACTOR (1000) × max(L0, 1), where L0 is
+    the loss of this call's first step (the network as it came in).  An untrained
+    classifier starts near log(classes) (2.3 for 10), so that is a loss in the thousands:
+    no learning run gets there, an exploding one passes it within steps.  Inputs with NaN
+    or infinite values are refused up front (one check per call, not per step).
 
     ``distributed=True`` (under mpirun, with ``opt`` a ``nnx.distributed.DataParallel``):
     every rank draws the same shuffle, trains on its rows of each global batch, and the
@@ -153,6 +163,9 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
     if [id(p) for p in opt.module.params()] != [id(p) for p in net.params()]:
         raise ArgumentError("fit: the optimiser is bound to another module; "
                             "create it with the network you train, e.g. nnx.SGD(net, lr=0.1)")
+    _check_finite("training", x)
+    if x_test is not None:
+        _check_finite("test", x_test)
     split, total = _parallel(distributed)
     show = None
     if verbose:
@@ -169,6 +182,7 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
         device = backends.device_of(x)
         steps = math.ceil(n / batch_size)
         history = []
+        first = None                    # the first step's mean loss: the divergence scale
         for epoch in range(1, epochs + 1):
             if lr_schedule is not None:
                 opt.lr = _scheduled_lr(lr_schedule, epoch)
@@ -192,11 +206,18 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
                     opt.step()
             per_step = backends.to_host(xp.stack(losses)).tolist()   # one readback per epoch
             per_step = total([v * c for v, c in zip(per_step, counts)])  # loss sums, all ranks
-            bad = [i for i, v in enumerate(per_step) if not math.isfinite(v)]
-            if bad:
-                raise TrainingDiverged(
-                    f"the loss became {per_step[bad[0]]} at epoch {epoch}, step {bad[0] + 1} of "
-                    f"{steps}: lower the learning rate (now {opt.lr:g})")
+            means = [v / (min((i + 1) * batch_size, n) - i * batch_size)
+                     for i, v in enumerate(per_step)]       # all ranks' rows of step i
+            if first is None and math.isfinite(means[0]):
+                first = means[0]
+            limit = DIVERGENCE_FACTOR * max(first if first is not None else 1.0, 1.0)
+            for i, v in enumerate(means):
+                if not math.isfinite(v) or v > limit:
+                    why = "" if not math.isfinite(v) else (
+                        f" (above {DIVERGENCE_FACTOR:g} × max(the first step's {first:.3g}, 1))")
+                    raise TrainingDiverged(
+                        f"the loss became {v:.4g} at epoch {epoch}, step {i + 1} of {steps}"
+                        f"{why}: lower the learning rate (now {opt.lr:g})")
             errors = None if x_test is None else total(evaluate(net, *split((x_test, t_test))))
             stats = EpochStats(epoch, sum(per_step) / n, total(int(correct)) / n, errors,
                                None if x_test is None else int(x_test.shape[0]), opt.lr,
@@ -223,6 +244,18 @@ def _scheduled_lr(lr_schedule, epoch):
         raise ArgumentError(f"fit: lr_schedule({epoch}) must return a positive finite "
                             f"number, got {lr!r}")
     return value
+
+
+def _check_finite(which, x):
+    """Refuse inputs with NaN or infinite values, naming the first such row."""
+    xp = namespace(x)
+    if not xp.isdtype(x.dtype, "real floating") or x.shape[0] == 0:
+        return
+    rows = xp.any(xp.reshape(xp.logical_not(xp.isfinite(x)), (x.shape[0], -1)), axis=1)
+    if bool(xp.any(rows)):
+        first = int(xp.argmax(xp.astype(rows, xp.int8)))
+        raise ArgumentError(f"fit: the {which} inputs contain NaN or infinite values (first "
+                            f"at row {first}); clean or drop those rows before training")
 
 
 def _parallel(distributed):

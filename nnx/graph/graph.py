@@ -22,7 +22,7 @@ from nnx.backends.errors import DeviceError
 
 from ..device import namespace
 from ..errors import ArgumentError, ArgumentTypeError, NNXError, ShapeError, StateError
-from ..module import Module
+from ..module import Module, check_distinct
 
 
 class _Node:
@@ -75,11 +75,9 @@ class Graph(Module):
             raise ArgumentError(f"Graph.add('{name}'): the graph would contain itself (the "
                                 f"{type(module).__name__} given holds this graph); a graph "
                                 f"cannot be its own node")
-        for other, node in self.nodes.items():
-            if node.module is module:
-                raise ArgumentError(f"Graph.add('{name}'): this {module!r} is already node "
-                                 f"'{other}'; a module caches its fprop, so give each node "
-                                 f"its own module")
+        # a module caches its fprop: each node (and everything inside it) needs its own
+        check_distinct(f"Graph.add('{name}')", self.children() + [module],
+                       [f"node '{n}'" for n in [*self.nodes, name]], container=self)
         if not sources:
             raise ArgumentError(f"Graph.add('{name}'): name the node's inputs, e.g. "
                              f"g.add('{name}', module, '{self.input_names[0]}')")

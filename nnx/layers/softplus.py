@@ -1,9 +1,13 @@
 from ..device import namespace
 from ..module import Module
+from .sigmoid import sigmoid_pair
 
 
 class Softplus(Module):
-    """y = log(1 + e^x) (computed as logaddexp(x, 0));   dx = g·sigmoid(x)"""
+    """y = log(1 + e^x) (computed as logaddexp(x, 0));   dx = g·σ(x)
+
+    σ(x) from e^-|x| (Sigmoid's formula): accurate far below zero, where y ≈ e^x.
+    """
 
     def fprop(self, x):
         xp = namespace(x)
@@ -13,9 +17,7 @@ class Softplus(Module):
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
-        s = xp.tanh(self.x * 0.5)    # sigmoid(x) = (1 + tanh(x/2)) / 2, without overflow
-        s += 1.0
-        s *= 0.5
+        self._check_grad(grad_output)
+        s, _ = sigmoid_pair(self.x)
         s *= grad_output
         return s

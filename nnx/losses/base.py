@@ -1,6 +1,6 @@
 import array_api_compat
 
-from ..device import check_same_device, namespace, short_dtype
+from ..device import check_same_device, dtype_name, namespace, short_dtype
 from ..errors import DTypeError, LabelError, ShapeError, StateError
 
 
@@ -28,6 +28,14 @@ class Loss:
 
     def __repr__(self):
         return f"{type(self).__name__}()"
+
+    @staticmethod
+    def _mean(xp, terms, n):
+        """Σ terms / n as a 0-d array of terms' dtype; float16 terms are summed in float32
+        (a float16 sum overflows past 65504: a batch of 5000 losses of 15)."""
+        if dtype_name(terms.dtype) != "float16":
+            return xp.sum(terms) / n
+        return xp.astype(xp.sum(xp.astype(terms, xp.float32)) / n, terms.dtype)
 
     # -- target handling shared by the losses --------------------------------------------
     def _check_z(self, z, ndim=2):

@@ -1,3 +1,4 @@
+from ..layers.sigmoid import sigmoid_pair
 from .base import Loss
 
 
@@ -11,10 +12,8 @@ class BCEWithLogits(Loss):
         xp = self._check_z(z, ndim=None)
         self._check_like(z, t)
         n = float(z.shape[0])
-        loss = xp.sum(xp.maximum(z, 0.0) - z * t + xp.log1p(xp.exp(-xp.abs(z)))) / n
-        grad = xp.tanh(z * 0.5)
-        grad += 1.0
-        grad *= 0.5
+        loss = self._mean(xp, xp.maximum(z, 0.0) - z * t + xp.log1p(xp.exp(-xp.abs(z))), n)
+        grad, _ = sigmoid_pair(z)          # accurate for z ≪ 0 (see nnx.Sigmoid)
         grad -= t
         grad /= n
         self._grad = grad

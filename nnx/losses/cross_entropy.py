@@ -27,4 +27,4 @@ class CrossEntropy(Loss):
         clamped = xp.maximum(x, self.eps)
         n = float(x.shape[0])
         self._grad = xp.where(x > self.eps, -t / clamped / n, 0.0)
-        return -xp.sum(t * xp.log(clamped)) / n
+        return -self._mean(xp, t * xp.log(clamped), n)

@@ -32,4 +32,4 @@ class Hinge(Loss):
         grad = active - onehot * xp.sum(active, axis=1, keepdims=True)
         grad /= n
         self._grad = grad
-        return xp.sum(xp.maximum(margins, 0.0)) / n
+        return self._mean(xp, xp.maximum(margins, 0.0), n)

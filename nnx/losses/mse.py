@@ -9,7 +9,7 @@ class MSE(Loss):
         self._check_like(z, t)
         d = z - t
         n = float(z.shape[0])
-        loss = 0.5 * xp.sum(d * d) / n
+        loss = self._mean(xp, d * d, n) * 0.5
         d /= n
         self._grad = d
         return loss

@@ -32,4 +32,4 @@ class SoftmaxCrossEntropy(Loss):
         p -= t
         p /= n
         self._grad = p
-        return -xp.sum(t * logp) / n
+        return -self._mean(xp, t * logp, n)
