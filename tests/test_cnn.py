@@ -282,11 +282,11 @@ def test_a_tiny_cnn_learns(device):
 @pytest.mark.mnist
 def test_cnn_learns_a_little_mnist(mnist_dir):
     from nnx import datasets, models
-    (x, t), (xt, tt) = datasets.load_mnist(mnist_dir)
+    data = datasets.load_mnist(mnist_dir)
     nnx.seed(0)
     net = models.cnn()
-    x, t = nnx.train.to_device(x[:1000], t[:1000])
-    xt, tt = nnx.train.to_device(xt[:500], tt[:500])
+    x, t = nnx.train.to_device(data.x_train[:1000], data.y_train[:1000])
+    xt, tt = nnx.train.to_device(data.x_test[:500], data.y_test[:500])
     history = nnx.fit(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.05, momentum=0.9),
                       x, t, epochs=2, batch_size=50, x_test=xt, t_test=tt)
     assert history[-1].test_errors < 0.15 * 500

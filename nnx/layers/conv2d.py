@@ -59,7 +59,7 @@ class Conv2D(Module):
         xp = self._check_grad(grad_output)
         g = xp.reshape(grad_output, (self.x_shape[0], self.c_out, -1))
         self.db = xp.sum(g, axis=(0, 2))
-        self.dW = xp.reshape(xp.tensordot(g, self.cols, axes=([0, 2], [0, 2])), self.W.shape)
+        self.dW = xp.reshape(xp.sum(g @ xp.matrix_transpose(self.cols), axis=0), self.W.shape)
         if not need_input_grad:
             return None
         dcols = xp.matrix_transpose(xp.reshape(self.W, (self.c_out, -1))) @ g

@@ -1,4 +1,5 @@
 from nnx import backends
+from nnx.backends import fast_conv
 
 from ..device import namespace
 from ..module import Module
@@ -16,12 +17,17 @@ class _Pool2D(Module):
     def config(self):
         return {"_kernel_size": self.kernel_size, "stride": self.stride}
 
+    def _check(self, x):
+        """(OH, OW) after checking the shape of ``x``."""
+        self.x_shape = tuple(x.shape)
+        self.out_hw = output_size(self, self.x_shape, self.kernel_size, self.stride, (0, 0))
+        return self.out_hw
+
     def _windows(self, x):
         """cols (N, C, kh·kw, OH·OW) of ``x``, after checking its shape."""
         xp = namespace(x)
-        shape = tuple(x.shape)
-        self.out_hw = output_size(self, shape, self.kernel_size, self.stride, (0, 0))
-        self.x_shape = shape
+        self._check(x)
+        shape = self.x_shape
         cols = im2col(x, self.kernel_size, self.stride, (0, 0), self.out_hw)
         k = self.kernel_size[0] * self.kernel_size[1]
         return xp, xp.reshape(cols, (shape[0], shape[1], k, -1))
@@ -42,6 +48,12 @@ class MaxPool2D(_Pool2D):
     """
 
     def fprop(self, x):
+        fast = fast_conv.max_pool(x, self.kernel_size, self.stride, self._check(x))
+        if fast is not None:                          # NumPy: the same, windows laid out last
+            y, self.index = fast
+            self.mask = None
+            self._out_shape = tuple(y.shape)
+            return y
         xp, cols = self._windows(x)
         where = xp.argmax(cols, axis=2, keepdims=True)                  # (N, C, 1, L)
         k = xp.arange(cols.shape[2], device=backends.device_of(x).native)
@@ -52,5 +64,8 @@ class MaxPool2D(_Pool2D):
 
     def bprop(self, grad_output, *, need_input_grad=True):
         xp = self._check_grad(grad_output)
+        if self.mask is None:
+            return fast_conv.max_pool_backward(grad_output, self.index, self.x_shape,
+                                               self.kernel_size, self.stride, self.out_hw)
         g = xp.reshape(grad_output, self.x_shape[:2] + (1, -1))
         return self._to_image(xp, self.mask * g)
