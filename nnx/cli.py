@@ -44,7 +44,7 @@ def fraction(text):
     return value
 
 
-# defaults of the options left at None, per model (the cnn's reach ~70 MNIST test errors)
+# defaults of the options left at None, per model (the cnn's: 87 MNIST test errors, seed 0)
 MODEL_DEFAULTS = {"cnn": {"epochs": 10, "lr": 0.05, "momentum": 0.9, "schedule": "cosine"},
                   None: {"epochs": 20, "lr": 0.1, "momentum": 0.0, "schedule": "constant"}}
 
