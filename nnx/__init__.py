@@ -20,6 +20,7 @@ from .errors import (ArgumentError, ArgumentTypeError, DeviceError, DTypeError,
 from .gradcheck import GradcheckResult, gradcheck
 from .layers import (Dropout, L2Normalize, LeakyReLU, Linear, LogSoftmax, PReLU, ReLU,
                      Sigmoid, Softmax, Softplus, Tanh)
+from .layers import AvgPool2D, BatchNorm, Conv2D, Flatten, MaxPool2D, Reshape
 from .losses import MSE, BCEWithLogits, CrossEntropy, Hinge, Loss, SoftmaxCrossEntropy
 from .module import Module
 from .optim import SGD, Adam, Optimizer
@@ -56,6 +57,7 @@ __all__ = [
     "GradcheckResult", "gradcheck",
     "Module", "Sequential", "Linear", "Tanh", "Sigmoid", "ReLU", "LeakyReLU", "PReLU",
     "Softplus", "Softmax", "LogSoftmax", "Dropout", "L2Normalize",
+    "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Reshape", "BatchNorm",
     "Loss", "SoftmaxCrossEntropy", "CrossEntropy", "MSE", "BCEWithLogits", "Hinge",
     "Optimizer", "SGD", "Adam",
     "datasets", "DatasetError", "save", "load", "CheckpointError",

@@ -8,6 +8,9 @@ and ``__meta__``, a JSON string::
      "architecture": {"type": "Sequential", "args": {}, "children": [...]},
      "dtype": "float32", "params": {"0.W": [784, 200], ...}, "extra": {...}}
 
+Buffers (non-trainable state such as BatchNorm's running statistics, ``named_buffers()``)
+are arrays beside the parameters, listed under "buffers" in the metadata.
+
 It is written to a temporary file and renamed, so a crash never leaves half a checkpoint.
 """
 
@@ -39,7 +42,10 @@ def save(module, path, **extra):
     meta = {"format": FORMAT, "version": VERSION, "architecture": module.architecture(),
             "dtype": short_dtype(named[0][1].dtype) if named else None,
             "params": {n: list(p.shape) for n, p in named}, "extra": extra}
-    arrays = {n: backends.to_host(p) for n, p in named}
+    buffers = module.named_buffers()
+    if buffers:
+        meta["buffers"] = {n: list(b.shape) for n, b in buffers}
+    arrays = {n: backends.to_host(p) for n, p in named + buffers}
     backends.host.save_npz(path, arrays, json.dumps(meta, default=_plain))
 
 
@@ -96,6 +102,7 @@ def load(path, *, device=None, dtype=None):
         backends.host.set_state(rng)
     if device is not None or dtype or meta.get("dtype"):
         module.to(device, dtype or meta.get("dtype"))
+    buffers = _take_buffers(path, module, arrays)
     names = [n for n, _ in module.named_params()]
     if sorted(names) != sorted(arrays):
         raise CheckpointError(f"{path}: parameters {sorted(arrays)} do not match the "
@@ -109,5 +116,22 @@ def load(path, *, device=None, dtype=None):
     xp = target.xp if names else None
     module.set_params([xp.astype(backends.from_host(arrays[n], target), p.dtype)
                        for n, p in module.named_params()])
+    if buffers:
+        module.set_buffers([xp.astype(backends.from_host(buffers[n], target), b.dtype)
+                            for n, b in module.named_buffers()])
     return module
+
+
+def _take_buffers(path, module, arrays):
+    """Remove the module's buffers from ``arrays`` (checked for name and shape) and return
+    them; the parameters are left."""
+    taken = {}
+    for name, b in module.named_buffers():
+        if name not in arrays:
+            raise CheckpointError(f"{path}: buffer {name} of the architecture is missing")
+        taken[name] = arrays.pop(name)
+        if tuple(taken[name].shape) != tuple(b.shape):
+            raise CheckpointError(f"{path}: buffer {name} has shape {tuple(taken[name].shape)}"
+                                  f", the architecture needs {tuple(b.shape)}")
+    return taken
 

@@ -1,6 +1,8 @@
-"""The seeds' models by name: ``linear`` (784-10) and ``mlp`` (784-200-10 with tanh)."""
+"""The seeds' models by name: ``linear`` (784-10) and ``mlp`` (784-200-10 with tanh);
+``resmlp`` and ``cnn`` (a small LeNet-like convolutional network for 28x28 images)."""
 
-from .layers import LeakyReLU, Linear, ReLU, Sigmoid, Softplus, Tanh
+from .layers import (BatchNorm, Conv2D, Flatten, LeakyReLU, Linear, MaxPool2D, ReLU, Reshape,
+                     Sigmoid, Softplus, Tanh)
 from .sequential import Sequential
 
 ACTIVATIONS = {"tanh": Tanh, "relu": ReLU, "sigmoid": Sigmoid, "softplus": Softplus,
@@ -35,3 +37,15 @@ def residual_mlp(n_in, n_out, hidden=200, blocks=1, activation="tanh"):
                       *[Residual(Sequential(Linear(hidden, hidden), act()))
                         for _ in range(blocks)],
                       Linear(hidden, n_out))
+
+
+def cnn(n_out=10, channels=(8, 16), image=(1, 28, 28), batch_norm=True):
+    """Reshape rows to images, then twice [Conv2D 5x5, (BatchNorm), ReLU, MaxPool2D 2],
+    Flatten, Linear(·, n_out): for MNIST (N, 784) → (N, 1, 28, 28) → (N, 8, 12, 12) →
+    (N, 16, 4, 4) → (N, 256) → (N, 10) scores."""
+    layers, c, h, w = [Reshape(image)], image[0], image[1], image[2]
+    for width in channels:
+        layers += [Conv2D(c, width, 5)] + ([BatchNorm(width)] if batch_norm else []) + \
+                  [ReLU(), MaxPool2D(2)]
+        c, h, w = width, (h - 4) // 2, (w - 4) // 2
+    return Sequential(*layers, Flatten(), Linear(c * h * w, n_out))

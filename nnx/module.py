@@ -4,7 +4,9 @@ A leaf module with parameters lists them in ``param_names`` (``("W", "b")``); it
 live beside them as ``dW``, ``db``: zeros until the first bprop, then rebound by each bprop
 to fresh arrays (so a gradient read earlier is never changed behind the reader's back).
 Containers list their children in ``children()``; ``params()`` and ``grads()`` walk them in
-the same stable order.
+the same stable order.  Non-trainable state (BatchNorm's running statistics) is listed in
+``buffer_names``: ``named_buffers()`` walks it like ``named_params()``, ``to()`` moves it and
+checkpoints save it; optimisers never see it.
 """
 
 from nnx import backends
@@ -52,6 +54,7 @@ def type_name(cls):
 
 class Module:
     param_names = ()
+    buffer_names = ()
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -90,6 +93,33 @@ class Module:
 
     def _child_name(self, i):
         return str(i)
+
+    def named_buffers(self, prefix=""):
+        """[(dotted name, array)] of the non-trainable state, e.g. ('1.running_mean', ...)."""
+        own = [(prefix + n, getattr(self, n)) for n in self.buffer_names]
+        return own + [pair for i, c in enumerate(self.children())
+                      for pair in c.named_buffers(f"{prefix}{self._child_name(i)}.")]
+
+    def buffers(self):
+        return [b for _, b in self.named_buffers()]
+
+    def set_buffers(self, arrays):
+        """Rebind the buffers, in the order of ``named_buffers()`` (checkpoints)."""
+        arrays = list(arrays)
+        current = self.named_buffers()
+        if len(arrays) != len(current):
+            raise ShapeError(f"{type(self).__name__}.set_buffers: got {len(arrays)} arrays for "
+                             f"{len(current)} buffers")
+        for (name, old), new in zip(current, arrays):
+            if tuple(getattr(new, "shape", ())) != tuple(old.shape):
+                raise ShapeError(f"{type(self).__name__}.set_buffers: {name} needs shape "
+                                 f"{tuple(old.shape)}, got {tuple(getattr(new, 'shape', ()))}")
+        def rebind(m):
+            for n in m.buffer_names:
+                setattr(m, n, arrays.pop(0))
+            for c in m.children():
+                rebind(c)
+        rebind(self)
 
     def set_params(self, arrays):
         """Rebind parameters (immutable backends, checkpoints); same order as ``params()``.
@@ -134,8 +164,8 @@ class Module:
         if self.param_names:
             target = backends.resolve(device) if device is not None else self.device
             want = resolve_dtype(dtype if dtype is not None else self.dtype, target)
-            for n in self.param_names:
-                for name in (n, "d" + n):
+            for n in self.param_names + self.buffer_names:
+                for name in (n, "d" + n) if n in self.param_names else (n,):
                     a = getattr(self, name)
                     if backends.device_of(a) != target:
                         a = backends.from_host(backends.to_host(a), target)
@@ -184,6 +214,11 @@ class Module:
         if len(shape) != 2 or shape[1] != width:
             raise ShapeError(f"{self!r}.fprop: input has shape {shape}, expected "
                              f"(batch, {width})")
+        return self._check_array(x)
+
+    def _check_array(self, x):
+        """The namespace of ``x`` after checking it shares the parameters' device and dtype."""
+        xp = namespace(x)
         p = getattr(self, self.param_names[0])
         if type(x) is not type(p) or backends.backend_of(x).native_device(x) != self.device.native:
             check_same_device(f"{self!r}.fprop", x, p)

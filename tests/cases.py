@@ -37,6 +37,67 @@ MODULES = {
 }
 
 
+
+
+def distinct(shape, rng):
+    """Values 0.1 apart in random order: no ties within a max-pool window, and no finite
+    step (h <= 3e-3 in float32) can change which entry is the maximum."""
+    size = int(np.prod(shape))
+    return ((rng.permutation(size) - size / 2) * 0.1).reshape(shape)
+
+
+def batch_norm_eval(c):
+    """A BatchNorm in eval mode with running statistics away from (0, 1)."""
+    bn = nnx.BatchNorm(c, momentum=0.5)
+    bn.fprop(nnx.asarray(3 + 2 * np.random.default_rng(11).standard_normal((6, c, 2, 2))))
+    return bn.eval()
+
+
+MODULES.update({      # convolutional networks; their inputs are in INPUTS
+    "Conv2D": lambda: nnx.Conv2D(2, 3, 3),
+    "Conv2D-stride-pad-rect": lambda: nnx.Conv2D(2, 3, (3, 2), stride=(2, 1), padding=(1, 2)),
+    "Conv2D-1x1-stride": lambda: nnx.Conv2D(2, 3, 1, stride=2),
+    "Conv2D-kernel-as-input": lambda: nnx.Conv2D(2, 3, (4, 3)),       # output 1x1
+    "MaxPool2D": lambda: nnx.MaxPool2D(2),
+    "MaxPool2D-overlap-rect": lambda: nnx.MaxPool2D((3, 2), stride=(1, 2)),
+    "MaxPool2D-whole": lambda: nnx.MaxPool2D((4, 3)),                 # output 1x1
+    "AvgPool2D": lambda: nnx.AvgPool2D(2),
+    "AvgPool2D-overlap-rect": lambda: nnx.AvgPool2D((2, 3), stride=1),
+    "Flatten": nnx.Flatten,
+    "Reshape": lambda: nnx.Reshape((3, 2, 2)),
+    "BatchNorm-rows": lambda: nnx.BatchNorm(WIDTH),
+    "BatchNorm-images": lambda: nnx.BatchNorm(2),
+    "BatchNorm-eval": lambda: batch_norm_eval(2),
+    "CNN-small": lambda: nnx.Sequential(
+        nnx.Conv2D(1, 2, 3, padding=1), nnx.Tanh(), nnx.AvgPool2D(2), nnx.Conv2D(2, 3, 2),
+        nnx.BatchNorm(3), nnx.Flatten(), nnx.Linear(3, CLASSES)),
+})
+
+IMAGES = (2, 2, 4, 4)
+INPUTS = {   # name: host input maker (default: away_from_zero((BATCH, WIDTH)))
+    "Conv2D": lambda r: r.standard_normal((2, 2, 5, 5)),
+    "Conv2D-stride-pad-rect": lambda r: r.standard_normal((2, 2, 5, 4)),
+    "Conv2D-1x1-stride": lambda r: r.standard_normal((2, 2, 5, 3)),
+    "Conv2D-kernel-as-input": lambda r: r.standard_normal((2, 2, 4, 3)),
+    "MaxPool2D": lambda r: distinct(IMAGES, r),
+    "MaxPool2D-overlap-rect": lambda r: distinct((2, 2, 5, 4), r),
+    "MaxPool2D-whole": lambda r: distinct((2, 2, 4, 3), r),
+    "AvgPool2D": lambda r: r.standard_normal(IMAGES),
+    "AvgPool2D-overlap-rect": lambda r: r.standard_normal((2, 2, 4, 5)),
+    "Flatten": lambda r: r.standard_normal((2, 2, 3, 3)),
+    "Reshape": lambda r: r.standard_normal((2, 12)),
+    "BatchNorm-images": lambda r: 1 + 2 * r.standard_normal((3, 2, 2, 3)),
+    "BatchNorm-eval": lambda r: 1 + 2 * r.standard_normal((3, 2, 2, 3)),
+    "CNN-small": lambda r: r.standard_normal((3, 1, 4, 4)),
+}
+
+
+def module_input(name, rng):
+    """The host input that MODULES[name] is checked on."""
+    make = INPUTS.get(name)
+    return make(rng) if make is not None else away_from_zero((BATCH, WIDTH), rng)
+
+
 def labels(rng):
     return rng.integers(0, CLASSES, BATCH)
 

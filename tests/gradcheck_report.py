@@ -10,7 +10,7 @@ import numpy as np
 
 from nnx import backends
 import nnx
-from cases import BATCH, LOSSES, MODULES, WIDTH, as_device, away_from_zero
+from cases import LOSSES, MODULES, as_device, module_input
 from conftest import DEVICES
 
 
@@ -45,7 +45,7 @@ def _usable(spec):
 def _check(name, dtype):
     rng = np.random.default_rng(1)
     if name in MODULES:
-        x = as_device(away_from_zero((BATCH, WIDTH), rng), dtype)
+        x = as_device(module_input(name, rng), dtype)
         return nnx.gradcheck(MODULES[name](), x, dtype=dtype, raise_on_failure=False)
     make, scores, targets = LOSSES[name]
     rng = np.random.default_rng(2)

@@ -24,7 +24,7 @@ def run(capsys, *argv):
     (["train", "--save", "/nonexistent/m.npz"], "--save /nonexistent/m.npz: the folder "
                                                 "/nonexistent does not exist"),
     (["train", "--momentum", "1.5"], "argument --momentum: '1.5' is not a number in [0, 1)"),
-    (["train", "--model", "cnn"], "argument --model: invalid choice: 'cnn'"),
+    (["train", "--model", "vgg"], "argument --model: invalid choice: 'vgg'"),
     (["train", "--device", "gpu"], "unknown device 'gpu'"),
     (["train", "--device", "strict:device7"], "device 'strict:device7' is unavailable"),
     (["train", "--data", "/nonexistent"], "mnist files missing: train-images-idx3-ubyte[.gz]"),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import nnx
-from cases import BATCH, CLASSES, LOSSES, MODULES, WIDTH, as_device, away_from_zero
+from cases import CLASSES, LOSSES, MODULES, as_device, module_input
 
 TOL = {"float64": 1e-10, "float32": 2e-5}
 
@@ -25,7 +25,7 @@ def run(spec, make, dtype, x_host):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", MODULES)
 def test_modules_agree_with_numpy(device, name, dtype):
-    x = away_from_zero((BATCH, WIDTH), np.random.default_rng(5))
+    x = module_input(name, np.random.default_rng(5))
     ours = run(device, MODULES[name], dtype, x)
     reference = run("cpu", MODULES[name], dtype, x)
     for a, b in zip(ours, reference):

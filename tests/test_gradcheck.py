@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import nnx
-from cases import LOSSES, MODULES, WIDTH, BATCH, as_device, away_from_zero
+from cases import LOSSES, MODULES, WIDTH, BATCH, as_device, module_input
 
 DTYPES = ["float64", "float32"]
 
@@ -20,7 +20,7 @@ CASES = [(name, dtype) for name in MODULES for dtype in DTYPES
 @pytest.mark.parametrize("name, dtype", CASES)
 def test_module_gradients(device, name, dtype):
     module = MODULES[name]()
-    x = as_device(away_from_zero((BATCH, WIDTH), np.random.default_rng(1)), dtype)
+    x = as_device(module_input(name, np.random.default_rng(1)), dtype)
     result = nnx.gradcheck(module, x, dtype=dtype)
     assert result.ok and result.checked > 0, result
 

@@ -14,7 +14,8 @@ import numpy as np
 from nnx import backends
 import nnx
 
-MODELS = {"linear": (784, 10), "mlp": (784, 200, 10), "deep": (784, 1024, 1024, 10)}
+MODELS = {"linear": (784, 10), "mlp": (784, 200, 10), "deep": (784, 1024, 1024, 10),
+          "cnn": "cnn"}      # the CNN of nnx train --model cnn: cnn_cases.py
 LR = 0.01
 N_BATCHES = 4           # pre-made batches the steps rotate through
 
@@ -35,6 +36,9 @@ class Case:
 
 def matmul_flops(sizes, batch, train=True):
     """FLOPs of the step's matmuls: x@W (and in training xᵀ@g, and g@Wᵀ but for layer 0)."""
+    if sizes == "cnn":
+        from . import cnn_cases
+        return cnn_cases.matmul_flops(batch, train)
     total = 0
     for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
         per = 2 * batch * n_in * n_out

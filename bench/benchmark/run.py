@@ -18,6 +18,13 @@ def _torch_devices(specs):
 def build(model, batch, settings):
     sizes, dtype = cases.MODELS[model], settings["dtype"]
     data = cases.make_data(batch, dtype)
+    if sizes == "cnn":
+        from . import cnn_cases
+        out = [cnn_cases.nnx_case(spec, data, dtype) for spec in settings["devices"]]
+        if settings["references"]:
+            out += [cnn_cases.torch_case(data, dtype, d) for d in _torch_devices(settings["devices"])]
+            out += [cnn_cases.floor_case(spec, data, dtype) for spec in settings["devices"]]
+        return out
     out = [cases.nnx_case(sizes, spec, data, dtype) for spec in settings["devices"]]
     if settings["references"]:
         out.append(cases.numpy_case(sizes, data, dtype))

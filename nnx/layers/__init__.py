@@ -1,16 +1,23 @@
 """Layers: one small class a file, fprop and bprop side by side."""
 
+from .avg_pool2d import AvgPool2D
+from .batch_norm import BatchNorm
+from .conv2d import Conv2D
 from .dropout import Dropout
+from .flatten import Flatten
 from .l2_normalize import L2Normalize
 from .leaky_relu import LeakyReLU
 from .linear import Linear
 from .log_softmax import LogSoftmax
+from .max_pool2d import MaxPool2D
 from .prelu import PReLU
 from .relu import ReLU
+from .reshape import Reshape
 from .sigmoid import Sigmoid
 from .softmax import Softmax
 from .softplus import Softplus
 from .tanh import Tanh
 
 __all__ = ["Dropout", "L2Normalize", "LeakyReLU", "Linear", "LogSoftmax", "PReLU", "ReLU",
-           "Sigmoid", "Softmax", "Softplus", "Tanh"]
+           "Sigmoid", "Softmax", "Softplus", "Tanh",
+           "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Reshape", "BatchNorm"]

@@ -1,0 +1,96 @@
+"""NumPy fast paths for im2col / col2im (nnx/layers/_im2col.py is the reference).
+
+Same layout as the reference, cols (N, C·kh·kw, OH·OW), same numbers, fewer passes:
+
+- ``im2col``: one strided view of the padded input (sliding_window_view, then a step of
+  (sh, sw)), copied once into the column layout;
+- ``col2im``: strided accumulation, one ``+=`` of a (N, C, OH, OW) slice per kernel offset
+  (kh·kw adds) into a zero image; one strided assignment where windows do not overlap;
+- ``max_pool`` / ``max_pool_backward``: the windows laid out last, (N, C, OH, OW, kh·kw),
+  so that argmax runs along contiguous memory; the gradient is put back at the argmax.
+
+Each returns None for other libraries; the caller then runs the Array API reference.
+"""
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
+
+
+def im2col(x, kernel, stride, padding, out_hw):
+    if type(x) is not np.ndarray or x.ndim != 4:
+        return None
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
+    n, c = x.shape[:2]
+    if ph or pw:
+        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    if kh == 1 and kw == 1:
+        view = x[:, :, :sh * (oh - 1) + 1:sh, :sw * (ow - 1) + 1:sw]
+        return np.ascontiguousarray(view).reshape(n, c, oh * ow)
+    view = sliding_window_view(x, (kh, kw), axis=(2, 3))   # (N, C, H', W', kh, kw)
+    view = view[:, :, :sh * (oh - 1) + 1:sh, :sw * (ow - 1) + 1:sw]
+    cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    np.copyto(cols, view.transpose(0, 1, 4, 5, 2, 3))
+    return cols.reshape(n, c * kh * kw, oh * ow)
+
+
+def col2im(cols, x_shape, kernel, stride, padding, out_hw):
+    if type(cols) is not np.ndarray or cols.ndim != 3:
+        return None
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
+    n, c, h, w = x_shape
+    g = cols.reshape(n, c, kh, kw, oh, ow)
+    if kh == 1 and kw == 1 and (sh, sw, ph, pw) == (1, 1, 0, 0):
+        return g.reshape(n, c, h, w)
+    out = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    if sh >= kh and sw >= kw:                                # windows apart: no sums
+        _windows_of(out, kernel, stride, out_hw)[...] = g.transpose(0, 1, 4, 5, 2, 3)
+        return out[:, :, ph:ph + h, pw:pw + w] if ph or pw else out
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += g[:, :, i, j]
+    return out[:, :, ph:ph + h, pw:pw + w] if ph or pw else out
+
+
+def _windows_of(a, kernel, stride, out_hw):
+    """The (N, C, OH, OW, kh, kw) windows of a 4-D array, as a writeable strided view."""
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
+    n, c, _, _ = a.shape
+    s0, s1, s2, s3 = a.strides
+    return as_strided(a, (n, c, oh, ow, kh, kw), (s0, s1, s2 * sh, s3 * sw, s2, s3))
+
+
+def _offsets(a, kernel, stride, out_hw):
+    """For each kernel offset (i, j), row-major: the strided (N, C, OH, OW) view
+    a[:, :, i::sh, j::sw] (the window entries at that offset), no copies."""
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
+    return [a[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+            for i in range(kh) for j in range(kw)]
+
+
+def max_pool(x, kernel, stride, out_hw):
+    """(y, index of each window's first maximum) of an unpadded max-pool, by kh·kw
+    elementwise passes over strided views (no window copy, no argmax over a short axis);
+    None off NumPy."""
+    if type(x) is not np.ndarray or x.ndim != 4:
+        return None
+    views = _offsets(x, kernel, stride, out_hw)
+    y = views[0].copy()
+    for v in views[1:]:
+        np.maximum(y, v, out=y)
+    index = np.full(y.shape, len(views) - 1, dtype=np.uint16)
+    for k in range(len(views) - 2, -1, -1):          # last write wins: the first maximum
+        index[views[k] == y] = k
+    return y, index
+
+
+def max_pool_backward(g, index, x_shape, kernel, stride, out_hw):
+    """dx of ``max_pool``: each gradient entry added to the input its window's max came from."""
+    dx = np.zeros(x_shape, dtype=g.dtype)
+    overlap = stride[0] < kernel[0] or stride[1] < kernel[1]
+    for k, view in enumerate(_offsets(dx, kernel, stride, out_hw)):
+        hit = index == k
+        if overlap:
+            view += np.where(hit, g, 0)
+        else:
+            np.copyto(view, g, where=hit)
+    return dx

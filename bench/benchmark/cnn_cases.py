@@ -1,0 +1,138 @@
+"""The small MNIST CNN of ``nnx train --model cnn`` (nnx.models.cnn), beside PyTorch eager
+with the same architecture and weights, and the matmul floor of its im2col formulation."""
+
+import itertools
+
+import numpy as np
+
+from nnx import backends, models
+import nnx
+
+from .cases import LR, Case, _nosync, _syncer
+
+# (c_in, c_out, k·k, OH·OW) of its two 5x5 convolutions on 28x28 images; then Linear(256, 10)
+CONVS = [(1, 8, 25, 24 * 24), (8, 16, 200, 8 * 8)]
+LINEAR = (256, 10)
+
+
+def matmul_flops(batch, train=True):
+    """FLOPs of the step's matmuls: W₂·cols per convolution (and in training dW₂ = g·colsᵀ,
+    and W₂ᵀ·g but for the first layer), the same three for the Linear layer."""
+    total = 0
+    for i, (_, c_out, k, l) in enumerate(CONVS):
+        total += 2 * batch * c_out * k * l * ((2 if i == 0 else 3) if train else 1)
+    return total + 2 * batch * LINEAR[0] * LINEAR[1] * (3 if train else 1)
+
+
+def build_net(dtype, device):
+    nnx.seed(0)
+    return models.cnn().to(device, dtype)
+
+
+def nnx_case(spec, data, dtype):
+    device = backends.resolve(spec)
+    net = build_net(dtype, device)
+    loss = nnx.SoftmaxCrossEntropy()
+    loss.check_labels = False
+    opt = nnx.SGD(net, lr=LR)
+    batches = itertools.cycle([(nnx.asarray(x, device=device, dtype=dtype),
+                                nnx.asarray(t, device=device)) for x, t in zip(*data)])
+    last = [None]
+
+    def train():
+        x, t = next(batches)
+        net.train()
+        loss.fprop(net.fprop(x), t)
+        net.bprop(loss.bprop(), need_input_grad=False)
+        opt.step()
+        last[0] = None
+
+    def infer():
+        net.eval()
+        last[0] = net.fprop(next(batches)[0])
+
+    def results():
+        return net.params() if last[0] is None else [last[0]]
+
+    return Case("nnx", device.spec, train, infer, _syncer(device, results),
+                device.backend.name in ("numpy", "strict"))
+
+
+def torch_case(data, dtype, device="cpu"):
+    """PyTorch eager: Conv2d, BatchNorm2d, ReLU, MaxPool2d, ..., Linear, with nnx's weights."""
+    import torch
+    import torch.nn.functional as F
+    ours = build_net(dtype, "cpu")
+    layers = []
+    for m in ours:
+        name = type(m).__name__
+        if name == "Reshape":
+            layers.append(torch.nn.Unflatten(1, m.shape))
+        elif name == "Conv2D":
+            layers.append(torch.nn.Conv2d(m.c_in, m.c_out, m.kernel_size, m.stride, m.padding))
+            weights = [m.W, m.b]
+        elif name == "BatchNorm":
+            layers.append(torch.nn.BatchNorm2d(m.n_features, eps=m.eps, momentum=m.momentum))
+            weights = [m.gamma, m.beta]
+        elif name == "ReLU":
+            layers.append(torch.nn.ReLU())
+        elif name == "MaxPool2D":
+            layers.append(torch.nn.MaxPool2d(m.kernel_size, m.stride))
+        elif name == "Flatten":
+            layers.append(torch.nn.Flatten())
+        elif name == "Linear":
+            layers.append(torch.nn.Linear(m.n_in, m.n_out))
+            weights = [m.W.T, m.b]
+        if name in ("Conv2D", "BatchNorm", "Linear"):
+            with torch.no_grad():
+                for p, w in zip(layers[-1].parameters(), weights):
+                    p.copy_(torch.from_numpy(np.ascontiguousarray(nnx.to_numpy(w))))
+    net = torch.nn.Sequential(*layers).to(device=device, dtype=getattr(torch, dtype))
+    opt = torch.optim.SGD(net.parameters(), lr=LR)
+    batches = itertools.cycle([(torch.from_numpy(x).to(device), torch.from_numpy(t).to(device))
+                               for x, t in zip(*data)])
+
+    def train():
+        x, t = next(batches)
+        net.train()
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), t).backward()
+        opt.step()
+
+    def infer():
+        net.eval()
+        with torch.inference_mode():
+            net(next(batches)[0])
+
+    cuda = torch.device(device).type == "cuda"
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else _nosync
+    return Case("torch eager", f"torch:{device}", train, infer, sync, False)
+
+
+def floor_case(spec, data, dtype):
+    """The im2col formulation's matmuls alone (W₂·cols, g·colsᵀ, W₂ᵀ·g; the Linear's), on
+    pre-made columns: no im2col, col2im, pooling, normalisation or update."""
+    device = backends.resolve(spec)
+    rng = np.random.default_rng(1)
+    batch = data[0][0].shape[0]
+
+    def put(shape):
+        return nnx.asarray(rng.random(shape, dtype=np.dtype(dtype)), device=device, dtype=dtype)
+
+    layers = [(put((o, k)), put((batch, k, l)), put((batch, o, l))) for _, o, k, l in CONVS]
+    W, h, g = put(LINEAR), put((batch, LINEAR[0])), put((batch, LINEAR[1]))
+    xp = device.xp
+    out = []
+
+    def train():
+        out.clear()
+        for i, (W2, cols, gc) in enumerate(layers):
+            out.extend((W2 @ cols, gc @ xp.matrix_transpose(cols))
+                       + ((xp.matrix_transpose(W2) @ gc,) if i else ()))
+        out.extend((h @ W, h.T @ g, g @ W.T))
+
+    def infer():
+        out[:] = [W2 @ cols for W2, cols, _ in layers] + [h @ W]
+
+    return Case("matmul floor", device.spec, train, infer, _syncer(device, lambda: out),
+                device.backend.name in ("numpy", "strict"))

@@ -1,0 +1,100 @@
+import operator
+
+from nnx import backends
+
+from ..errors import ShapeError
+from ..module import Module
+
+
+class BatchNorm(Module):
+    """Batch normalisation of (N, C) rows or (N, C, H, W) images, per feature / channel c.
+
+    Statistics over the m = N (or N·H·W) values of each c:
+    training:  μ = mean x,  σ² = mean (x − μ)² (biased),  x̂ = (x − μ)/√(σ² + eps),
+               y = γ·x̂ + β;   running = (1 − momentum)·running + momentum·batch
+               (running_var takes the unbiased σ²·m/(m − 1))
+    eval:      x̂ = (x − running_mean)/√(running_var + eps),  y = γ·x̂ + β
+    bprop:     dγ = Σ g·x̂,  dβ = Σ g;  training: dx = γ/√(σ² + eps)·(g − dβ/m − x̂·dγ/m)
+               (the full gradient, through μ and σ²);  eval: dx = γ/√(running_var + eps)·g
+
+    Parameters γ = 1, β = 0; buffers running_mean = 0, running_var = 1 (saved by checkpoints,
+    moved by ``to()``, never trained).
+    """
+
+    param_names = ("gamma", "beta")
+    buffer_names = ("running_mean", "running_var")
+
+    def __init__(self, n_features, *, momentum=0.1, eps=1e-5, dtype=None, device=None):
+        try:
+            self.n_features = operator.index(n_features)
+        except TypeError:
+            self.n_features = 0
+        if self.n_features < 1:
+            raise ValueError(f"BatchNorm({n_features!r}): n_features must be a positive integer")
+        if not 0.0 <= momentum <= 1.0 or not eps > 0:
+            raise ValueError(f"BatchNorm({n_features!r}): momentum is in [0, 1] and eps > 0, "
+                             f"got momentum={momentum!r}, eps={eps!r}")
+        self.momentum, self.eps = float(momentum), float(eps)
+        c = (self.n_features,)
+        host = backends.host
+        self._init_params(dtype, device, gamma=host.full(c, 1.0, "float64"),
+                          beta=host.full(c, 0.0, "float64"))
+        xp = self.device.xp
+        self.running_mean = xp.astype(backends.from_host(host.full(c, 0.0, "float64"),
+                                                         self.device), self.gamma.dtype)
+        self.running_var = xp.astype(backends.from_host(host.full(c, 1.0, "float64"),
+                                                        self.device), self.gamma.dtype)
+
+    def config(self):
+        return {"_n_features": self.n_features, "momentum": self.momentum, "eps": self.eps}
+
+    def fprop(self, x):
+        shape = tuple(x.shape)
+        if len(shape) not in (2, 4) or shape[1] != self.n_features:
+            raise ShapeError(f"{self!r}.fprop: input has shape {shape}, expected "
+                             f"(batch, {self.n_features}) or (batch, {self.n_features}, "
+                             f"height, width)")
+        xp = self._check_array(x)
+        self.axes = (0,) if len(shape) == 2 else (0, 2, 3)
+        self.m = shape[0] * (1 if len(shape) == 2 else shape[2] * shape[3])
+        per = (1, self.n_features) + (1, 1) * (len(shape) == 4)        # broadcast shape
+        self.train_mode = self.training
+        if self.training:
+            if self.m < 2:
+                raise ShapeError(f"{self!r}.fprop: input of shape {shape} has one value per "
+                                 f"feature (batch size 1): batch statistics need a batch of 2 "
+                                 f"or more in training; use module.eval() to predict one "
+                                 f"example")
+            mean = xp.mean(x, axis=self.axes, keepdims=True)
+            xc = x - mean
+            var = xp.mean(xc * xc, axis=self.axes, keepdims=True)
+            c = (self.n_features,)
+            r = self.momentum
+            self.running_mean = (1 - r) * self.running_mean + r * xp.reshape(mean, c)
+            self.running_var = (1 - r) * self.running_var + \
+                (r * self.m / (self.m - 1)) * xp.reshape(var, c)
+        else:
+            xc = x - xp.reshape(self.running_mean, per)
+            var = xp.reshape(self.running_var, per)
+        self.inv = 1.0 / xp.sqrt(var + self.eps)
+        self.xhat = xc * self.inv
+        y = self.xhat * xp.reshape(self.gamma, per)
+        y += xp.reshape(self.beta, per)
+        self.per = per
+        self._out_shape = tuple(y.shape)
+        return y
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        xp = self._check_grad(grad_output)
+        g = grad_output
+        self.dbeta = xp.sum(g, axis=self.axes)
+        self.dgamma = xp.sum(g * self.xhat, axis=self.axes)
+        if not need_input_grad:
+            return None
+        scale = xp.reshape(self.gamma, self.per) * self.inv
+        if not self.train_mode:
+            return g * scale
+        dx = g - xp.reshape(self.dbeta, self.per) / self.m
+        dx -= self.xhat * (xp.reshape(self.dgamma, self.per) / self.m)
+        dx *= scale
+        return dx

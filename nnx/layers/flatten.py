@@ -1,0 +1,18 @@
+import math
+
+from ..device import namespace
+from ..module import Module
+
+
+class Flatten(Module):
+    """(N, d1, d2, ...) → (N, d1·d2·...), row-major;  dx = g reshaped back."""
+
+    def fprop(self, x):
+        self.x_shape = tuple(x.shape)
+        y = namespace(x).reshape(x, (self.x_shape[0], math.prod(self.x_shape[1:])))
+        self._out_shape = tuple(y.shape)
+        return y
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        xp = self._check_grad(grad_output)
+        return xp.reshape(grad_output, self.x_shape)

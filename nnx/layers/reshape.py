@@ -1,0 +1,39 @@
+import math
+import operator
+
+from ..device import namespace
+from ..errors import ShapeError
+from ..module import Module
+
+
+class Reshape(Module):
+    """Reshape each example: (N, ...) → (N, *shape), row-major;  dx = g reshaped back.
+
+    ``nnx.Reshape((1, 28, 28))`` turns MNIST's (N, 784) rows into (N, 1, 28, 28) images.
+    """
+
+    def __init__(self, shape):
+        try:
+            self.shape = tuple(operator.index(n) for n in shape)
+        except TypeError:
+            self.shape = ()
+        if not self.shape or min(self.shape) < 1:
+            raise ValueError(f"Reshape({shape!r}): shape is a tuple of positive ints, "
+                             f"e.g. (1, 28, 28)")
+
+    def config(self):
+        return {"_shape": self.shape}
+
+    def fprop(self, x):
+        self.x_shape = tuple(x.shape)
+        if len(self.x_shape) < 1 or math.prod(self.x_shape[1:]) != math.prod(self.shape):
+            raise ShapeError(f"{self!r}.fprop: input has shape {self.x_shape}, whose "
+                             f"{math.prod(self.x_shape[1:])} values per example do not fill "
+                             f"{self.shape} ({math.prod(self.shape)} values)")
+        y = namespace(x).reshape(x, (self.x_shape[0],) + self.shape)
+        self._out_shape = tuple(y.shape)
+        return y
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        xp = self._check_grad(grad_output)
+        return xp.reshape(grad_output, self.x_shape)

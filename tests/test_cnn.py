@@ -1,0 +1,292 @@
+"""Convolutional networks: PyTorch agreement, the NumPy fast path, shapes, errors, buffers,
+checkpoints and learning.  (Gradchecks and cross-backend agreement: cases.py.)"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import nnx
+from nnx.backends import fast_conv
+from nnx.layers import _im2col
+
+F64 = "float64"
+
+
+def host(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+# -- against torch.nn.functional, float64 ---------------------------------------------------
+CONV = [((3, 2, 7, 6), 4, (3, 2), (2, 1), (1, 2)), ((2, 3, 5, 5), 2, 1, 1, 0),
+        ((2, 2, 4, 3), 3, (4, 3), 1, 0), ((2, 1, 9, 8), 3, 3, 3, 1)]
+
+
+@pytest.mark.parametrize("x_shape, c_out, k, s, p", CONV)
+def test_conv2d_matches_torch(x_shape, c_out, k, s, p):
+    torch = pytest.importorskip("torch", reason="torch is not installed: no PyTorch reference")
+    F = torch.nn.functional
+    with nnx.device("torch:cpu"):
+        conv = nnx.Conv2D(x_shape[1], c_out, k, stride=s, padding=p, dtype=F64)
+        conv.set_params([conv.W, nnx.asarray(host(c_out, 1), dtype=F64)])
+        x = nnx.asarray(host(x_shape), dtype=F64)
+        y = conv.fprop(x)
+        g = nnx.asarray(host(tuple(y.shape), 2), dtype=F64)
+        dx = conv.bprop(g)
+    xt, Wt, bt = (torch.tensor(nnx.to_numpy(a), requires_grad=True) for a in (x, conv.W, conv.b))
+    yt = F.conv2d(xt, Wt, bt, stride=s, padding=p)
+    yt.backward(torch.tensor(nnx.to_numpy(g)))
+    for ours, theirs in [(y, yt), (dx, xt.grad), (conv.dW, Wt.grad), (conv.db, bt.grad)]:
+        np.testing.assert_allclose(nnx.to_numpy(ours), theirs.detach().numpy(), rtol=1e-12,
+                                   atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["max", "avg"])
+@pytest.mark.parametrize("k, s", [(2, None), ((3, 2), (1, 2)), ((4, 5), None)])
+def test_pools_match_torch(name, k, s):
+    torch = pytest.importorskip("torch", reason="torch is not installed: no PyTorch reference")
+    F = torch.nn.functional
+    pool = (nnx.MaxPool2D if name == "max" else nnx.AvgPool2D)(k, s)
+    x_host = host((2, 3, 5, 5))
+    with nnx.device("torch:cpu"):
+        y = pool.fprop(nnx.asarray(x_host, dtype=F64))
+        g = host(tuple(y.shape), 3)
+        dx = pool.bprop(nnx.asarray(g, dtype=F64))
+    xt = torch.tensor(x_host, requires_grad=True)
+    yt = getattr(F, f"{name}_pool2d")(xt, k, s)
+    yt.backward(torch.tensor(g))
+    np.testing.assert_allclose(nnx.to_numpy(y), yt.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(nnx.to_numpy(dx), xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 2, 5)])
+def test_batch_norm_matches_torch_in_training_and_eval(shape):
+    torch = pytest.importorskip("torch", reason="torch is not installed: no PyTorch reference")
+    theirs = (torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d)(
+        3, momentum=0.3, dtype=torch.float64)
+    ours = nnx.BatchNorm(3, momentum=0.3, dtype=F64, device="torch:cpu")
+    gamma, beta = host(3, 4), host(3, 5)
+    ours.set_params([nnx.asarray(gamma, dtype=F64, device="torch:cpu"),
+                     nnx.asarray(beta, dtype=F64, device="torch:cpu")])
+    with torch.no_grad():
+        theirs.weight.copy_(torch.tensor(gamma)), theirs.bias.copy_(torch.tensor(beta))
+    for step, mode in enumerate(["train", "train", "eval"]):
+        ours.train(mode == "train"), theirs.train(mode == "train")
+        x_host, g = 2 + 3 * host(shape, 10 + step), host(shape, 20 + step)
+        y = ours.fprop(nnx.asarray(x_host, dtype=F64, device="torch:cpu"))
+        dx = ours.bprop(nnx.asarray(g, dtype=F64, device="torch:cpu"))
+        xt = torch.tensor(x_host, requires_grad=True)
+        theirs.zero_grad()
+        yt = theirs(xt)
+        yt.backward(torch.tensor(g))
+        pairs = [(y, yt), (dx, xt.grad), (ours.dgamma, theirs.weight.grad),
+                 (ours.dbeta, theirs.bias.grad), (ours.running_mean, theirs.running_mean),
+                 (ours.running_var, theirs.running_var)]
+        for a, b in pairs:
+            np.testing.assert_allclose(nnx.to_numpy(a), b.detach().numpy(), rtol=1e-12,
+                                       atol=1e-12, err_msg=mode)
+
+
+# -- the NumPy fast path against the Array API reference ----------------------------------
+GEOMETRIES = [((2, 3, 7, 6), (3, 2), (2, 1), (1, 2)), ((2, 2, 5, 5), (1, 1), (2, 2), (0, 0)),
+              ((1, 1, 4, 3), (4, 3), (1, 1), (0, 0)), ((3, 2, 8, 8), (2, 2), (2, 2), (0, 0)),
+              ((2, 1, 5, 5), (1, 1), (1, 1), (1, 1))]
+
+
+@pytest.mark.parametrize("shape, k, s, p", GEOMETRIES)
+def test_fast_im2col_and_col2im_equal_the_reference(shape, k, s, p):
+    out = _im2col.output_size("test", shape, k, s, p)
+    x = host(shape)
+    fast = fast_conv.im2col(x, k, s, p, out)
+    assert fast is not None
+    np.testing.assert_array_equal(fast, _im2col.im2col_reference(x, k, s, p, out))
+    cols = host(fast.shape, 1)
+    np.testing.assert_allclose(fast_conv.col2im(cols, shape, k, s, p, out),
+                               _im2col.col2im_reference(cols, shape, k, s, p, out),
+                               rtol=1e-14, atol=1e-14)
+
+
+def test_fast_path_declines_other_libraries():
+    strict = pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+    x = strict.asarray(host((1, 1, 3, 3)))
+    assert fast_conv.im2col(x, (2, 2), (1, 1), (0, 0), (2, 2)) is None
+    assert fast_conv.col2im(strict.asarray(host((1, 4, 4))), (1, 1, 3, 3), (2, 2), (1, 1),
+                            (0, 0), (2, 2)) is None
+
+
+# -- properties ---------------------------------------------------------------------------
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 2), c=st.integers(1, 2), h=st.integers(1, 6), w=st.integers(1, 6),
+       kh=st.integers(1, 3), kw=st.integers(1, 3), sh=st.integers(1, 3), sw=st.integers(1, 3),
+       ph=st.integers(0, 2), pw=st.integers(0, 2), seed=st.integers(0, 2**16))
+def test_col2im_is_the_adjoint_of_im2col(n, c, h, w, kh, kw, sh, sw, ph, pw, seed):
+    """<im2col(x), u> = <x, col2im(u)> for every geometry, fast path and reference; the
+    convolution's output has the size formula's shape."""
+    k, s, p = (kh, kw), (sh, sw), (ph, pw)
+    if h + 2 * ph < kh or w + 2 * pw < kw:
+        with pytest.raises(nnx.ShapeError, match="smaller than the kernel"):
+            nnx.Conv2D(c, 1, k, stride=s, padding=p).fprop(nnx.asarray(np.ones((n, c, h, w))))
+        return
+    out = _im2col.output_size("test", (n, c, h, w), k, s, p)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w))
+    u = rng.standard_normal((n, c * kh * kw, out[0] * out[1]))
+    for im2col, col2im in [(fast_conv.im2col, fast_conv.col2im),
+                           (_im2col.im2col_reference, _im2col.col2im_reference)]:
+        left = float(np.sum(im2col(x, k, s, p, out) * u))
+        right = float(np.sum(x * col2im(u, x.shape, k, s, p, out)))
+        assert left == pytest.approx(right, rel=1e-10, abs=1e-10)
+    conv = nnx.Conv2D(c, 2, k, stride=s, padding=p, dtype=F64)
+    y = conv.fprop(nnx.asarray(x, dtype=F64))
+    assert tuple(y.shape) == (n, 2, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+    assert tuple(conv.bprop(y).shape) == (n, c, h, w)
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(2, 4), c=st.integers(1, 3), hw=st.integers(1, 4), seed=st.integers(0, 99))
+def test_batch_norm_output_is_normalised(n, c, hw, seed):
+    x = 5 + 3 * np.random.default_rng(seed).standard_normal((n, c, hw, hw))
+    y = nnx.to_numpy(nnx.BatchNorm(c, dtype=F64).fprop(nnx.asarray(x, dtype=F64)))
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-10)
+    var = y.var(axis=(0, 2, 3))
+    assert np.all((var > 0.9) & (var < 1 + 1e-9))        # < 1 only by eps
+
+
+# -- bad input ----------------------------------------------------------------------------
+def ones(shape):
+    return nnx.asarray(np.ones(shape))
+
+
+def test_wrong_channel_count(device):
+    with pytest.raises(nnx.ShapeError, match=r"Conv2D\(3, 8, \(5, 5\).*fprop: input has shape "
+                                             r"\(2, 1, 28, 28\) with 1 channels, expected 3"):
+        nnx.Conv2D(3, 8, 5).fprop(ones((2, 1, 28, 28)))
+
+
+@pytest.mark.parametrize("module", [nnx.Conv2D(1, 2, 5), nnx.MaxPool2D(5), nnx.AvgPool2D((2, 5))])
+def test_input_smaller_than_the_kernel(device, module):
+    with pytest.raises(nnx.ShapeError, match=r"fprop: input of shape \(2, 1, 4, 4\) .* is "
+                                             r"smaller than the kernel \(\d, 5\)"):
+        module.to() if module.params() else None
+        module.fprop(ones((2, 1, 4, 4)))
+
+
+@pytest.mark.parametrize("module", [nnx.Conv2D(1, 2, 3), nnx.MaxPool2D(2), nnx.AvgPool2D(2)])
+def test_non_4d_input(module):
+    with pytest.raises(nnx.ShapeError, match=r"fprop: input has shape \(2, 784\), expected "
+                                             r"4-D .*nnx.Reshape\(\(1, 28, 28\)\)"):
+        module.fprop(ones((2, 784)))
+
+
+def test_batch_norm_batch_of_one_in_training(device):
+    bn = nnx.BatchNorm(4)
+    with pytest.raises(nnx.ShapeError, match=r"BatchNorm\(4.*input of shape \(1, 4\) has one "
+                                             r"value per feature \(batch size 1\).*eval"):
+        bn.fprop(ones((1, 4)))
+    assert tuple(bn.eval().fprop(ones((1, 4))).shape) == (1, 4)
+
+
+def test_batch_norm_wrong_features():
+    with pytest.raises(nnx.ShapeError, match=r"input has shape \(2, 3, 4, 4\), expected "
+                                             r"\(batch, 4\) or \(batch, 4, height, width\)"):
+        nnx.BatchNorm(4).fprop(ones((2, 3, 4, 4)))
+
+
+def test_reshape_that_does_not_fit():
+    with pytest.raises(nnx.ShapeError, match=r"Reshape\(\(1, 28, 28\)\).fprop: input has shape "
+                                             r"\(2, 785\)"):
+        nnx.Reshape((1, 28, 28)).fprop(ones((2, 785)))
+
+
+def test_conv_dtype_mismatch():
+    with pytest.raises(nnx.DTypeError, match="input dtype float64 differs"):
+        nnx.Conv2D(1, 1, 1).fprop(nnx.asarray(np.ones((1, 1, 2, 2)), dtype=F64))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: nnx.Conv2D(1, 2, 0), "kernel_size must be >= 1"),
+    (lambda: nnx.Conv2D(1, 2, 3, padding=-1), "padding must be >= 0"),
+    (lambda: nnx.MaxPool2D((2, 2, 2)), "kernel_size must be an int or a pair"),
+    (lambda: nnx.BatchNorm(0), "n_features must be a positive integer"),
+    (lambda: nnx.Reshape(()), "shape is a tuple of positive ints")])
+def test_bad_arguments(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+# -- buffers, devices, checkpoints, summary ------------------------------------------------
+def small_cnn(bn=True):
+    return nnx.Sequential(nnx.Reshape((1, 8, 8)), nnx.Conv2D(1, 3, 3, padding=1), nnx.ReLU(),
+                          nnx.MaxPool2D(2), *([nnx.BatchNorm(3)] if bn else []), nnx.Flatten(),
+                          nnx.Linear(48, 4))
+
+
+def test_buffers_are_listed_moved_and_not_trained():
+    net = small_cnn()
+    assert [n for n, _ in net.named_buffers()] == ["4.running_mean", "4.running_var"]
+    assert len(net.params()) == 6 and len(net.buffers()) == 2
+    net.to("strict:device1", dtype=F64)
+    assert {str(nnx.device_of(b)) for b in net.buffers()} == {"strict:device1"}
+    assert all("float64" in str(b.dtype) for b in net.buffers())
+
+
+def test_checkpoint_keeps_running_statistics(device, tmp_path):
+    net = small_cnn()
+    x = nnx.asarray(host((6, 64)))
+    for _ in range(3):
+        net.fprop(x)                       # training: the running statistics move
+    nnx.save(net, tmp_path / "cnn.npz")
+    back = nnx.load(tmp_path / "cnn.npz")
+    assert repr(back) == repr(net)
+    for (n, a), (m, b) in zip(net.named_buffers(), back.named_buffers()):
+        assert n == m
+        np.testing.assert_array_equal(nnx.to_numpy(a), nnx.to_numpy(b))
+    assert not np.allclose(nnx.to_numpy(back[4].running_var), 1)
+    net.eval(), back.eval()
+    np.testing.assert_array_equal(nnx.to_numpy(back(x)), nnx.to_numpy(net(x)))
+
+
+def test_summary_shows_output_shapes():
+    table = nnx.summary(small_cnn(), (2, 64))
+    for shape in ["(2, 1, 8, 8)", "(2, 3, 8, 8)", "(2, 3, 4, 4)", "(2, 48)", "(2, 4)"]:
+        assert shape in table
+
+
+# -- learning -----------------------------------------------------------------------------
+def bars(n, seed):
+    """8x8 images of a horizontal or vertical bar (with noise); the label is which."""
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, 2, n)
+    x = rng.normal(0, 0.3, (n, 8, 8))
+    where = rng.integers(1, 7, n)
+    for i in range(n):
+        if t[i]:
+            x[i, :, where[i]] += 1.5
+        else:
+            x[i, where[i], :] += 1.5
+    return x.reshape(n, 64).astype(np.float32), t
+
+
+def test_a_tiny_cnn_learns(device):
+    nnx.seed(0)
+    net = nnx.Sequential(nnx.Reshape((1, 8, 8)), nnx.Conv2D(1, 4, 3), nnx.ReLU(),
+                         nnx.MaxPool2D(2), nnx.BatchNorm(4), nnx.Flatten(), nnx.Linear(36, 2))
+    (x, t), (xt, tt) = bars(300, 1), bars(200, 2)
+    x, t = nnx.train.to_device(x, t)
+    xt, tt = nnx.train.to_device(xt, tt)
+    history = nnx.fit(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1, momentum=0.9),
+                      x, t, epochs=4, batch_size=25, x_test=xt, t_test=tt)
+    assert history[-1].train_loss < 0.5 * history[0].train_loss
+    assert history[-1].test_errors <= 0.05 * 200
+
+
+@pytest.mark.mnist
+def test_cnn_learns_a_little_mnist(mnist_dir):
+    from nnx import datasets, models
+    data = datasets.load_mnist(mnist_dir)
+    nnx.seed(0)
+    net = models.cnn()
+    x, t = nnx.train.to_device(data.x_train[:1000], data.y_train[:1000])
+    xt, tt = nnx.train.to_device(data.x_test[:500], data.y_test[:500])
+    history = nnx.fit(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.05, momentum=0.9),
+                      x, t, epochs=2, batch_size=50, x_test=xt, t_test=tt)
+    assert history[-1].test_errors < 0.25 * 500          # chance: 450; about 90 here
