@@ -313,7 +313,9 @@ def test_nnx_evaluate_works_in_the_checkpoints_dtype(capsys, tiny_data, tmp_path
     nnx.save(models.mlp(784, 10, []).to(dtype=dtype), path)
     code, out, err = cli(capsys, "evaluate", path, "--data", tiny_data)
     assert code == 0, err
-    assert out.strip().startswith("test errors: ") and out.strip().endswith(" / 20")
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("test errors: ") and last.endswith(" / 20")
+    assert "nnx: note: mnist: the checksum is not the published mnist one" in out
 
 
 # -- 5. the CLIs never print a traceback -------------------------------------------------------
@@ -332,7 +334,7 @@ HOSTILE_TRAIN = [
     ["--hidden", "inf"], ["--hidden", "0"], ["--layers", "-3"], ["--batch-size", "1e100"],
     ["--lr", "nan"], ["--lr", ""], ["--lr", "1e400"], ["--momentum", "nan"],
     ["--momentum", "x"], ["--weight-decay", "-0.1"], ["--seed", "-1"], ["--seed", "1.5"],
-    ["--seed", str(2 ** 200)], ["--device", ""], ["--device", "strict:"], ["--device", "::"],
+    ["--device", ""], ["--device", "::"],
     ["--dtype", "float16"], ["--data", "/nonexistent"], ["--save", "/"], ["--plot", "/"],
     ["--save", "/proc/version"], ["--plot", "/dev/null"], ["--save", "\x00bad.npz"],
     ["--dataset", ""], ["--activation", ""],
