@@ -183,6 +183,10 @@ def main(argv=None):
         return _fail(args, f"nnx: error: {e}", 1 if isinstance(e, TrainingError) else 2)
     except KeyboardInterrupt:
         return _fail(args, "nnx: interrupted", 130)
+    except MemoryError:
+        return _fail(args, "nnx: error: out of memory; use a smaller model or batch", 1)
+    except Exception as e:                # never a traceback: one line, naming the cause
+        return _fail(args, f"nnx: error: {type(e).__name__}: {e}".splitlines()[0], 1)
 
 
 def _fail(args, message, code):
@@ -208,9 +212,21 @@ def _setup(args):
     if getattr(args, "distributed", False) and args.device in ("cuda", "torch:cuda"):
         from . import distributed             # one GPU per process, by its local rank
         args.device = f"{args.device}:{distributed.local_rank()}"
-    if args.device:
+    if args.device is not None:
+        if not args.device.strip():
+            raise UsageError(f"nnx {args.command}: error: --device is empty; give one of "
+                             f"those `nnx devices` lists")
         set_device(args.device)
-    return datasets.load_mnist(args.data, kind=args.dataset)
+    if args.data is not None and not args.data:
+        raise UsageError(f"nnx {args.command}: error: --data is an empty path; give the "
+                         f"folder with the IDX files")
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always", datasets.DatasetWarning)
+        data = datasets.load_mnist(args.data, kind=args.dataset)
+    for note in notes:
+        if issubclass(note.category, datasets.DatasetWarning):
+            print(f"nnx: note: {note.message}", flush=True)
+    return data
 
 
 def cmd_train(args):
@@ -221,12 +237,10 @@ def cmd_train(args):
     from .device import set_default_dtype
     from .losses import SoftmaxCrossEntropy
     from .optim import SGD, Adam
-    if args.plot:
-        _require_matplotlib()
-    for option, path in (("--save", args.save), ("--plot", args.plot)):
-        _check_writable(option, path)           # before training, not after it
+    _check_outputs(args)                        # before training, not after it
     if args.log and log_problem(args.log):
         raise UsageError(f"nnx train: error: {log_problem(args.log)}")
+    _check_size(args)                           # before allocating anything
     data = _setup(args)
     if args.malloc_tuning:
         from . import tune_malloc
@@ -299,11 +313,15 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
+    from .device import asarray, short_dtype
     from .train import evaluate, to_device
     _check_readable("nnx evaluate", args.checkpoint)     # before looking for the data
     data = _setup(args)
     net = checkpoint.load(args.checkpoint)
     x_test, t_test = to_device(data.x_test, data.y_test)
+    params = net.params()
+    if params:                                   # the checkpoint's dtype, not the default
+        x_test = asarray(x_test, dtype=short_dtype(params[0].dtype))
     errors = evaluate(net, x_test, t_test)
     print(f"test errors: {errors} / {x_test.shape[0]}")
     return 0
@@ -345,6 +363,126 @@ def _describe(net):
     return f"{' -> '.join(type(m).__name__ for m in net)} ({count:,} parameters)"
 
 
+IMAGE_FORMATS = ("png", "svg", "pdf")
+
+
+def _check_outputs(args):
+    """Refuse, before any work, outputs that are empty, collide with each other or with the
+    input data, are folders or unwritable, or would overwrite a file that is not theirs."""
+    outputs = [(o, p) for o, p in (("--save", args.save), ("--plot", args.plot),
+                                   ("--log", args.log)) if p is not None]
+    for option, path in outputs:
+        if not path:
+            raise UsageError(f"nnx train: error: {option} is an empty path; give a file name")
+        if "\0" in path:
+            raise UsageError(f"nnx train: error: {option} {path!r} contains a NUL character")
+        _check_writable(option, path)
+    for k, (option, path) in enumerate(outputs):
+        for other, other_path in outputs[k + 1:]:
+            if _same_file(path, other_path):
+                raise UsageError(f"nnx train: error: {option} and {other} name the same file "
+                                 f"({path}, {other_path}); give each its own")
+    for option, path in outputs:
+        for source in _input_files(args):
+            if _same_file(path, source):
+                raise UsageError(f"nnx train: error: {option} {path} is an input data file "
+                                 f"({source}); write the output elsewhere")
+    if args.save is not None:
+        try:
+            checkpoint.check_target(args.save)
+        except checkpoint.CheckpointError as e:
+            raise UsageError(f"nnx train: error: --save {e}") from None
+    if args.plot is not None:
+        ext = os.path.splitext(args.plot)[1].lower().lstrip(".")
+        if ext not in IMAGE_FORMATS:
+            raise UsageError(f"nnx train: error: --plot: unknown image format "
+                             f"{'.' + ext if ext else '(no extension)'} in {args.plot}; "
+                             f"end the name with .png, .svg or .pdf")
+        if os.path.lexists(args.plot) and not os.path.isfile(args.plot):
+            raise UsageError(f"nnx train: error: --plot {args.plot} exists and is not a "
+                             f"regular file; refusing to replace it")
+        _require_matplotlib()
+
+
+def _same_file(a, b):
+    """Whether two paths name one file: same real path, or (existing) the same inode."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def _input_files(args):
+    """The data files this run may read (whichever exist), for collision checks."""
+    if args.data is not None:
+        folder = args.data
+    elif os.environ.get("NNX_DATA"):
+        folder = os.environ["NNX_DATA"]
+    else:
+        folder = datasets.cache_dir(args.dataset)
+    found = []
+    for base in (folder, os.path.join(folder, args.dataset)):
+        for name in datasets.FILES:
+            for candidate in (name, name + ".gz"):
+                full = os.path.join(base, candidate)
+                if os.path.lexists(full):
+                    found.append(full)
+    return found
+
+
+def _memory_available():
+    """Bytes this process may still allocate (MemAvailable and any cgroup limit), or None."""
+    limits = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    for name in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(name) as f:
+                text = f.read().strip()
+            if text.isdigit():
+                limits.append(int(text))
+        except OSError:
+            pass
+    if not limits:
+        try:
+            limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return None
+    return min(limits)
+
+
+def _check_size(args):
+    """Refuse a model that cannot fit before allocating it: parameters, gradients and two
+    optimiser states per weight, the activations of one batch, and the data set."""
+    h, layers = args.hidden, args.layers
+    if args.model == "linear":
+        count, widths = 784 * 10 + 10, [10]
+    elif args.model == "mlp":
+        count = 784 * h + h + (layers - 1) * (h * h + h) + 10 * h + 10
+        widths = [h] * layers + [10]
+    elif args.model == "cnn":                    # models.cnn(): its im2col columns dominate
+        count, widths = 6_100, [8 * 24 * 24 * 25, 16 * 8 * 8 * 200, 8 * 24 * 24 * 6, 10]
+    else:                                        # resmlp: first layer + blocks + output
+        count = 784 * h + h + layers * (h * h + h) + 10 * h + 10
+        widths = [h] * (layers + 1) + [10]
+    itemsize = 8 if args.dtype == "float64" else 4
+    needed = itemsize * (4 * count + 4 * args.batch_size * sum(widths)
+                         + 2 * 70000 * 785)
+    available = _memory_available()
+    if available is not None and needed > available:
+        raise UsageError(f"nnx train: error: the model ({count:,} parameters; about "
+                         f"{needed / 2 ** 30:,.1f} GiB with its gradients, optimiser state "
+                         f"and one batch) does not fit in memory ({available / 2 ** 30:,.1f} "
+                         f"GiB available); lower --hidden, --layers or --batch-size")
+
+
 def _check_writable(option, path):
     if path is None:
         return
@@ -378,7 +516,9 @@ def _plot(history, path):
     for ax in (a, b):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    backends.host.write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    fmt = ext if ext in IMAGE_FORMATS else "png"
+    backends.host.write_atomically(path, lambda f: fig.savefig(f, format=fmt, dpi=100))
     plt.close(fig)
 
 

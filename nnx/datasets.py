@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import os
 import struct
+import warnings
 import zlib
 from typing import NamedTuple
 
@@ -22,6 +23,10 @@ from .errors import NNXError
 
 class DatasetError(NNXError, ValueError):
     """A data file is missing, truncated, corrupt, or does not match its partner."""
+
+
+class DatasetWarning(UserWarning):
+    """A valid data file whose checksum is not the published one (accepted, with a note)."""
 
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -73,12 +78,81 @@ def _raw_bytes(path):
     except OSError as e:
         raise DatasetError(f"{path}: cannot read it ({e.strerror or e})") from None
     if data[:2] != b"\x1f\x8b":
+        _remember_digests(path, data, data)
         return data
     try:
-        return gzip.decompress(data)
+        raw = gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as e:
         raise DatasetError(f"{path}: corrupt or truncated gzip data ({e}); "
                            f"delete it and download it again") from None
+    _remember_digests(path, data, raw)
+    return raw
+
+
+_digests = {}          # (real path, size, mtime) -> sha256 of the file and of its IDX bytes
+
+
+def _key(path):
+    st = os.stat(path)
+    return os.path.realpath(path), st.st_size, st.st_mtime_ns
+
+
+def _remember_digests(path, data, raw):
+    try:
+        key = _key(path)
+    except OSError:
+        return
+    if key not in _digests:
+        file_digest = hashlib.sha256(data).hexdigest()
+        _digests[key] = (file_digest, file_digest if raw is data
+                         else hashlib.sha256(raw).hexdigest())
+
+
+def identify(path):
+    """Which data set (``"mnist"``, ``"fashion-mnist"``) a file is by its published
+    checksum, of its bytes or its decompressed bytes; None when the checksum is unknown.
+    Each file is hashed once (remembered by path, size and modification time)."""
+    path = os.fspath(path)
+    try:
+        key = _key(path)
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read it ({e.strerror or e})") from None
+    if key not in _digests:
+        _raw_bytes(path)
+    digests = _digests.get(key, ())
+    for kind, known in SHA256.items():
+        if any(d in known.values() for d in digests):
+            return kind
+    return None
+
+
+def _balanced(labels):
+    """Whether every class 0..9 has exactly 1/10 of the labels (Fashion-MNIST's splits)."""
+    counts = [0] * 10
+    for value in labels.tolist():
+        counts[value] += 1
+    return len(set(counts)) == 1
+
+
+def _check_kind(path, name, kind, labels=None):
+    """Refuse a file of the other data set; return a note for an unknown but valid file."""
+    found = identify(path)
+    if found == kind:
+        return None
+    if found is not None:
+        name = "MNIST" if found == "mnist" else found
+        raise DatasetError(f"{path}: these are {name} files, not {kind}; point the path (or NNX_DATA, or --data) at "
+                           f"the {kind} files, or ask for kind={found!r}")
+    if labels is not None and labels.shape[0] in (60000, 10000):
+        # the published splits: Fashion-MNIST has exactly 6000 / 1000 images per class,
+        # MNIST does not; this tells raw copies (whose checksum is not listed) apart
+        looks = "fashion-mnist" if _balanced(labels) else "mnist"
+        if looks != kind:
+            raise DatasetError(f"{path}: these look like {looks} files, not {kind} (the "
+                               f"labels are {'' if looks == 'fashion-mnist' else 'not '}"
+                               f"exactly balanced over the 10 classes); point the path "
+                               f"(or NNX_DATA, or --data) at the {kind} files")
+    return path
 
 
 def _parse(path, magic=None):
@@ -232,7 +306,15 @@ def load_mnist(path=None, *, download=True, kind="mnist"):
                 from None
     train = _load_pair(paths[FILES[0]], paths[FILES[1]])
     test = _load_pair(paths[FILES[2]], paths[FILES[3]])
+    labels = {FILES[1]: train[1], FILES[3]: test[1]}
+    unknown = [note for name in FILES
+               for note in [_check_kind(paths[name], name, kind, labels.get(name))] if note]
+    if unknown:
+        warnings.warn(f"{kind}: the checksum is not the published {kind} one for "
+                      f"{', '.join(os.path.basename(p) for p in unknown)} in "
+                      f"{os.path.dirname(unknown[0])}; using them because they are valid "
+                      f"IDX files", DatasetWarning, stacklevel=2)
     return Dataset(train[0], train[1], test[0], test[1])
 
 
-__all__ = ["DatasetError", "Dataset", "load_mnist", "read_idx", "cache_dir"]
+__all__ = ["DatasetError", "DatasetWarning", "Dataset", "identify", "load_mnist", "read_idx", "cache_dir"]

@@ -79,6 +79,8 @@ def batch_sizes(text):
             raise UsageError(f"argument --batch-sizes: "
                              f"{bad_number(s, 'a whole number above 0')} "
                              f"(e.g. --batch-sizes 100,1000)")
+        if int(s) > MAX_BATCH:
+            raise UsageError(f"--batch-sizes: {s} is too large (at most {MAX_BATCH})")
         out.append(int(s))
     return out
 
@@ -113,10 +115,52 @@ def _main_devices(backends, name):
     return listed[:1] + gpus
 
 
+IMAGE_FORMATS = (".png", ".svg", ".pdf")
+MAX_BATCH = 1_000_000
+MAX_COUNT = 100_000          # --repeats, --warmup: more would run for days
+
+
 def check_output(path, flag):
+    """Refuse an output that cannot be written, before the long run rather than after it."""
+    if not path:
+        raise UsageError(f"{flag} is an empty path; give a file name")
+    if "\0" in path:
+        raise UsageError(f"{flag}: {path!r} contains a NUL character")
+    if os.path.isdir(path):
+        raise UsageError(f"{flag}: {path} is a folder; give a file name inside it")
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise UsageError(f"{flag}: {path} exists and is not a regular file")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UsageError(f"{flag}: folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and
+                                          not os.access(path, os.W_OK)):
+        raise UsageError(f"{flag}: {path} is not writable")
+
+
+def check_outputs(args):
+    """Every output checked, then no two of them the same file (any spelling or link)."""
+    outputs = [(flag, path) for flag, path in (("--json", args.json), ("--csv", args.csv),
+                                               ("--plot", args.plot)) if path is not None]
+    for flag, path in outputs:
+        check_output(path, flag)
+    for i, (flag, path) in enumerate(outputs):
+        for other, other_path in outputs[i + 1:]:
+            if _same_file(path, other_path):
+                raise UsageError(f"{flag} and {other} name the same file ({path}); give "
+                                 f"each its own")
+    if args.plot is not None and os.path.splitext(args.plot)[1].lower() not in IMAGE_FORMATS:
+        raise UsageError(f"--plot: unknown image format in {args.plot}; end the name with "
+                         f"{', '.join(IMAGE_FORMATS)}")
+
+
+def _same_file(a, b):
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
 
 
 def settings_from(args):
@@ -125,15 +169,19 @@ def settings_from(args):
         if m not in cases.MODELS:
             raise UsageError(f"--models: unknown model {m!r}; choose from "
                              f"{', '.join(cases.MODELS)}")
+    if not 1 <= args.repeats <= MAX_COUNT:
+        raise UsageError(f"--repeats must lie in 1..{MAX_COUNT}, got {args.repeats}")
+    if not 0 <= args.min_time <= 3600:
+        raise UsageError(f"--min-time must be 0 to 3600 seconds, got {args.min_time}")
+    if not args.warmup <= MAX_COUNT:
+        raise UsageError(f"--warmup must be at most {MAX_COUNT}, got {args.warmup}")
     if args.threads is not None:
         try:
             import threadpoolctl  # noqa: F401
         except ImportError:
             raise UsageError("--threads needs threadpoolctl: "
                              "pip install 'nnx-backprop[bench]'") from None
-    for path, flag in ((args.json, "--json"), (args.csv, "--csv"), (args.plot, "--plot")):
-        if path:
-            check_output(path, flag)
+    check_outputs(args)
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -163,16 +211,26 @@ def main(argv=None):
     if args.malloc_tuning:
         import nnx
         nnx.tune_malloc()
-    meta = machine.describe()
-    rows = run_all(settings, meta, progress=lambda s: print(s, file=sys.stderr, flush=True))
-    meta["max_rss_mb"] = round(machine.max_rss_mb(), 1)
-    print(report.table(rows, meta), flush=True)
-    if args.json:
-        report.write_json(args.json, rows, meta, settings)
-    if args.csv:
-        report.write_csv(args.csv, rows, meta)
-    if args.plot:
-        report.plot(args.plot, rows, meta)
+    try:
+        meta = machine.describe()
+        rows = run_all(settings, meta, progress=lambda s: print(s, file=sys.stderr, flush=True))
+        meta["max_rss_mb"] = round(machine.max_rss_mb(), 1)
+        print(report.table(rows, meta), flush=True)
+        if args.json:
+            report.write_json(args.json, rows, meta, settings)
+        if args.csv:
+            report.write_csv(args.csv, rows, meta)
+        if args.plot:
+            report.plot(args.plot, rows, meta)
+    except KeyboardInterrupt:
+        print("nnx-bench: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("nnx-bench: error: out of memory; use smaller --batch-sizes", file=sys.stderr)
+        return 1
+    except Exception as e:               # never a traceback: one line, naming the cause
+        print(f"nnx-bench: error: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+        return 1
     return 0
 
 
