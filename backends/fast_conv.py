@@ -6,8 +6,10 @@ Same layout as the reference, cols (N, C·kh·kw, OH·OW), same numbers, fewer p
   (sh, sw)), copied once into the column layout;
 - ``col2im``: strided accumulation, one ``+=`` of a (N, C, OH, OW) slice per kernel offset
   (kh·kw adds) into a zero image; one strided assignment where windows do not overlap;
-- ``max_pool`` / ``max_pool_backward``: the windows laid out last, (N, C, OH, OW, kh·kw),
-  so that argmax runs along contiguous memory; the gradient is put back at the argmax.
+- ``max_pool`` / ``max_pool_backward``: elementwise maxima over the kh·kw strided views of
+  the input, one boolean mask per kernel offset for the first maximum, and the gradient put
+  back through those masks;
+- ``conv2d_input_grad``: Conv2D's dx with the batch laid out last (long rows for the adds).
 
 Each returns None for other libraries; the caller then runs the Array API reference.
 """
@@ -51,6 +53,27 @@ def col2im(cols, x_shape, kernel, stride, padding, out_hw):
     return out[:, :, ph:ph + h, pw:pw + w] if ph or pw else out
 
 
+def conv2d_input_grad(g, w, x_shape, kernel, stride, padding, out_hw):
+    """dx of Conv2D (= col2im(W₂ᵀ·g_n)) for NumPy arrays, computed with the batch laid out
+    last: g as (c_out, OH·OW·N), one matmul W₂ᵀ·g for the whole batch, then kh·kw strided
+    adds whose rows are OW·N long (in (N, C, H, W) they are OW long, and the adds of a
+    small late layer crawl).  Returns a C-contiguous (N, C, H, W) array; None off NumPy."""
+    if type(g) is not np.ndarray or type(w) is not np.ndarray or g.ndim != 4:
+        return None
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
+    n, c, h, wd = x_shape
+    c_out = g.shape[1]
+    gt = np.ascontiguousarray(g.transpose(1, 2, 3, 0)).reshape(c_out, oh * ow * n)
+    dcols = (w.reshape(c_out, c * kh * kw).T @ gt).reshape(c, kh, kw, oh, ow, n)
+    out = np.zeros((c, h + 2 * ph, wd + 2 * pw, n), dtype=dcols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += dcols[:, i, j]
+    if ph or pw:
+        out = out[:, ph:ph + h, pw:pw + wd]
+    return np.ascontiguousarray(out.transpose(3, 0, 1, 2))
+
+
 def _windows_of(a, kernel, stride, out_hw):
     """The (N, C, OH, OW, kh, kw) windows of a 4-D array, as a writeable strided view."""
     (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
@@ -68,8 +91,9 @@ def _offsets(a, kernel, stride, out_hw):
 
 
 def max_pool(x, kernel, stride, out_hw):
-    """(y, index of each window's first maximum) of an unpadded max-pool, by kh·kw
-    elementwise passes over strided views (no window copy, no argmax over a short axis);
+    """(y, masks) of an unpadded max-pool: y by kh·kw elementwise maxima over strided views
+    (no window copy, no argmax over a short axis), and for each kernel offset a boolean
+    (N, C, OH, OW) mask of the windows whose first maximum sits there (what bprop needs);
     None off NumPy."""
     if type(x) is not np.ndarray or x.ndim != 4:
         return None
@@ -77,20 +101,24 @@ def max_pool(x, kernel, stride, out_hw):
     y = views[0].copy()
     for v in views[1:]:
         np.maximum(y, v, out=y)
-    index = np.full(y.shape, len(views) - 1, dtype=np.uint16)
-    for k in range(len(views) - 2, -1, -1):          # last write wins: the first maximum
-        index[views[k] == y] = k
-    return y, index
+    taken = np.zeros(y.shape, dtype=bool)
+    masks = []
+    for v in views[:-1]:
+        m = np.equal(v, y)
+        m &= ~taken                                   # an earlier offset holds the max
+        taken |= m
+        masks.append(m)
+    masks.append(~taken)
+    return y, masks
 
 
-def max_pool_backward(g, index, x_shape, kernel, stride, out_hw):
-    """dx of ``max_pool``: each gradient entry added to the input its window's max came from."""
+def max_pool_backward(g, masks, x_shape, kernel, stride, out_hw):
+    """dx of ``max_pool``: each gradient entry goes to the input its window's max came from."""
     dx = np.zeros(x_shape, dtype=g.dtype)
     overlap = stride[0] < kernel[0] or stride[1] < kernel[1]
-    for k, view in enumerate(_offsets(dx, kernel, stride, out_hw)):
-        hit = index == k
+    for view, m in zip(_offsets(dx, kernel, stride, out_hw), masks):
         if overlap:
-            view += np.where(hit, g, 0)
+            view += g * m
         else:
-            np.copyto(view, g, where=hit)
+            np.multiply(g, m, out=view)
     return dx

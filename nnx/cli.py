@@ -106,7 +106,7 @@ def build_parser():
     train.add_argument("--model", choices=["linear", "mlp", "resmlp", "cnn"], default="mlp",
                        help="linear: 784-10; mlp: 784-(hidden x layers)-10; resmlp: mlp whose "
                             "hidden layers after the first are residual blocks; cnn: "
-                            "2 x (conv 5x5, batch norm, ReLU, max-pool 2), linear (defaults: "
+                            "2 x (conv 5x5, batch norm, max-pool 2, ReLU), linear (defaults: "
                             + ", ".join(f"--{k} {v}" for k, v in MODEL_DEFAULTS["cnn"].items())
                             + ")")
     train.add_argument("--hidden", type=positive(int), default=200, help="units per hidden layer")

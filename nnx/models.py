@@ -40,12 +40,14 @@ def residual_mlp(n_in, n_out, hidden=200, blocks=1, activation="tanh"):
 
 
 def cnn(n_out=10, channels=(8, 16), image=(1, 28, 28), batch_norm=True):
-    """Reshape rows to images, then twice [Conv2D 5x5, (BatchNorm), ReLU, MaxPool2D 2],
-    Flatten, Linear(·, n_out): for MNIST (N, 784) → (N, 1, 28, 28) → (N, 8, 12, 12) →
+    """Reshape rows to images, then twice [Conv2D 5x5, (BatchNorm), MaxPool2D 2, ReLU],
+    Flatten, Linear(·, n_out).  Pooling before ReLU is the same function as after it (max and
+    ReLU commute: ReLU is monotone) and the same gradient, with ReLU on a quarter of the
+    values.  For MNIST (N, 784) → (N, 1, 28, 28) → (N, 8, 12, 12) →
     (N, 16, 4, 4) → (N, 256) → (N, 10) scores."""
     layers, c, h, w = [Reshape(image)], image[0], image[1], image[2]
     for width in channels:
         layers += [Conv2D(c, width, 5)] + ([BatchNorm(width)] if batch_norm else []) + \
-                  [ReLU(), MaxPool2D(2)]
+                  [MaxPool2D(2), ReLU()]
         c, h, w = width, (h - 4) // 2, (w - 4) // 2
     return Sequential(*layers, Flatten(), Linear(c * h * w, n_out))

@@ -33,9 +33,13 @@ class Sequential(Module):
 
     def bprop(self, grad_output, *, need_input_grad=True):
         g = grad_output
-        for i in range(len(self.modules) - 1, -1, -1):
-            g = self.modules[i].bprop(g, need_input_grad=need_input_grad or i > 0)
-        return g
+        # without dL/dx, the layers before the first one with parameters need no bprop (a
+        # Reshape in front of a Conv2D): stop at that layer and skip its input gradient
+        stop = 0 if need_input_grad else next(
+            (i for i, m in enumerate(self.modules) if m.params()), len(self.modules) - 1)
+        for i in range(len(self.modules) - 1, stop - 1, -1):
+            g = self.modules[i].bprop(g, need_input_grad=need_input_grad or i > stop)
+        return None if stop else g
 
     def __repr__(self):
         lines = [f"  ({i}): " + repr(m).replace("\n", "\n  ") for i, m in enumerate(self.modules)]

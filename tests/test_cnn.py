@@ -105,12 +105,45 @@ def test_fast_im2col_and_col2im_equal_the_reference(shape, k, s, p):
                                rtol=1e-14, atol=1e-14)
 
 
+@pytest.mark.parametrize("shape, k, s, p", GEOMETRIES)
+def test_fast_conv_input_gradient_equals_the_reference(shape, k, s, p):
+    out = _im2col.output_size("test", shape, k, s, p)
+    c_out = 3
+    w, g = host((c_out, shape[1]) + k, 2), host((shape[0], c_out) + out, 3)
+    dcols = w.reshape(c_out, -1).T @ g.reshape(shape[0], c_out, -1)
+    want = _im2col.col2im_reference(dcols, shape, k, s, p, out)
+    fast = fast_conv.conv2d_input_grad(g, w, shape, k, s, p, out)
+    assert fast.flags.c_contiguous and fast.shape == shape
+    np.testing.assert_allclose(fast, want, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("k, s", [((2, 2), (2, 2)), ((3, 2), (1, 2)), ((2, 2), (1, 1))])
+def test_fast_max_pool_sends_the_gradient_to_the_first_maximum_as_the_reference(k, s):
+    """Ties included (integers in a small range): NumPy's fast path and the Array API code
+    (on array-api-strict) give the same output and the same input gradient."""
+    pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 3, (2, 3, 7, 6)).astype(np.float64)
+    results = []
+    for spec in ("cpu", "strict"):
+        pool = nnx.MaxPool2D(k, stride=s)
+        y = pool.fprop(nnx.asarray(x, device=spec, dtype=F64))
+        g = nnx.asarray(host(tuple(y.shape), 5), device=spec, dtype=F64)
+        results.append((nnx.to_numpy(y), nnx.to_numpy(pool.bprop(g))))
+    (y0, dx0), (y1, dx1) = results
+    np.testing.assert_array_equal(y0, y1)
+    np.testing.assert_allclose(dx0, dx1, rtol=1e-15, atol=1e-15)
+
+
 def test_fast_path_declines_other_libraries():
     strict = pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
     x = strict.asarray(host((1, 1, 3, 3)))
     assert fast_conv.im2col(x, (2, 2), (1, 1), (0, 0), (2, 2)) is None
     assert fast_conv.col2im(strict.asarray(host((1, 4, 4))), (1, 1, 3, 3), (2, 2), (1, 1),
                             (0, 0), (2, 2)) is None
+    assert fast_conv.conv2d_input_grad(strict.asarray(host((1, 1, 2, 2))), x, (1, 1, 3, 3),
+                                       (2, 2), (1, 1), (0, 0), (2, 2)) is None
+    assert fast_conv.max_pool(x, (2, 2), (1, 1), (2, 2)) is None
 
 
 # -- properties ---------------------------------------------------------------------------
@@ -290,3 +323,25 @@ def test_cnn_learns_a_little_mnist(mnist_dir):
     history = nnx.fit(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.05, momentum=0.9),
                       x, t, epochs=2, batch_size=50, x_test=xt, t_test=tt)
     assert history[-1].test_errors < 0.25 * 500          # chance: 450; about 90 here
+
+
+def test_without_input_grad_layers_before_the_first_parameters_are_skipped(device):
+    """Sequential(Reshape, Conv2D, ...).bprop(g, need_input_grad=False) neither runs the
+    Reshape's bprop nor the Conv2D's input gradient, and the parameter gradients are those
+    of the full backward pass."""
+    dtype = F64
+    net = nnx.Sequential(nnx.Reshape((1, 5, 5)), nnx.Conv2D(1, 2, 3, dtype=dtype),
+                         nnx.ReLU(), nnx.Flatten(), nnx.Linear(18, 3, dtype=dtype))
+    x = nnx.asarray(host((4, 25)), dtype=dtype)
+    g = nnx.asarray(host((4, 3), 1), dtype=dtype)
+    net.fprop(x)
+    full = net.bprop(g)
+    want = [nnx.to_numpy(d) for d in net.grads()]
+    calls = []
+    reshape_bprop = net.modules[0].bprop
+    net.modules[0].bprop = lambda *a, **k: calls.append(1) or reshape_bprop(*a, **k)
+    net.fprop(x)
+    assert net.bprop(g, need_input_grad=False) is None and not calls
+    assert tuple(full.shape) == (4, 25)
+    for a, b in zip(want, net.grads()):
+        np.testing.assert_allclose(nnx.to_numpy(b), a, rtol=1e-12, atol=1e-12)

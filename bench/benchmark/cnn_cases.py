@@ -59,7 +59,7 @@ def nnx_case(spec, data, dtype):
 
 
 def torch_case(data, dtype, device="cpu"):
-    """PyTorch eager: Conv2d, BatchNorm2d, ReLU, MaxPool2d, ..., Linear, with nnx's weights."""
+    """PyTorch eager: Conv2d, BatchNorm2d, MaxPool2d, ReLU, ..., Linear, with nnx's weights."""
     import torch
     import torch.nn.functional as F
     ours = build_net(dtype, "cpu")

@@ -50,7 +50,7 @@ class MaxPool2D(_Pool2D):
     def fprop(self, x):
         fast = fast_conv.max_pool(x, self.kernel_size, self.stride, self._check(x))
         if fast is not None:                          # NumPy: the same, windows laid out last
-            y, self.index = fast
+            y, self.first_max = fast
             self.mask = None
             self._out_shape = tuple(y.shape)
             return y
@@ -65,7 +65,7 @@ class MaxPool2D(_Pool2D):
     def bprop(self, grad_output, *, need_input_grad=True):
         xp = self._check_grad(grad_output)
         if self.mask is None:
-            return fast_conv.max_pool_backward(grad_output, self.index, self.x_shape,
+            return fast_conv.max_pool_backward(grad_output, self.first_max, self.x_shape,
                                                self.kernel_size, self.stride, self.out_hw)
         g = xp.reshape(grad_output, self.x_shape[:2] + (1, -1))
         return self._to_image(xp, self.mask * g)
