@@ -8,14 +8,13 @@ absolute error exceeds the tolerance floor (so exact zeros do not dominate).
 
 import numpy as np
 
-from nnx import backends
 import nnx
 from cases import LOSSES, MODULES, as_device, module_input
-from conftest import DEVICES
+from nnx.testing.kit import device_params
 
 
 def rows():
-    usable = [d for d in DEVICES if _usable(d)]
+    usable = [spec for spec, reason in device_params() if reason is None]
     print("| case | dtype | " + " | ".join(usable) + " |")
     print("| --- | --- |" + " --- |" * len(usable))
     for name in list(MODULES) + list(LOSSES):
@@ -32,14 +31,6 @@ def rows():
                 cells.append(f"{r.max_abs_error:.1e} abs, {r.max_rel_error:.1e} rel"
                              + ("" if r.ok else " FAIL"))
             print(f"| {name} | {dtype} | " + " | ".join(cells) + " |")
-
-
-def _usable(spec):
-    try:
-        backends.resolve(spec)
-        return True
-    except nnx.DeviceError:
-        return False
 
 
 def _check(name, dtype):
