@@ -290,3 +290,18 @@ def test_cnn_learns_a_little_mnist(mnist_dir):
     history = nnx.fit(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.05, momentum=0.9),
                       x, t, epochs=2, batch_size=50, x_test=xt, t_test=tt)
     assert history[-1].test_errors < 0.25 * 500          # chance: 450; about 90 here
+
+
+def test_fit_probe_neither_fails_on_batch_norm_nor_touches_its_statistics():
+    """fit reads the class count off one example: in eval mode, so a (N, C) BatchNorm does
+    not refuse a batch of one and its running statistics never see that lone example."""
+    lin, bn = nnx.Linear(4, 3), nnx.BatchNorm(3)
+    net = nnx.Sequential(lin, bn, nnx.ReLU(), nnx.Linear(3, 2))
+    x = nnx.asarray(host((8, 4)))
+    t = nnx.asarray(np.array([0, 1] * 4))
+    h = nnx.to_numpy(lin.fprop(x))                  # the BatchNorm's input at the one step
+    nnx.fit(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.01), x, t, epochs=1,
+            batch_size=8, verbose=False)
+    assert bn.training                              # fit leaves the modes as they were
+    np.testing.assert_allclose(nnx.to_numpy(bn.running_mean), 0.1 * h.mean(axis=0),
+                               rtol=1e-5, atol=1e-6)
