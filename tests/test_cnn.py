@@ -305,3 +305,17 @@ def test_fit_probe_neither_fails_on_batch_norm_nor_touches_its_statistics():
     assert bn.training                              # fit leaves the modes as they were
     np.testing.assert_allclose(nnx.to_numpy(bn.running_mean), 0.1 * h.mean(axis=0),
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: nnx.BatchNorm(0), nnx.ArgumentError, "BatchNorm: n_features must be a positive"),
+    (lambda: nnx.BatchNorm(3, momentum="0.1"), nnx.ArgumentTypeError,
+     "BatchNorm: momentum must be a number, got '0.1'"),
+    (lambda: nnx.BatchNorm(3, momentum=1.5), nnx.ArgumentError, r"momentum must lie in \[0, 1\]"),
+    (lambda: nnx.BatchNorm(3, eps=float("nan")), nnx.ArgumentError,
+     "eps must be a positive finite number"),
+    (lambda: nnx.Reshape((0, 3)), nnx.ArgumentError, "shape is a tuple of positive ints")])
+def test_bad_arguments_are_nnx_errors(make, error, message):
+    """The cnn layers refuse arguments the way every other nnx constructor does."""
+    with pytest.raises(error, match=message):
+        make()
