@@ -39,3 +39,16 @@ def test_fit_refuses_cross_entropy_on_scores_up_front():
     net = nnx.Sequential(nnx.Linear(5, 3))          # scores, no Softmax
     with pytest.raises(nnx.ArgumentError, match="inputs must be probabilities in"):
         nnx.fit(net, nnx.CrossEntropy(), nnx.SGD(net, lr=0.01), x, t, epochs=1, verbose=False)
+
+
+@pytest.mark.parametrize("make, z, t", [
+    (nnx.CrossEntropy, [[2.0, -1.0]], [[1.0, 0.0]]),
+    (nnx.Hinge, [[2.0, -1.0]], [[0.5, 0.5]])], ids=["CrossEntropy", "Hinge"])
+def test_check_labels_false_switches_off_every_readback_check(make, z, t):
+    """The flag fit uses to keep steps free of syncs covers all of a loss's value checks."""
+    loss = make()
+    z, t = nnx.asarray(np.array(z)), nnx.asarray(np.array(t))
+    with pytest.raises((nnx.ArgumentError, nnx.LabelError)):
+        loss.fprop(z, t)
+    loss.check_labels = False
+    loss.fprop(z, t)                                # no readback, so no check
