@@ -172,8 +172,16 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
         from .epoch_log import Printer
         show = Printer(epochs, bar=verbose != 2)
         progress = progress or show.progress
-    n_classes = int(net.fprop(x[:1, ...]).shape[1])
+    modes = _modes(net)
+    net.eval()          # the probe must not update BatchNorm's running statistics (nor fail
+    try:                # on a batch of one in training mode)
+        probe = net.fprop(x[:1, ...])
+    finally:
+        for module, mode in modes:
+            module.training = mode
+    n_classes = int(probe.shape[1])
     check_labels(t, n_classes, "training labels")
+    loss.fprop(probe, t[:1])            # the loss's own checks once, with check_labels on
     if t_test is not None:
         check_labels(t_test, n_classes, "test labels")
     checked = loss.check_labels

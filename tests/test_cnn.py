@@ -345,3 +345,32 @@ def test_without_input_grad_layers_before_the_first_parameters_are_skipped(devic
     assert tuple(full.shape) == (4, 25)
     for a, b in zip(want, net.grads()):
         np.testing.assert_allclose(nnx.to_numpy(b), a, rtol=1e-12, atol=1e-12)
+
+
+def test_fit_probe_neither_fails_on_batch_norm_nor_touches_its_statistics():
+    """fit reads the class count off one example: in eval mode, so a (N, C) BatchNorm does
+    not refuse a batch of one and its running statistics never see that lone example."""
+    lin, bn = nnx.Linear(4, 3), nnx.BatchNorm(3)
+    net = nnx.Sequential(lin, bn, nnx.ReLU(), nnx.Linear(3, 2))
+    x = nnx.asarray(host((8, 4)))
+    t = nnx.asarray(np.array([0, 1] * 4))
+    h = nnx.to_numpy(lin.fprop(x))                  # the BatchNorm's input at the one step
+    nnx.fit(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.01), x, t, epochs=1,
+            batch_size=8, verbose=False)
+    assert bn.training                              # fit leaves the modes as they were
+    np.testing.assert_allclose(nnx.to_numpy(bn.running_mean), 0.1 * h.mean(axis=0),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: nnx.BatchNorm(0), nnx.ArgumentError, "BatchNorm: n_features must be a positive"),
+    (lambda: nnx.BatchNorm(3, momentum="0.1"), nnx.ArgumentTypeError,
+     "BatchNorm: momentum must be a number, got '0.1'"),
+    (lambda: nnx.BatchNorm(3, momentum=1.5), nnx.ArgumentError, r"momentum must lie in \[0, 1\]"),
+    (lambda: nnx.BatchNorm(3, eps=float("nan")), nnx.ArgumentError,
+     "eps must be a positive finite number"),
+    (lambda: nnx.Reshape((0, 3)), nnx.ArgumentError, "shape is a tuple of positive ints")])
+def test_bad_arguments_are_nnx_errors(make, error, message):
+    """The cnn layers refuse arguments the way every other nnx constructor does."""
+    with pytest.raises(error, match=message):
+        make()

@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 
-from nnx.cli import HelpFormatter, at_least_zero, bad_number, positive
+from nnx.cli import HelpFormatter, _same_file, at_least_zero, bad_number, positive
 
 from . import cases, machine, report, timing
 
@@ -152,15 +152,6 @@ def check_outputs(args):
     if args.plot is not None and os.path.splitext(args.plot)[1].lower() not in IMAGE_FORMATS:
         raise UsageError(f"--plot: unknown image format in {args.plot}; end the name with "
                          f"{', '.join(IMAGE_FORMATS)}")
-
-
-def _same_file(a, b):
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except (OSError, ValueError):
-        return False
 
 
 def settings_from(args):

@@ -1,8 +1,7 @@
-import operator
-
 from nnx import backends
 
-from ..errors import ShapeError
+from .. import _checks
+from ..errors import ArgumentError, ShapeError
 from ..module import Module
 
 
@@ -25,16 +24,11 @@ class BatchNorm(Module):
     buffer_names = ("running_mean", "running_var")
 
     def __init__(self, n_features, *, momentum=0.1, eps=1e-5, dtype=None, device=None):
-        try:
-            self.n_features = operator.index(n_features)
-        except TypeError:
-            self.n_features = 0
-        if self.n_features < 1:
-            raise ValueError(f"BatchNorm({n_features!r}): n_features must be a positive integer")
-        if not 0.0 <= momentum <= 1.0 or not eps > 0:
-            raise ValueError(f"BatchNorm({n_features!r}): momentum is in [0, 1] and eps > 0, "
-                             f"got momentum={momentum!r}, eps={eps!r}")
-        self.momentum, self.eps = float(momentum), float(eps)
+        self.n_features = _checks.positive_int("BatchNorm", "n_features", n_features)
+        self.momentum = _checks.number("BatchNorm", "momentum", momentum)
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ArgumentError(f"BatchNorm: momentum must lie in [0, 1], got {momentum!r}")
+        self.eps = _checks.positive_number("BatchNorm", "eps", eps)
         c = (self.n_features,)
         host = backends.host
         self._init_params(dtype, device, gamma=host.full(c, 1.0, "float64"),

@@ -2,7 +2,7 @@ import math
 import operator
 
 from ..device import namespace
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
 from ..module import Module
 
 
@@ -18,7 +18,7 @@ class Reshape(Module):
         except TypeError:
             self.shape = ()
         if not self.shape or min(self.shape) < 1:
-            raise ValueError(f"Reshape({shape!r}): shape is a tuple of positive ints, "
+            raise ArgumentError(f"Reshape({shape!r}): shape is a tuple of positive ints, "
                              f"e.g. (1, 28, 28)")
 
     def config(self):

@@ -8,8 +8,9 @@ class Loss:
     """``fprop(z, t)`` returns the batch mean (a 0-d array: ``float(loss)`` reads it);
     ``bprop()`` returns dL/dz, already divided by the batch size.
 
-    ``check_labels=False`` skips the label-range check, which reads the labels back to
-    the host (a synchronisation on a GPU); the trainer checks them once up front instead.
+    ``check_labels=False`` skips the checks that read values back to the host (a
+    synchronisation on a GPU): the label range, CrossEntropy's [0, 1] inputs; the trainer
+    checks them once up front instead.
     """
 
     check_labels = True

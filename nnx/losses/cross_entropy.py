@@ -11,7 +11,8 @@ class CrossEntropy(Loss):
     SoftmaxCrossEntropy on scores, which is stable.
 
     Inputs outside [0, 1] (or NaN) raise ArgumentError: scores belong in
-    SoftmaxCrossEntropy.  The check reads one flag back per call (a sync on a GPU).
+    SoftmaxCrossEntropy.  The check reads one flag back per call (a sync on a GPU);
+    ``check_labels=False`` skips it (``fit`` checks the first example up front instead).
     """
 
     def __init__(self, eps=1e-12):
@@ -20,7 +21,7 @@ class CrossEntropy(Loss):
     def fprop(self, x, t):
         xp = self._check_z(x)
         t = self._targets(xp, x, t)
-        if bool(xp.any(~(x >= 0.0) | (x > 1.0))):       # ~(x >= 0) also catches NaN
+        if self.check_labels and bool(xp.any(~(x >= 0.0) | (x > 1.0))):       # ~(x >= 0) also catches NaN
             raise ArgumentError(f"{self!r}.fprop: inputs must be probabilities in [0, 1], got "
                                 f"values from {float(xp.min(x)):g} to {float(xp.max(x)):g}; "
                                 f"for scores (logits) use SoftmaxCrossEntropy, which is stable")

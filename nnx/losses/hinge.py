@@ -10,7 +10,8 @@ class Hinge(Loss):
     dL/dz_j = [m_j > 0] / N  (j ≠ y),   dL/dz_y = -Σ_j [m_j > 0] / N
 
     Targets are integer labels or one-hot rows; float targets that are not one-hot raise
-    LabelError (the check reads one flag back per call: a sync on a GPU).
+    LabelError (the check reads one flag back per call: a sync on a GPU;
+    ``check_labels=False`` skips it, as it skips the label-range check).
     """
 
     def __init__(self, margin=1.0):
@@ -19,7 +20,7 @@ class Hinge(Loss):
     def fprop(self, z, t):
         xp = self._check_z(z)
         onehot = self._targets(xp, z, t)
-        if onehot is t and bool(xp.any((t != 0.0) & (t != 1.0)) |
+        if onehot is t and self.check_labels and bool(xp.any((t != 0.0) & (t != 1.0)) |
                                 xp.any(xp.sum(t, axis=1) != 1.0)):
             raise LabelError(f"{self!r}.fprop: targets must be one-hot (one 1 per row, zeros "
                              f"elsewhere) or integer labels; for soft targets use "
