@@ -93,6 +93,9 @@ MODEL_DEFAULTS = {"cnn": {"epochs": 10, "lr": 0.05, "momentum": 0.9, "schedule":
                   None: {"epochs": 20, "lr": 0.1, "momentum": 0.0, "schedule": "constant"}}
 
 
+ADAM_LR = 1e-3                  # --lr's default with --optimizer adam (every model)
+
+
 def build_parser():
     from . import __version__
     parser = Parser(prog="nnx", description=plain(__doc__.splitlines()[0]))
@@ -119,9 +122,9 @@ def build_parser():
                        help="examples per step (the global batch with --distributed)")
     train.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="optimiser")
     train.add_argument("--lr", type=positive(float), default=None,
-                       help="learning rate (default: 0.1; cnn: 0.05)")
+                       help="learning rate (default: 0.1; cnn: 0.05; adam: 0.001)")
     train.add_argument("--momentum", type=fraction, default=None,
-                       help="SGD momentum, in [0, 1) (default: 0; cnn: 0.9)")
+                       help="SGD momentum, in [0, 1) (default: 0; cnn: 0.9; not with adam)")
     train.add_argument("--weight-decay", type=fraction, default=0.0,
                        help="L2 penalty added to the gradients, in [0, 1)")
     train.add_argument("--schedule", choices=["constant", "cosine", "step"], default=None,
@@ -230,6 +233,13 @@ def _setup(args):
 
 
 def cmd_train(args):
+    if args.optimizer == "adam":
+        if args.momentum is not None:
+            raise UsageError("nnx train: error: --momentum is SGD's; Adam keeps its own "
+                             "moment estimates (drop --momentum or use --optimizer sgd)")
+        args.momentum = 0.0
+        if args.lr is None:
+            args.lr = ADAM_LR
     for key, value in MODEL_DEFAULTS.get(args.model, MODEL_DEFAULTS[None]).items():
         if getattr(args, key) is None:
             setattr(args, key, value)

@@ -25,6 +25,7 @@ def run(capsys, *argv):
                                                 "/nonexistent does not exist"),
     (["train", "--momentum", "1.5"], "argument --momentum: '1.5' is not a number in [0, 1)"),
     (["train", "--model", "vgg"], "argument --model: invalid choice: 'vgg'"),
+    (["train", "--optimizer", "adam", "--momentum", "0.9"], "--momentum is SGD's"),
     (["train", "--device", "gpu"], "unknown device 'gpu'"),
     (["train", "--device", "strict:device7"], "device 'strict:device7' is unavailable"),
     (["train", "--data", "/nonexistent"], "mnist files missing: train-images-idx3-ubyte[.gz]"),

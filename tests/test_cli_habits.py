@@ -210,3 +210,11 @@ def test_train_header_and_log(capsys, mnist_dir, tmp_path):
         nnx.train.schedule("step", 0.05, 2)(2))
     last = out.strip().splitlines()[-1]
     assert last == f"test errors: {rows[-1]['test_errors']} / 10000"
+
+
+@pytest.mark.mnist
+def test_adam_takes_its_own_learning_rate_default(capsys, mnist_dir):
+    code, out, err = run(capsys, "train", "--model", "linear", "--epochs", "1",
+                         "--optimizer", "adam", "--data", str(mnist_dir))
+    assert code == 0, err
+    assert "adam lr 0.001" in out.splitlines()[0], out.splitlines()[0]
