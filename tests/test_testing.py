@@ -244,3 +244,32 @@ def test_packaging_declares_the_plugin_and_the_license():
     extras = meta["project"]["optional-dependencies"]
     assert any(d.startswith("threadpoolctl") for d in extras["bench"])
     assert any(d.startswith("threadpoolctl") for d in extras["test"])
+
+
+class _OneEntryWrong(nnx.Module):
+    """y = x·W whose dW is off by 1 at a single entry of a 30 x 30 W."""
+
+    param_names = ("W",)
+
+    def __init__(self):
+        self._init_params(None, None, W=nnx.backends.host.normal((30, 30), 0.2, "float64"))
+
+    def fprop(self, x):
+        self.x = x
+        y = x @ self.W
+        self._out_shape = tuple(y.shape)
+        return y
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        xp = self._check_grad(grad_output)
+        dW = xp.matrix_transpose(self.x) @ grad_output
+        wrong = xp.reshape(xp.arange(900), (30, 30)) == 17 * 30 + 23
+        self.dW = xp.where(wrong, dW + 1.0, dW)
+        return grad_output @ xp.matrix_transpose(self.W)
+
+
+def test_the_kit_catches_one_wrong_gradient_entry_by_default():
+    """check_module leaves coverage to gradcheck's default (every entry up to its budget):
+    a single wrong dW[17, 23] fails, naming gradcheck and the parameter."""
+    with pytest.raises(ModuleCheckError, match=r"gradcheck on cpu in float64.*W\[17, 23\]"):
+        check_module(_OneEntryWrong, (3, 30), devices=["cpu"], dtypes="float64")

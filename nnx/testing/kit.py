@@ -77,7 +77,7 @@ def device_params():
 
 
 def check_module(factory, input_shape, *, devices=None, dtypes=("float64", "float32"), x=None,
-                 seed=0, samples=12, verbose=False):
+                 seed=0, samples=None, verbose=False):
     """Check a module on every available device and dtype; return a CheckReport.
 
     ``factory()`` builds the module (it is built once, on cpu, and copied to each device, so
@@ -86,6 +86,9 @@ def check_module(factory, input_shape, *, devices=None, dtypes=("float64", "floa
     itself as ``x`` (a list or any array).  ``devices``: device strings (default: every one
     nnx knows; unavailable ones are reported as skipped with the reason).  ``dtypes``: the
     precisions to check in; gradcheck's and the agreement's tolerances scale with them.
+    ``samples``: None (default) lets gradcheck check every Jacobian entry up to its budget
+    (then random directions through the rest); a number checks that many rows and columns
+    of each tensor instead (faster for big layers, but a single wrong entry can slip by).
 
     Checks: gradcheck; agreement with cpu (output, input gradient and parameter gradients,
     all on the device); bprop before fprop raises nnx.StateError; an input on another device
