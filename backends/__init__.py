@@ -22,6 +22,9 @@ _probed = {}
 _resolved = {}
 
 EXAMPLES = "cpu, cuda, cuda:N, torch:cpu, torch:cuda:N, strict, strict:device1, jax:cpu"
+# the device string that names a backend's main device (how an unavailable one is listed)
+MAIN_DEVICE = {"numpy": "cpu", "cupy": "cuda", "torch": "torch:cpu", "strict": "strict",
+               "jax": "jax:cpu"}
 
 
 def unavailable_reason(name):

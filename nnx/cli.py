@@ -12,7 +12,7 @@ import sys
 import time
 import warnings
 
-from . import checkpoint, datasets, models
+from . import backends, checkpoint, datasets, models
 from .epoch_log import MetricsLog, log_problem
 from .device import devices, set_device
 from .errors import DeviceError, NNXError
@@ -341,12 +341,9 @@ def cmd_devices(args):
     """Each line starts with a string --device accepts; an unavailable backend is named by
     the device strings it would give (cuda / cuda:N for CuPy)."""
     for name, reason in devices().items():
-        spec = DEVICE_OF_BACKEND.get(name, name)
+        spec = backends.MAIN_DEVICE.get(name, name)
         print(f"{spec:<18} {'available' if reason is None else 'unavailable: ' + reason}")
     return 0
-
-
-DEVICE_OF_BACKEND = {"cupy": "cuda", "torch": "torch:cpu", "jax": "jax:cpu", "numpy": "cpu"}
 
 
 def _check_readable(command, path):
