@@ -74,6 +74,23 @@ def namespace(x):
     return xp
 
 
+_wide_ints = {}
+
+
+def index_dtype(xp):
+    """The namespace's default integer type for indices and counts: int64, or int32 on JAX
+    while its float64/int64 switch is off (asking it for int64 would warn and truncate)."""
+    dtype = _wide_ints.get(id(xp))
+    if dtype is None:
+        try:
+            dtype = xp.__array_namespace_info__().default_dtypes()["indexing"]
+        except AttributeError:                  # a namespace without the inspection API
+            dtype = xp.int64
+        if dtype == xp.int64:                   # the widest: it cannot change later
+            _wide_ints[id(xp)] = dtype
+    return dtype
+
+
 def device_of(x):
     """The ``Device`` an array lives on."""
     return backends.device_of(x)

@@ -21,7 +21,7 @@ import time
 from nnx import backends
 
 from . import _checks
-from .device import asarray, get_device, namespace, permutation, short_dtype
+from .device import asarray, get_device, index_dtype, namespace, permutation, short_dtype
 from .errors import ArgumentError, LabelError, NNXError, NonFiniteError, ShapeError
 from .losses import Loss
 from .module import Module
@@ -81,8 +81,9 @@ def evaluate(net, x, t, batch_size=1000):
             z = net.fprop(x[start:stop, ...])
             if start == 0:
                 check_labels(t, int(z.shape[1]), "evaluate: labels")
-            miss = xp.sum(xp.astype(xp.argmax(z, axis=1) != t[start:stop], xp.int64))
-            nan = xp.sum(xp.astype(~xp.all(xp.isfinite(z), axis=1), xp.int64))
+            count = index_dtype(xp)
+            miss = xp.sum(xp.astype(xp.argmax(z, axis=1) != t[start:stop], count))
+            nan = xp.sum(xp.astype(~xp.all(xp.isfinite(z), axis=1), count))
             wrong = miss if wrong is None else wrong + miss
             bad = nan if bad is None else bad + nan
     finally:
@@ -205,7 +206,7 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
                 z = net.fprop(xb)
                 losses.append(loss.fprop(z, tb))
                 counts.append(int(idx.shape[0]))
-                hit = xp.sum(xp.astype(xp.argmax(z, axis=1) == tb, xp.int64))
+                hit = xp.sum(xp.astype(xp.argmax(z, axis=1) == tb, index_dtype(xp)))
                 correct = hit if correct is None else correct + hit
                 net.bprop(loss.bprop(), need_input_grad=False)
                 if distributed:

@@ -88,3 +88,22 @@ def test_import_nnx_loads_neither_urllib_request_nor_the_benchmark():
              "'nnx.benchmark' in sys.modules)", REPO)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "False"]
+
+
+def test_float32_training_on_jax_leaves_x64_off_and_warns_nothing():
+    """Labels and counts use the namespace's index type (int32 while JAX's x64 is off), so
+    fit and evaluate neither turn x64 on nor trigger JAX's int64-truncation warnings."""
+    pytest.importorskip("jax", reason="jax is not installed: pip install -e '.[jax]'")
+    code = ("import warnings; warnings.simplefilter('error')\n"
+            "import jax, numpy as np, nnx\n"
+            "with nnx.device('jax:cpu'):\n"
+            "    rng = np.random.default_rng(0)\n"
+            "    x = nnx.asarray(rng.standard_normal((40, 3)))\n"
+            "    t = nnx.asarray(rng.integers(0, 2, 40).astype(np.uint8))\n"
+            "    net = nnx.Sequential(nnx.Linear(3, 2))\n"
+            "    nnx.fit(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1), x, t, epochs=2,\n"
+            "            batch_size=10, x_test=x, t_test=t, verbose=False)\n"
+            "    print(jax.config.jax_enable_x64, nnx.evaluate(net, x, t) <= 40)\n")
+    r = _run(code, REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["False", "True"]

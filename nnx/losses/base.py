@@ -1,6 +1,6 @@
 import array_api_compat
 
-from ..device import check_same_device, dtype_name, namespace, short_dtype
+from ..device import check_same_device, dtype_name, index_dtype, namespace, short_dtype
 from ..errors import DTypeError, LabelError, ShapeError, StateError
 
 
@@ -72,15 +72,16 @@ class Loss:
             raise DTypeError(f"{name}: targets are booleans; give integer labels of shape "
                              f"({n},) or one-hot floats of shape {tuple(z.shape)}")
         if xp.isdtype(t.dtype, "integral"):
-            if t.dtype != xp.int64:     # narrow or unsigned labels: compare them as int64
-                t = xp.astype(t, xp.int64)
+            wide = index_dtype(xp)      # int64 (int32 on JAX without its x64 switch)
+            if t.dtype != wide:         # narrow or unsigned labels: compare them as wide ints
+                t = xp.astype(t, wide)
             if tuple(t.shape) != (n,):
                 raise ShapeError(f"{name}: integer labels have shape {tuple(t.shape)}, "
                                  f"expected ({n},) for scores of shape {tuple(z.shape)}")
             if self.check_labels and bool(xp.any((t < 0) | (t >= c))):
                 raise LabelError(f"{name}: labels must lie in [0, {c}) for {c} classes, got "
                                  f"values from {int(xp.min(t))} to {int(xp.max(t))}")
-            classes = xp.arange(c, dtype=xp.int64, device=array_api_compat.device(z))
+            classes = xp.arange(c, dtype=wide, device=array_api_compat.device(z))
             return xp.astype(t[:, None] == classes, z.dtype)
         if tuple(t.shape) != tuple(z.shape):
             raise ShapeError(f"{name}: targets have shape {tuple(t.shape)}; give integer "
