@@ -47,30 +47,28 @@ def plain(text):
     return text.replace("``", "")
 
 
-def positive(kind):
+def _number(kind, zero_allowed):
+    """An argparse type: ``kind`` (int or float), finite, above 0 (or 0 and above)."""
+    what = "a whole number" if kind is int else "a number"
+    bound = f"{what} of 0 or more" if zero_allowed else f"{what} above 0"
+
     def parse(text):
-        what = "a whole number" if kind is int else "a number"
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(bad_number(text, what)) from None
-        if not 0 < value < math.inf:
-            raise argparse.ArgumentTypeError(bad_number(text, f"{what} above 0"))
+        if not (0 <= value if zero_allowed else 0 < value) or not value < math.inf:
+            raise argparse.ArgumentTypeError(bad_number(text, bound))
         return value
     return parse
+
+
+def positive(kind):
+    return _number(kind, zero_allowed=False)
 
 
 def at_least_zero(kind):
-    def parse(text):
-        what = "a whole number" if kind is int else "a number"
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(bad_number(text, what)) from None
-        if not 0 <= value < math.inf:
-            raise argparse.ArgumentTypeError(bad_number(text, f"{what} of 0 or more"))
-        return value
-    return parse
+    return _number(kind, zero_allowed=True)
 
 
 def bad_number(text, wanted):
@@ -384,11 +382,9 @@ def _check_outputs(args):
         if "\0" in path:
             raise UsageError(f"nnx train: error: {option} {path!r} contains a NUL character")
         _check_writable(option, path)
-    for k, (option, path) in enumerate(outputs):
-        for other, other_path in outputs[k + 1:]:
-            if _same_file(path, other_path):
-                raise UsageError(f"nnx train: error: {option} and {other} name the same file "
-                                 f"({path}, {other_path}); give each its own")
+    clash = same_file_pair(outputs)
+    if clash:
+        raise UsageError(f"nnx train: error: {clash}")
     for option, path in outputs:
         for source in _input_files(args):
             if _same_file(path, source):
@@ -409,6 +405,17 @@ def _check_outputs(args):
             raise UsageError(f"nnx train: error: --plot {args.plot} exists and is not a "
                              f"regular file; refusing to replace it")
         _require_matplotlib()
+
+
+def same_file_pair(outputs):
+    """'--a and --b name the same file (...); ...' for the first two of [(option, path)]
+    that name one file (any spelling, symlink or hard link), else None."""
+    for k, (option, path) in enumerate(outputs):
+        for other, other_path in outputs[k + 1:]:
+            if _same_file(path, other_path):
+                return (f"{option} and {other} name the same file ({path}, {other_path}); "
+                        f"give each its own")
+    return None
 
 
 def _same_file(a, b):

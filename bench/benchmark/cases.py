@@ -87,7 +87,12 @@ def _syncer(device, results):
 
 def nnx_case(sizes, spec, data, dtype):
     device = backends.resolve(spec)
-    net = build_net(sizes, dtype, device)
+    return nnx_net_case(build_net(sizes, dtype, device), device, data, dtype)
+
+
+def nnx_net_case(net, device, data, dtype):
+    """nnx's training step (SGD) and inference of ``net`` on ``device``; train/eval mode is
+    switched only when it changes (BatchNorm, Dropout), so a plain MLP pays nothing for it."""
     loss = nnx.SoftmaxCrossEntropy()
     loss.check_labels = False           # as in the trainer: labels are checked once, up front
     opt = nnx.SGD(net, lr=LR)
@@ -98,12 +103,16 @@ def nnx_case(sizes, spec, data, dtype):
 
     def train():
         x, t = next(batches)
+        if not net.training:
+            net.train()
         loss.fprop(net.fprop(x), t)
         net.bprop(loss.bprop(), need_input_grad=False)
         opt.step()
         last[0] = None
 
     def infer():
+        if net.training:
+            net.eval()
         last[0] = net.fprop(next(batches)[0])
 
     def results():

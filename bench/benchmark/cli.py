@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 
-from nnx.cli import HelpFormatter, _same_file, at_least_zero, bad_number, positive
+from nnx.cli import HelpFormatter, at_least_zero, bad_number, positive, same_file_pair
 
 from . import cases, machine, report, timing
 
@@ -144,11 +144,9 @@ def check_outputs(args):
                                                ("--plot", args.plot)) if path is not None]
     for flag, path in outputs:
         check_output(path, flag)
-    for i, (flag, path) in enumerate(outputs):
-        for other, other_path in outputs[i + 1:]:
-            if _same_file(path, other_path):
-                raise UsageError(f"{flag} and {other} name the same file ({path}); give "
-                                 f"each its own")
+    clash = same_file_pair(outputs)
+    if clash:
+        raise UsageError(clash)
     if args.plot is not None and os.path.splitext(args.plot)[1].lower() not in IMAGE_FORMATS:
         raise UsageError(f"--plot: unknown image format in {args.plot}; end the name with "
                          f"{', '.join(IMAGE_FORMATS)}")

@@ -8,7 +8,7 @@ import numpy as np
 from nnx import backends, models
 import nnx
 
-from .cases import LR, Case, _nosync, _syncer
+from .cases import LR, Case, _nosync, _syncer, nnx_net_case
 
 # (c_in, c_out, k·k, OH·OW) of its two 5x5 convolutions on 28x28 images; then Linear(256, 10)
 CONVS = [(1, 8, 25, 24 * 24), (8, 16, 200, 8 * 8)]
@@ -31,31 +31,7 @@ def build_net(dtype, device):
 
 def nnx_case(spec, data, dtype):
     device = backends.resolve(spec)
-    net = build_net(dtype, device)
-    loss = nnx.SoftmaxCrossEntropy()
-    loss.check_labels = False
-    opt = nnx.SGD(net, lr=LR)
-    batches = itertools.cycle([(nnx.asarray(x, device=device, dtype=dtype),
-                                nnx.asarray(t, device=device)) for x, t in zip(*data)])
-    last = [None]
-
-    def train():
-        x, t = next(batches)
-        net.train()
-        loss.fprop(net.fprop(x), t)
-        net.bprop(loss.bprop(), need_input_grad=False)
-        opt.step()
-        last[0] = None
-
-    def infer():
-        net.eval()
-        last[0] = net.fprop(next(batches)[0])
-
-    def results():
-        return net.params() if last[0] is None else [last[0]]
-
-    return Case("nnx", device.spec, train, infer, _syncer(device, results),
-                device.backend.name in ("numpy", "strict"))
+    return nnx_net_case(build_net(dtype, device), device, data, dtype)
 
 
 def torch_case(data, dtype, device="cpu"):
