@@ -163,7 +163,6 @@ def numpy_case(sizes, data, dtype):
 def torch_case(sizes, data, dtype, device="cpu"):
     """PyTorch eager: nn.Sequential, F.cross_entropy, torch.optim.SGD."""
     import torch
-    import torch.nn.functional as F
     weights = initial_weights(sizes, dtype)
     layers = []
     for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
@@ -174,18 +173,30 @@ def torch_case(sizes, data, dtype, device="cpu"):
             lin.weight.copy_(torch.from_numpy(weights[2 * i].T.copy()))
             lin.bias.copy_(torch.from_numpy(weights[2 * i + 1]))
         layers.append(lin)
-    net = torch.nn.Sequential(*layers).to(device=device, dtype=getattr(torch, dtype))
+    return torch_net_case(torch.nn.Sequential(*layers), data, dtype, device)
+
+
+def torch_net_case(net, data, dtype, device="cpu"):
+    """PyTorch eager training step (F.cross_entropy, torch.optim.SGD) and inference of a
+    torch module; train/eval mode is switched only when it changes."""
+    import torch
+    import torch.nn.functional as F
+    net = net.to(device=device, dtype=getattr(torch, dtype))
     opt = torch.optim.SGD(net.parameters(), lr=LR)
     batches = itertools.cycle([(torch.from_numpy(x).to(device), torch.from_numpy(t).to(device))
                                for x, t in zip(*data)])
 
     def train():
         x, t = next(batches)
+        if not net.training:
+            net.train()
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(net(x), t).backward()
         opt.step()
 
     def infer():
+        if net.training:
+            net.eval()
         with torch.inference_mode():
             net(next(batches)[0])
 

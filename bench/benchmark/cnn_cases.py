@@ -1,14 +1,12 @@
 """The small MNIST CNN of ``nnx train --model cnn`` (nnx.models.cnn), beside PyTorch eager
 with the same architecture and weights, and the matmul floor of its im2col formulation."""
 
-import itertools
-
 import numpy as np
 
 from nnx import backends, models
 import nnx
 
-from .cases import LR, Case, _nosync, _syncer, nnx_net_case
+from .cases import Case, _syncer, nnx_net_case, torch_net_case
 
 # (c_in, c_out, k·k, OH·OW) of its two 5x5 convolutions on 28x28 images; then Linear(256, 10)
 CONVS = [(1, 8, 25, 24 * 24), (8, 16, 200, 8 * 8)]
@@ -37,7 +35,6 @@ def nnx_case(spec, data, dtype):
 def torch_case(data, dtype, device="cpu"):
     """PyTorch eager: Conv2d, BatchNorm2d, MaxPool2d, ReLU, ..., Linear, with nnx's weights."""
     import torch
-    import torch.nn.functional as F
     ours = build_net(dtype, "cpu")
     layers = []
     for m in ours:
@@ -63,26 +60,7 @@ def torch_case(data, dtype, device="cpu"):
             with torch.no_grad():
                 for p, w in zip(layers[-1].parameters(), weights):
                     p.copy_(torch.from_numpy(np.ascontiguousarray(nnx.to_numpy(w))))
-    net = torch.nn.Sequential(*layers).to(device=device, dtype=getattr(torch, dtype))
-    opt = torch.optim.SGD(net.parameters(), lr=LR)
-    batches = itertools.cycle([(torch.from_numpy(x).to(device), torch.from_numpy(t).to(device))
-                               for x, t in zip(*data)])
-
-    def train():
-        x, t = next(batches)
-        net.train()
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x), t).backward()
-        opt.step()
-
-    def infer():
-        net.eval()
-        with torch.inference_mode():
-            net(next(batches)[0])
-
-    cuda = torch.device(device).type == "cuda"
-    sync = (lambda: torch.cuda.synchronize(device)) if cuda else _nosync
-    return Case("torch eager", f"torch:{device}", train, infer, sync, False)
+    return torch_net_case(torch.nn.Sequential(*layers), data, dtype, device)
 
 
 def floor_case(spec, data, dtype):
