@@ -6,6 +6,7 @@ Bad arguments end with one line on stderr and exit status 2, never a traceback. 
 """
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -200,10 +201,6 @@ def _fail(args, message, code):
     return code
 
 
-EPOCH_FIELDS = ("epoch", "train_loss", "train_accuracy", "test_errors", "test_total", "lr",
-                "seconds")
-
-
 class TrainingError(NNXError):
     """Training failed after it started (a diverged loss): exit status 1."""
 
@@ -246,8 +243,6 @@ def cmd_train(args):
     from .losses import SoftmaxCrossEntropy
     from .optim import SGD, Adam
     _check_outputs(args)                        # before training, not after it
-    if args.log and log_problem(args.log):
-        raise UsageError(f"nnx train: error: {log_problem(args.log)}")
     _check_size(args)                           # before allocating anything
     data = _setup(args)
     if args.malloc_tuning:
@@ -278,7 +273,8 @@ def cmd_train(args):
     ranks = f" x {distributed.size()} ranks" if args.distributed else ""
     say(f"nnx train: {args.model} {_describe(net)} on {get_device()}{ranks}, "
         f"{hyperparameters(args)}")
-    log = MetricsLog(args.log, EPOCH_FIELDS) if args.log and lead else None
+    fields = [f.name for f in dataclasses.fields(training.EpochStats)]
+    log = MetricsLog(args.log, fields) if args.log and lead else None
 
     def on_epoch(s):
         if not lead:
@@ -390,6 +386,9 @@ def _check_outputs(args):
             if _same_file(path, source):
                 raise UsageError(f"nnx train: error: {option} {path} is an input data file "
                                  f"({source}); write the output elsewhere")
+    problem = log_problem(args.log) if args.log is not None else None
+    if problem:
+        raise UsageError(f"nnx train: error: {problem}")
     if args.save is not None:
         try:
             checkpoint.check_target(args.save)
