@@ -35,8 +35,10 @@ def test_fit_does_not_sync_per_step(monkeypatch, make):
 def test_fit_refuses_cross_entropy_on_scores_up_front():
     """With the per-step check off in fit, the first example is checked before any step."""
     rng = np.random.default_rng(0)
-    x, t = nnx.asarray(rng.standard_normal((8, 5))), nnx.asarray(rng.integers(0, 3, 8))
-    net = nnx.Sequential(nnx.Linear(5, 3))          # scores, no Softmax
+    x, t = nnx.asarray(rng.random((8, 5))), nnx.asarray(rng.integers(0, 3, 8))
+    net = nnx.Sequential(nnx.Linear(5, 3))          # scores, no Softmax: negative ones here,
+    net.set_params([nnx.asarray(-np.ones((5, 3))),  # whatever weights earlier tests drew
+                    nnx.asarray(-np.ones(3))])
     with pytest.raises(nnx.ArgumentError, match="inputs must be probabilities in"):
         nnx.fit(net, nnx.CrossEntropy(), nnx.SGD(net, lr=0.01), x, t, epochs=1, verbose=False)
 
