@@ -14,6 +14,7 @@ The data set is moved to the device once; per-step losses stay on the device and
 back once per epoch (no host synchronisation per step on a GPU).
 """
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -71,24 +72,19 @@ def evaluate(net, x, t, batch_size=1000):
     batch_size = _checks.positive_int("evaluate", "batch_size", batch_size)
     xp = namespace(x)
     _check_pair("evaluate", x, t)
-    modes = _modes(net)
-    net.eval()
     wrong = bad = None
     n = x.shape[0]
-    try:
+    count = index_dtype(xp)
+    with _eval_mode(net):
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)       # the standard leaves overshoot undefined
             z = net.fprop(x[start:stop, ...])
             if start == 0:
                 check_labels(t, int(z.shape[1]), "evaluate: labels")
-            count = index_dtype(xp)
             miss = xp.sum(xp.astype(xp.argmax(z, axis=1) != t[start:stop], count))
             nan = xp.sum(xp.astype(~xp.all(xp.isfinite(z), axis=1), count))
             wrong = miss if wrong is None else wrong + miss
             bad = nan if bad is None else bad + nan
-    finally:
-        for module, mode in modes:
-            module.training = mode
     if wrong is None:
         return 0
     counts = backends.to_host(xp.stack([wrong, bad])).tolist()    # one readback
@@ -102,6 +98,18 @@ def evaluate(net, x, t, batch_size=1000):
 def _modes(module):
     """[(module, its training flag)] for the module and everything inside it."""
     return [(module, module.training)] + [p for c in module.children() for p in _modes(c)]
+
+
+@contextlib.contextmanager
+def _eval_mode(net):
+    """``net`` in eval mode for the block; every module's own flag is restored after it."""
+    modes = _modes(net)
+    net.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
 
 
 def _check_pair(where, x, t):
@@ -173,13 +181,8 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
         from .epoch_log import Printer
         show = Printer(epochs, bar=verbose != 2)
         progress = progress or show.progress
-    modes = _modes(net)
-    net.eval()          # the probe must not update BatchNorm's running statistics (nor fail
-    try:                # on a batch of one in training mode)
-        probe = net.fprop(x[:1, ...])
-    finally:
-        for module, mode in modes:
-            module.training = mode
+    with _eval_mode(net):   # the probe must not update BatchNorm's running statistics (nor
+        probe = net.fprop(x[:1, ...])       # fail on a batch of one in training mode)
     n_classes = int(probe.shape[1])
     check_labels(t, n_classes, "training labels")
     loss.fprop(probe, t[:1])            # the loss's own checks once, with check_labels on
