@@ -105,21 +105,27 @@ class Module:
 
     def set_buffers(self, arrays):
         """Rebind the buffers, in the order of ``named_buffers()`` (checkpoints)."""
-        arrays = list(arrays)
-        current = self.named_buffers()
-        if len(arrays) != len(current):
-            raise ShapeError(f"{type(self).__name__}.set_buffers: got {len(arrays)} arrays for "
-                             f"{len(current)} buffers")
-        for (name, old), new in zip(current, arrays):
-            if tuple(getattr(new, "shape", ())) != tuple(old.shape):
-                raise ShapeError(f"{type(self).__name__}.set_buffers: {name} needs shape "
-                                 f"{tuple(old.shape)}, got {tuple(getattr(new, 'shape', ()))}")
+        arrays = iter(self._replacements("set_buffers", self.named_buffers(), arrays,
+                                         "buffers"))
         def rebind(m):
             for n in m.buffer_names:
-                setattr(m, n, arrays.pop(0))
+                setattr(m, n, next(arrays))
             for c in m.children():
                 rebind(c)
         rebind(self)
+
+    def _replacements(self, where, current, arrays, what):
+        """``arrays`` as a list, after checking there is one per (name, array) of ``current``
+        with the same shape (ShapeError naming the first mismatch)."""
+        arrays = list(arrays)
+        if len(arrays) != len(current):
+            raise ShapeError(f"{type(self).__name__}.{where}: got {len(arrays)} arrays for "
+                             f"{len(current)} {what}")
+        for (name, old), new in zip(current, arrays):
+            if tuple(getattr(new, "shape", ())) != tuple(old.shape):
+                raise ShapeError(f"{type(self).__name__}.{where}: {name} needs shape "
+                                 f"{tuple(old.shape)}, got {tuple(getattr(new, 'shape', ()))}")
+        return arrays
 
     def set_params(self, arrays):
         """Rebind parameters (immutable backends, checkpoints); same order as ``params()``.
@@ -128,15 +134,7 @@ class Module:
         becomes theirs.  The module keeps copies: a later optimiser step never writes into
         the caller's arrays (and read-only arrays work).
         """
-        arrays = list(arrays)
-        current = self.named_params()
-        if len(arrays) != len(current):
-            raise ShapeError(f"{type(self).__name__}.set_params: got {len(arrays)} arrays for "
-                             f"{len(current)} parameters")
-        for (name, old), new in zip(current, arrays):
-            if tuple(getattr(new, "shape", ())) != tuple(old.shape):
-                raise ShapeError(f"{type(self).__name__}.set_params: {name} needs shape "
-                                 f"{tuple(old.shape)}, got {tuple(getattr(new, 'shape', ()))}")
+        arrays = self._replacements("set_params", self.named_params(), arrays, "parameters")
         self._rebind([namespace(a).asarray(a, copy=True) for a in arrays])
 
     def _rebind(self, arrays):
