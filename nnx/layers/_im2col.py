@@ -12,25 +12,21 @@ was read from (the gradient of im2col).  On NumPy arrays both hand over to the s
 fast path in ``nnx.backends.fast_conv`` (same layout, same numbers).
 """
 
-import operator
-
 from nnx.backends import fast_conv
 
+from .. import _checks
 from ..device import namespace
 from ..errors import ShapeError
 
 
 def pair(value, what, owner, minimum=1):
-    """(a, b) from an int or a pair of ints, each >= ``minimum``."""
-    try:
-        a, b = (value, value) if not isinstance(value, (tuple, list)) else value
-        a, b = operator.index(a), operator.index(b)
-    except (TypeError, ValueError):
-        raise ValueError(f"{owner}: {what} must be an int or a pair of ints, "
-                         f"not {value!r}") from None
-    if a < minimum or b < minimum:
-        raise ValueError(f"{owner}: {what} must be >= {minimum}, got {value!r}")
-    return a, b
+    """(a, b) from an int or a pair of ints, each >= ``minimum`` (bools and floats refused:
+    ArgumentTypeError; out of range: ArgumentError)."""
+    both = _checks.pair(owner, what, value, "an int or a pair of ints") \
+        if isinstance(value, (tuple, list)) else (value, value)
+    word = "positive" if minimum == 1 else "non-negative"
+    return tuple(_checks.integer(owner, what, v, minimum,
+                                 f"be a {word} int or a pair of {word} ints") for v in both)
 
 
 def output_size(module, shape, kernel, stride, padding, channels=None):
