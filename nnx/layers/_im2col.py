@@ -12,6 +12,8 @@ was read from (the gradient of im2col).  On NumPy arrays both hand over to the s
 fast path in ``nnx.backends.fast_conv`` (same layout, same numbers).
 """
 
+import operator
+
 from nnx.backends import fast_conv
 
 from .. import _checks
@@ -24,9 +26,18 @@ def pair(value, what, owner, minimum=1):
     ArgumentTypeError; out of range: ArgumentError)."""
     both = _checks.pair(owner, what, value, "an int or a pair of ints") \
         if isinstance(value, (tuple, list)) else (value, value)
-    word = "positive" if minimum == 1 else "non-negative"
-    return tuple(_checks.integer(owner, what, v, minimum,
-                                 f"be a {word} int or a pair of {word} ints") for v in both)
+    return tuple(_checks.integer(owner, what, v, minimum, f"be >= {minimum}")
+                 if _is_int(v) else _checks.integer(owner, what, v, minimum,
+                                                    "be an int or a pair of ints")
+                 for v in both)
+
+
+def _is_int(v):
+    try:
+        return not isinstance(v, bool) and type(v).__name__ != "bool_" and \
+            operator.index(v) is not None
+    except TypeError:
+        return False
 
 
 def output_size(module, shape, kernel, stride, padding, channels=None):
