@@ -73,6 +73,11 @@ def as_float64(values):
     return np.asarray(values, dtype=np.float64)
 
 
+def all_finite(host_array):
+    """Whether every value of a host array is finite (no NaN, no inf)."""
+    return bool(np.isfinite(host_array).all())
+
+
 def as_int64(host_array):
     return np.asarray(host_array, dtype=np.int64)
 

@@ -287,5 +287,8 @@ def _take_buffers(path, module, arrays):
         if tuple(taken[name].shape) != tuple(b.shape):
             raise CheckpointError(f"{path}: buffer {name} has shape {tuple(taken[name].shape)}"
                                   f", the architecture needs {tuple(b.shape)}")
+        if not backends.host.all_finite(taken[name]):
+            raise CheckpointError(f"{path}: buffer {name} holds NaN or infinite values (a "
+                                  f"damaged file, or saved from a diverged run)")
     return taken
 

@@ -92,6 +92,7 @@ MODEL_DEFAULTS = {"cnn": {"epochs": 10, "lr": 0.05, "momentum": 0.9, "schedule":
                   None: {"epochs": 20, "lr": 0.1, "momentum": 0.0, "schedule": "constant"}}
 
 
+MLP_DEFAULTS = {"hidden": 200, "layers": 1, "activation": "tanh"}   # not for the cnn
 ADAM_LR = 1e-3                  # --lr's default with --optimizer adam (every model)
 
 
@@ -111,10 +112,12 @@ def build_parser():
                             "2 x (conv 5x5, batch norm, max-pool 2, ReLU), linear (defaults: "
                             + ", ".join(f"--{k} {v}" for k, v in MODEL_DEFAULTS["cnn"].items())
                             + ")")
-    train.add_argument("--hidden", type=positive(int), default=200, help="units per hidden layer")
-    train.add_argument("--layers", type=positive(int), default=1, help="hidden layers (mlp)")
-    train.add_argument("--activation", choices=sorted(models.ACTIVATIONS), default="tanh",
-                       help="activation of the hidden layers")
+    train.add_argument("--hidden", type=positive(int), default=None,
+                       help="units per hidden layer (default: 200; not with cnn)")
+    train.add_argument("--layers", type=positive(int), default=None,
+                       help="hidden layers (mlp, resmlp; default: 1)")
+    train.add_argument("--activation", choices=sorted(models.ACTIVATIONS), default=None,
+                       help="activation of the hidden layers (default: tanh; not with cnn)")
     train.add_argument("--epochs", type=positive(int), default=None,
                        help="passes over the data (default: 20; cnn: 10)")
     train.add_argument("--batch-size", type=positive(int), default=100,
@@ -235,6 +238,14 @@ def cmd_train(args):
         args.momentum = 0.0
         if args.lr is None:
             args.lr = ADAM_LR
+    if args.model == "cnn":
+        for key in ("hidden", "layers", "activation"):
+            if getattr(args, key) is not None:
+                raise UsageError(f"nnx train: error: --{key} shapes the MLPs; the cnn's "
+                                 f"layers are fixed (drop --{key} or use --model mlp)")
+    for key, value in MLP_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     for key, value in MODEL_DEFAULTS.get(args.model, MODEL_DEFAULTS[None]).items():
         if getattr(args, key) is None:
             setattr(args, key, value)

@@ -215,8 +215,16 @@ class Module:
         return self._check_array(x)
 
     def _check_array(self, x):
-        """The namespace of ``x`` after checking it shares the parameters' device and dtype."""
+        """The namespace of ``x`` after checking it shares the parameters' device and dtype
+        (a module without parameters: that its dtype is floating, remembered for bprop)."""
         xp = namespace(x)
+        if not self.param_names:
+            if not xp.isdtype(x.dtype, "real floating"):
+                raise DTypeError(f"{self!r}.fprop: input dtype {short_dtype(x.dtype)} is not "
+                                 f"a floating type (no gradient); convert with "
+                                 f"nnx.asarray(x, dtype=...)")
+            self._in_dtype = x.dtype
+            return xp
         p = getattr(self, self.param_names[0])
         if type(x) is not type(p) or backends.backend_of(x).native_device(x) != self.device.native:
             check_same_device(f"{self!r}.fprop", x, p)
@@ -246,4 +254,9 @@ class Module:
                 raise DTypeError(f"{self!r}.bprop: grad_output dtype "
                                  f"{short_dtype(grad_output.dtype)} differs from the "
                                  f"parameters' {short_dtype(p.dtype)}")
+        elif getattr(self, "_in_dtype", None) is not None and \
+                grad_output.dtype != self._in_dtype:
+            raise DTypeError(f"{self!r}.bprop: grad_output dtype "
+                             f"{short_dtype(grad_output.dtype)} differs from the input's "
+                             f"{short_dtype(self._in_dtype)}")
         return xp

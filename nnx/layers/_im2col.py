@@ -16,21 +16,28 @@ import operator
 
 from nnx.backends import fast_conv
 
+from .. import _checks
 from ..device import namespace
 from ..errors import ShapeError
 
 
 def pair(value, what, owner, minimum=1):
-    """(a, b) from an int or a pair of ints, each >= ``minimum``."""
+    """(a, b) from an int or a pair of ints, each >= ``minimum`` (bools and floats refused:
+    ArgumentTypeError; out of range: ArgumentError)."""
+    both = _checks.pair(owner, what, value, "an int or a pair of ints") \
+        if isinstance(value, (tuple, list)) else (value, value)
+    return tuple(_checks.integer(owner, what, v, minimum, f"be >= {minimum}")
+                 if _is_int(v) else _checks.integer(owner, what, v, minimum,
+                                                    "be an int or a pair of ints")
+                 for v in both)
+
+
+def _is_int(v):
     try:
-        a, b = (value, value) if not isinstance(value, (tuple, list)) else value
-        a, b = operator.index(a), operator.index(b)
-    except (TypeError, ValueError):
-        raise ValueError(f"{owner}: {what} must be an int or a pair of ints, "
-                         f"not {value!r}") from None
-    if a < minimum or b < minimum:
-        raise ValueError(f"{owner}: {what} must be >= {minimum}, got {value!r}")
-    return a, b
+        return not isinstance(v, bool) and type(v).__name__ != "bool_" and \
+            operator.index(v) is not None
+    except TypeError:
+        return False
 
 
 def output_size(module, shape, kernel, stride, padding, channels=None):

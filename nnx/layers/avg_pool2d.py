@@ -19,5 +19,5 @@ class AvgPool2D(_Pool2D):
         xp = self._check_grad(grad_output)
         n, c = self.x_shape[:2]
         k = self.kernel_size[0] * self.kernel_size[1]
-        g = xp.reshape(grad_output, (n, c, 1, -1)) / k
+        g = xp.reshape(grad_output, (n, c, 1, self.out_hw[0] * self.out_hw[1])) / k
         return self._to_image(xp, xp.broadcast_to(g, (n, c, k, g.shape[3])))

@@ -55,8 +55,10 @@ class BatchNorm(Module):
         self.train_mode = self.training
         if self.training:
             if self.m < 2:
-                raise ShapeError(f"{self!r}.fprop: input of shape {shape} has one value per "
-                                 f"feature (batch size 1): batch statistics need a batch of 2 "
+                raise ShapeError(f"{self!r}.fprop: input of shape {shape} has "
+                                 + ("one value per feature (batch size 1)" if self.m else
+                                    "no values (an empty batch)")
+                                 + f": batch statistics need a batch of 2 "
                                  f"or more in training; use module.eval() to predict one "
                                  f"example")
             mean = xp.mean(x, axis=self.axes, keepdims=True)

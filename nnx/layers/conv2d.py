@@ -1,9 +1,9 @@
 import math
-import operator
 
 from nnx import backends
 from nnx.backends import fast_conv
 
+from .. import _checks
 from ..module import Module
 from ._im2col import col2im, im2col, output_size, pair
 
@@ -24,12 +24,8 @@ class Conv2D(Module):
     def __init__(self, c_in, c_out, kernel_size, *, stride=1, padding=0, dtype=None,
                  device=None):
         name = f"Conv2D({c_in!r}, {c_out!r}, {kernel_size!r})"
-        try:
-            self.c_in, self.c_out = operator.index(c_in), operator.index(c_out)
-        except TypeError:
-            self.c_in = self.c_out = 0
-        if self.c_in < 1 or self.c_out < 1:
-            raise ValueError(f"{name}: channel counts must be positive integers")
+        self.c_in = _checks.positive_int(name, "c_in", c_in)
+        self.c_out = _checks.positive_int(name, "c_out", c_out)
         self.kernel_size = pair(kernel_size, "kernel_size", name)
         self.stride = pair(stride, "stride", name)
         self.padding = pair(padding, "padding", name, minimum=0)
@@ -58,7 +54,7 @@ class Conv2D(Module):
 
     def bprop(self, grad_output, *, need_input_grad=True):
         xp = self._check_grad(grad_output)
-        g = xp.reshape(grad_output, (self.x_shape[0], self.c_out, -1))
+        g = xp.reshape(grad_output, (self.x_shape[0], self.c_out, self.out_hw[0] * self.out_hw[1]))
         self.db = xp.sum(g, axis=(0, 2))
         self.dW = xp.reshape(xp.sum(g @ xp.matrix_transpose(self.cols), axis=0), self.W.shape)
         if not need_input_grad:

@@ -1,6 +1,7 @@
 import math
 
 from ..device import namespace
+from ..errors import ShapeError
 from ..module import Module
 
 
@@ -9,6 +10,10 @@ class Flatten(Module):
 
     def fprop(self, x):
         self.x_shape = tuple(x.shape)
+        if len(self.x_shape) < 2:
+            raise ShapeError(f"{self!r}.fprop: input has shape {self.x_shape}, expected "
+                             f"(batch, ...) with at least 2 dimensions")
+        self._check_array(x)
         y = namespace(x).reshape(x, (self.x_shape[0], math.prod(self.x_shape[1:])))
         self._out_shape = tuple(y.shape)
         return y

@@ -21,6 +21,7 @@ class _Pool2D(Module):
         """(OH, OW) after checking the shape of ``x``."""
         self.x_shape = tuple(x.shape)
         self.out_hw = output_size(self, self.x_shape, self.kernel_size, self.stride, (0, 0))
+        self._check_array(x)
         return self.out_hw
 
     def _windows(self, x):
@@ -30,11 +31,11 @@ class _Pool2D(Module):
         shape = self.x_shape
         cols = im2col(x, self.kernel_size, self.stride, (0, 0), self.out_hw)
         k = self.kernel_size[0] * self.kernel_size[1]
-        return xp, xp.reshape(cols, (shape[0], shape[1], k, -1))
+        return xp, xp.reshape(cols, (shape[0], shape[1], k, self.out_hw[0] * self.out_hw[1]))
 
     def _to_image(self, xp, dcols):
         n, c = self.x_shape[:2]
-        return col2im(xp.reshape(dcols, (n, c * dcols.shape[2], -1)), self.x_shape,
+        return col2im(xp.reshape(dcols, (n, c * dcols.shape[2], dcols.shape[3])), self.x_shape,
                       self.kernel_size, self.stride, (0, 0), self.out_hw)
 
 
@@ -67,5 +68,5 @@ class MaxPool2D(_Pool2D):
         if self.mask is None:
             return fast_conv.max_pool_backward(grad_output, self.first_max, self.x_shape,
                                                self.kernel_size, self.stride, self.out_hw)
-        g = xp.reshape(grad_output, self.x_shape[:2] + (1, -1))
+        g = xp.reshape(grad_output, self.x_shape[:2] + (1, self.out_hw[0] * self.out_hw[1]))
         return self._to_image(xp, self.mask * g)

@@ -14,6 +14,8 @@ class Reshape(Module):
 
     def __init__(self, shape):
         try:
+            if any(isinstance(n, bool) or type(n).__name__ == "bool_" for n in shape):
+                raise TypeError
             self.shape = tuple(operator.index(n) for n in shape)
         except TypeError:
             self.shape = ()
@@ -30,6 +32,7 @@ class Reshape(Module):
             raise ShapeError(f"{self!r}.fprop: input has shape {self.x_shape}, whose "
                              f"{math.prod(self.x_shape[1:])} values per example do not fill "
                              f"{self.shape} ({math.prod(self.shape)} values)")
+        self._check_array(x)
         y = namespace(x).reshape(x, (self.x_shape[0],) + self.shape)
         self._out_shape = tuple(y.shape)
         return y

@@ -6,7 +6,9 @@ import dataclasses
 from nnx import backends
 
 from ..device import asarray, device, device_of, to_numpy
-from ..errors import DeviceError, NNXError, StateError
+from .. import _checks
+from ..module import Module
+from ..errors import ArgumentError, ArgumentTypeError, DeviceError, NNXError, StateError
 from ..gradcheck import gradcheck
 
 CHECKS = ("gradcheck", "agrees with cpu", "bprop before fprop", "device mixing")
@@ -98,13 +100,13 @@ def check_module(factory, input_shape, *, devices=None, dtypes=("float64", "floa
     AssertionError) naming the device, dtype and check of every failure; ``verbose=True``
     also prints the report.  The caller's device selection and random state are kept.
     """
-    specs = _devices(devices)
-    dtypes = (dtypes,) if isinstance(dtypes, str) else tuple(dtypes)
+    specs, dtypes = _check_arguments(factory, input_shape, devices, dtypes, x, samples)
     state = backends.host.get_state()
     try:
         with device(REFERENCE):
             backends.host.seed(seed)
             base = factory()
+            _checks.instance("check_module", "factory()", base, Module, "an nnx Module")
             if x is None:
                 x_host = _away_from_zero(tuple(input_shape))
             else:
@@ -122,6 +124,43 @@ def check_module(factory, input_shape, *, devices=None, dtypes=("float64", "floa
         raise ModuleCheckError(f"check_module({report.module}): {len(lines)} check(s) failed\n"
                                + "\n".join(lines), report)
     return report
+
+
+FLOAT_DTYPES = ("float16", "float32", "float64")
+
+
+def _check_arguments(factory, input_shape, devices, dtypes, x, samples):
+    """check_module's arguments, each refused with one clear nnx error; (specs, dtypes)."""
+    where = "check_module"
+    if not callable(factory):
+        raise ArgumentTypeError(f"{where}: factory must be callable (a function or class "
+                                f"building the module), got {type(factory).__name__}")
+    if x is None:
+        if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, (tuple, list)) \
+                or not input_shape:
+            raise ArgumentTypeError(f"{where}: input_shape must be a non-empty tuple of "
+                                    f"positive ints such as (4, 5), got {input_shape!r}")
+        for n in input_shape:
+            _checks.positive_int(where, "each entry of input_shape", n)
+    if samples is not None:
+        _checks.positive_int(where, "samples", samples)
+    dtypes = (dtypes,) if isinstance(dtypes, str) else tuple(dtypes)
+    if not dtypes:
+        raise ArgumentError(f"{where}: dtypes is empty; give e.g. ('float64', 'float32')")
+    for d in dtypes:
+        if d not in FLOAT_DTYPES:
+            raise ArgumentError(f"{where}: dtypes: unknown dtype {d!r}; use one of "
+                                f"{', '.join(FLOAT_DTYPES)}")
+    if devices is not None and not isinstance(devices, str):
+        devices = list(devices)
+        if not devices:
+            raise ArgumentError(f"{where}: devices is empty; give device strings such as "
+                                f"['cpu'] or None for every one")
+        for d in devices:
+            if not isinstance(d, str):
+                raise ArgumentTypeError(f"{where}: devices must be device strings such as "
+                                        f"'cpu', got {d!r}")
+    return _devices(devices), dtypes
 
 
 def _devices(devices):
