@@ -357,3 +357,9 @@ def test_rewritten_layers_pass_gradcheck(device, name):
     from cases import MODULES
     x = nnx.asarray(away_from_zero((BATCH, WIDTH), np.random.default_rng(8)) * 30.0)
     assert nnx.gradcheck(MODULES[name](), x).ok
+
+
+def test_relu_keeps_nan_in_its_output(device):
+    """ReLU must not hide a NaN (a NaN running_var in a damaged checkpoint came out as 0)."""
+    y = nnx.to_numpy(nnx.ReLU().fprop(nnx.asarray([[float("nan"), -1.0, 2.0, 0.0]])))
+    assert np.isnan(y[0, 0]) and y[0, 1:].tolist() == [0.0, 2.0, 0.0]

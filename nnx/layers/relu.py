@@ -3,12 +3,12 @@ from ..module import Module
 
 
 class ReLU(Module):
-    """y = max(x, 0);   dx = g·[x > 0]"""
+    """y = max(x, 0);   dx = g·[x > 0]      (NaN stays NaN in y: a bad input is never hidden)"""
 
     def fprop(self, x):
         xp = namespace(x)
         self.mask = x > 0
-        y = xp.where(self.mask, x, 0.0)
+        y = xp.maximum(x, 0.0)          # where(x > 0, x, 0) would turn NaN into 0
         self._out_shape = tuple(y.shape)
         return y
 
