@@ -46,15 +46,15 @@ def fraction(where, name, value, upper=1.0):
     return v
 
 
-def integer(where, name, value, low, what):
+def integer(where, name, value, low, what, type_what=None):
     """An int >= ``low`` (Python or NumPy integers; not bools, not floats); ``what`` reads
-    'be a positive integer'."""
+    'be a positive integer' (``type_what``, if given, is said instead for a non-integer)."""
     try:
         if isinstance(value, bool) or type(value).__name__ == "bool_":
             raise TypeError
         v = operator.index(value)
     except TypeError:
-        _fail(where, name, what, value, ArgumentTypeError)
+        _fail(where, name, type_what or what, value, ArgumentTypeError)
     if v < low:
         _fail(where, name, what, value)
     return v

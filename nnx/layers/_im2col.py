@@ -12,7 +12,6 @@ was read from (the gradient of im2col).  On NumPy arrays both hand over to the s
 fast path in ``nnx.backends.fast_conv`` (same layout, same numbers).
 """
 
-import operator
 
 from nnx.backends import fast_conv
 
@@ -26,18 +25,8 @@ def pair(value, what, owner, minimum=1):
     ArgumentTypeError; out of range: ArgumentError)."""
     both = _checks.pair(owner, what, value, "an int or a pair of ints") \
         if isinstance(value, (tuple, list)) else (value, value)
-    return tuple(_checks.integer(owner, what, v, minimum, f"be >= {minimum}")
-                 if _is_int(v) else _checks.integer(owner, what, v, minimum,
-                                                    "be an int or a pair of ints")
-                 for v in both)
-
-
-def _is_int(v):
-    try:
-        return not isinstance(v, bool) and type(v).__name__ != "bool_" and \
-            operator.index(v) is not None
-    except TypeError:
-        return False
+    return tuple(_checks.integer(owner, what, v, minimum, f"be >= {minimum}",
+                                 type_what="be an int or a pair of ints") for v in both)
 
 
 def output_size(module, shape, kernel, stride, padding, channels=None):
