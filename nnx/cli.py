@@ -243,11 +243,9 @@ def cmd_train(args):
             if getattr(args, key) is not None:
                 raise UsageError(f"nnx train: error: --{key} shapes the MLPs; the cnn's "
                                  f"layers are fixed (drop --{key} or use --model mlp)")
-    for key, value in MLP_DEFAULTS.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    for key, value in MODEL_DEFAULTS.get(args.model, MODEL_DEFAULTS[None]).items():
-        if getattr(args, key) is None:
+    for key, value in {**MLP_DEFAULTS, **MODEL_DEFAULTS.get(args.model,
+                                                          MODEL_DEFAULTS[None])}.items():
+        if getattr(args, key) is None:              # the options the user left out
             setattr(args, key, value)
     from . import train as training
     from .device import set_default_dtype

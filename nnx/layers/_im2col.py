@@ -12,7 +12,6 @@ was read from (the gradient of im2col).  On NumPy arrays both hand over to the s
 fast path in ``nnx.backends.fast_conv`` (same layout, same numbers).
 """
 
-
 from nnx.backends import fast_conv
 
 from .. import _checks
