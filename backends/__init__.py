@@ -62,7 +62,7 @@ def split_spec(spec):
     if prefix.lower() not in _BY_PREFIX:
         raise DeviceError(f"unknown device {spec!r}: use one of {EXAMPLES} "
                           f"(nnx.devices() lists what is available here)")
-    return prefix.lower(), rest or None
+    return prefix.lower(), rest.strip().lower() or None     # device strings ignore case
 
 
 def resolve(spec):

@@ -17,8 +17,8 @@ class StrictBackend(Backend):
 
     def parse(self, prefix, rest):
         names = self._names()
-        name = rest or "CPU_DEVICE"
-        if name not in names:
+        name = {n.lower(): n for n in names}.get((rest or "CPU_DEVICE").lower())
+        if name is None:
             raise ValueError(f"array-api-strict has the devices {', '.join(names)}")
         return self.spec_of_name(name), self.namespace().Device(name)
 

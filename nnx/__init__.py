@@ -70,3 +70,18 @@ from .graph import (Add, Concat, Cos, Exp, Gaussian, Graph, Log, Multiply, RBFNe
 __all__ += ["Graph", "Add", "Multiply", "Concat", "Split", "Residual", "Square", "Exp", "Log",
             "Sin", "Cos", "Scale", "SquaredDistance", "Gaussian", "WeightedSum", "RBFNetwork",
             "summary"]
+
+# Submodules that are not part of the core import load on first attribute access
+# (``nnx.models.cnn()`` after a plain ``import nnx``), so ``import nnx`` stays light.
+_LAZY = ("models", "distributed", "testing")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

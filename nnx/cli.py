@@ -502,7 +502,8 @@ def _check_size(args):
         raise UsageError(f"nnx train: error: the model ({count:,} parameters; about "
                          f"{needed / 2 ** 30:,.1f} GiB with its gradients, optimiser state "
                          f"and one batch) does not fit in memory ({available / 2 ** 30:,.1f} "
-                         f"GiB available); lower --hidden, --layers or --batch-size")
+                         f"GiB available); lower "
+                         f"{'--batch-size' if args.model in ('cnn', 'linear') else '--hidden, --layers or --batch-size'}")
 
 
 def _check_writable(option, path):

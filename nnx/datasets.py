@@ -266,14 +266,16 @@ def _download(kind, name, folder):
 
 
 def _missing_error(kind, missing, folder, source, offer_download):
+    how = ("nnx train --data DIR, the NNX_DATA variable, or load_mnist(DIR)"
+           + (", or call with download=True" if offer_download else ""))
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        return DatasetError(f"{folder} ({source}) is a file, not a folder; name the folder "
+                            f"that holds the four {kind} IDX files: {how}")
     files = ", ".join(f"{name}[.gz]" for name in missing)
     where = (f"looked in {folder} ({source})" if os.path.isdir(folder)
              else f"the folder {folder} ({source}) does not exist")
-    return DatasetError(
-        f"{kind} files missing: {files}; {where}. Put the four files (gzip or raw IDX) "
-        f"there, or name the folder that holds them: nnx train --data DIR, the NNX_DATA "
-        f"variable, or load_mnist(DIR)" + (", or call with download=True" if offer_download
-                                           else ""))
+    return DatasetError(f"{kind} files missing: {files}; {where}. Put the four files (gzip "
+                        f"or raw IDX) there, or name the folder that holds them: {how}")
 
 
 def load_mnist(path=None, *, download=True, kind="mnist"):

@@ -12,7 +12,7 @@ checkpoints save it; optimisers never see it.
 from nnx import backends
 
 from .device import check_same_device, get_device, namespace, resolve_dtype, short_dtype
-from .errors import ArgumentError, DTypeError, ShapeError, StateError
+from .errors import ArgumentError, DeviceError, DTypeError, ShapeError, StateError
 
 registry = {}
 
@@ -223,7 +223,7 @@ class Module:
                 raise DTypeError(f"{self!r}.fprop: input dtype {short_dtype(x.dtype)} is not "
                                  f"a floating type (no gradient); convert with "
                                  f"nnx.asarray(x, dtype=...)")
-            self._in_dtype = x.dtype
+            self._in_dtype, self._in_like = x.dtype, x    # for bprop's dtype/device check
             return xp
         p = getattr(self, self.param_names[0])
         if type(x) is not type(p) or backends.backend_of(x).native_device(x) != self.device.native:
@@ -254,9 +254,16 @@ class Module:
                 raise DTypeError(f"{self!r}.bprop: grad_output dtype "
                                  f"{short_dtype(grad_output.dtype)} differs from the "
                                  f"parameters' {short_dtype(p.dtype)}")
-        elif getattr(self, "_in_dtype", None) is not None and \
-                grad_output.dtype != self._in_dtype:
-            raise DTypeError(f"{self!r}.bprop: grad_output dtype "
-                             f"{short_dtype(grad_output.dtype)} differs from the input's "
-                             f"{short_dtype(self._in_dtype)}")
+        elif getattr(self, "_in_dtype", None) is not None:
+            x = self._in_like
+            if type(grad_output) is not type(x) or backends.backend_of(x).native_device(
+                    grad_output) != backends.backend_of(x).native_device(x):
+                raise DeviceError(f"{self!r}.bprop: grad_output is on "
+                                  f"{backends.device_of(grad_output)} but fprop's input was on "
+                                  f"{backends.device_of(x)}; move grad_output there: "
+                                  f"nnx.asarray(g, device='{backends.device_of(x)}')")
+            if grad_output.dtype != self._in_dtype:
+                raise DTypeError(f"{self!r}.bprop: grad_output dtype "
+                                 f"{short_dtype(grad_output.dtype)} differs from the input's "
+                                 f"{short_dtype(self._in_dtype)}")
         return xp

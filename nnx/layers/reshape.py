@@ -28,6 +28,11 @@ class Reshape(Module):
 
     def fprop(self, x):
         self.x_shape = tuple(x.shape)
+        if len(self.x_shape) == 1 and self.x_shape[0] == math.prod(self.shape):
+            raise ShapeError(f"{self!r}.fprop: input has shape {self.x_shape}, one example "
+                             f"without a batch axis; add one: x[None, :] or "
+                             f"xp.reshape(x, (1, {self.x_shape[0]})), shape (1, "
+                             f"{self.x_shape[0]})")
         if len(self.x_shape) < 1 or math.prod(self.x_shape[1:]) != math.prod(self.shape):
             raise ShapeError(f"{self!r}.fprop: input has shape {self.x_shape}, whose "
                              f"{math.prod(self.x_shape[1:])} values per example do not fill "

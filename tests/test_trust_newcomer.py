@@ -1,0 +1,94 @@
+"""The second trust sweep, the newcomer's part: what a new user trips over, and messages
+that pointed the wrong way.  One test per class of defect, each asserting the message."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import nnx
+from nnx.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# -- submodules named in the README work after a plain `import nnx` -----------------------
+
+def test_submodules_load_on_first_access_and_the_core_import_stays_light():
+    code = ("import sys, nnx; before = set(sys.modules); "
+            "assert not {'nnx.models', 'nnx.distributed', 'nnx.testing'} & before, before; "
+            "print(nnx.models.cnn.__name__, nnx.distributed.DataParallel.__name__, "
+            "nnx.testing.check_module.__name__); "
+            "print(sorted(m for m in set(sys.modules) - before if not m.startswith('nnx')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0] == "cnn DataParallel check_module"
+    assert out[1] == "[]"                 # no third-party library loaded by the access
+    with pytest.raises(AttributeError, match="module 'nnx' has no attribute 'modles'"):
+        nnx.modles
+
+
+# -- a path that is a file where a folder is expected -------------------------------------
+
+def test_a_file_given_as_the_data_folder_is_called_a_file(capsys, tmp_path, monkeypatch):
+    f = tmp_path / "mnist.gz"
+    f.write_bytes(b"")
+    code, _, err = run(capsys, "train", "--data", str(f), "--epochs", "1")
+    assert code == 2
+    assert f"{f} (the path argument) is a file, not a folder; name the folder" in err
+    monkeypatch.setenv("NNX_DATA", "/dev/null")
+    with pytest.raises(nnx.DatasetError, match=r"/dev/null \(NNX_DATA\) is a file, not a "
+                                               r"folder; name the folder that holds"):
+        nnx.datasets.load_mnist()
+    with pytest.raises(nnx.DatasetError, match="the folder .*nothing.* does not exist"):
+        nnx.datasets.load_mnist(tmp_path / "nothing")
+
+
+# -- advice names only options the command accepts ----------------------------------------
+
+@pytest.mark.parametrize("model, advice", [("cnn", "lower --batch-size"),
+                                           ("linear", "lower --batch-size"),
+                                           ("mlp", "lower --hidden, --layers or --batch-size")])
+def test_out_of_memory_advice_names_options_the_model_takes(capsys, model, advice):
+    code, _, err = run(capsys, "train", "--model", model, "--batch-size", "10000000000")
+    assert code == 2 and err.rstrip().endswith(advice), err
+
+
+# -- one example without a batch axis ---------------------------------------------------
+
+def test_reshape_of_one_unbatched_row_says_to_add_a_batch_axis():
+    with pytest.raises(nnx.ShapeError, match=r"input has shape \(784,\), one example without "
+                                             r"a batch axis; add one: .*\(1, 784\)"):
+        nnx.Reshape((1, 28, 28)).fprop(nnx.asarray(np.ones(784, "float32")))
+
+
+# -- a parameter-free module given grad_output on another device --------------------------
+
+@pytest.mark.parametrize("module", [nnx.Flatten(), nnx.MaxPool2D(2), nnx.Reshape((4,))],
+                         ids=repr)
+def test_grad_output_on_another_device_is_a_device_error(module):
+    pytest.importorskip("array_api_strict")
+    x = nnx.asarray(np.ones((2, 1, 2, 2), "float32"), device="strict")
+    y = module.fprop(x)
+    g = nnx.asarray(np.ones(tuple(y.shape), "float32"), device="strict:device1")
+    with pytest.raises(nnx.DeviceError, match=r"bprop: grad_output is on strict:device1 but "
+                                              r"fprop's input was on strict; move grad_output "
+                                              r"there: nnx.asarray\(g, device='strict'\)"):
+        module.bprop(g)
+
+
+# -- device strings ignore case ---------------------------------------------------------
+
+@pytest.mark.parametrize("spec, canonical", [("CPU", "cpu"), ("Strict", "strict"),
+                                             ("STRICT:Device1", "strict:device1"),
+                                             ("TORCH:CPU", "torch:cpu"), ("Jax:CPU", "jax:cpu")])
+def test_device_strings_ignore_case(spec, canonical):
+    reason = nnx.devices().get(canonical)
+    if reason is not None:
+        pytest.skip(reason)
+    assert str(nnx.backends.resolve(spec)) == canonical
