@@ -92,3 +92,54 @@ def test_device_strings_ignore_case(spec, canonical):
     if reason is not None:
         pytest.skip(reason)
     assert str(nnx.backends.resolve(spec)) == canonical
+
+
+# -- the pytest plugin: a user's own parametrisation, state put back, nnx's frames hidden --
+
+USER_TESTS = '''
+import pytest
+import nnx
+from nnx.testing import check_module
+
+
+class WrongCube(nnx.Module):
+    def fprop(self, x):
+        self.x = x
+        y = x * x * x
+        self._out_shape = tuple(y.shape)
+        return y
+
+    def bprop(self, g, *, need_input_grad=True):
+        self._check_grad(g)
+        return self.x * self.x * g            # the 3 is missing
+
+
+def test_wrong_cube():
+    check_module(WrongCube, (4, 5), devices=["cpu"], dtypes=("float64",))
+
+
+@pytest.mark.parametrize("nnx_device", ["cpu"], indirect=True)
+def test_my_own_devices(nnx_device):
+    nnx.set_default_dtype("float64")
+    assert nnx_device == "cpu"
+
+
+def test_after_it():
+    assert nnx.get_default_dtype() == "float32"
+'''
+
+
+def test_plugin_takes_users_parametrize_restores_the_dtype_and_hides_nnx_frames(tmp_path):
+    import os
+    (tmp_path / "test_user.py").write_text(USER_TESTS)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "-p", "no:randomly", "test_user.py"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    out = r.stdout
+    assert "1 failed, 2 passed" in out, out
+    failure = out[out.index("test_wrong_cube ___"):out.index("short test summary")]
+    assert "ModuleCheckError: check_module(WrongCube()): 1 check(s) failed" in failure
+    assert "gradcheck on cpu in float64: FAILED" in failure
+    assert "kit.py" not in failure and "def check_module" not in failure, failure
+    assert len(failure.splitlines()) < 12, failure

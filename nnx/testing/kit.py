@@ -100,6 +100,7 @@ def check_module(factory, input_shape, *, devices=None, dtypes=("float64", "floa
     AssertionError) naming the device, dtype and check of every failure; ``verbose=True``
     also prints the report.  The caller's device selection and random state are kept.
     """
+    __tracebackhide__ = True        # under pytest a failure shows your test, not nnx's code
     specs, dtypes = _check_arguments(factory, input_shape, devices, dtypes, x, samples)
     state = backends.host.get_state()
     try:
@@ -131,6 +132,7 @@ FLOAT_DTYPES = ("float16", "float32", "float64")
 
 def _check_arguments(factory, input_shape, devices, dtypes, x, samples):
     """check_module's arguments, each refused with one clear nnx error; (specs, dtypes)."""
+    __tracebackhide__ = True
     where = "check_module"
     if not callable(factory):
         raise ArgumentTypeError(f"{where}: factory must be callable (a function or class "
