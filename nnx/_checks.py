@@ -85,3 +85,8 @@ def pair(where, name, value, what="a pair"):
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
         _fail(where, name, f"be {what}", value, ArgumentTypeError)
     return value[0], value[1]
+
+
+def count(n, word, plural=None):
+    """'1 epoch', '2 epochs', '1,000 examples': a number with its noun, in messages."""
+    return f"{n:,} {word if n == 1 else plural or word + 's'}"

@@ -280,6 +280,13 @@ def _take_buffers(path, module, arrays):
     """Remove the module's buffers from ``arrays`` (checked for name and shape) and return
     them; the parameters are left."""
     taken = {}
+    owners = {}
+    def walk(m, prefix):
+        for n in m.buffer_names:
+            owners[prefix + n] = (m, n)
+        for i, c in enumerate(m.children()):
+            walk(c, f"{prefix}{m._child_name(i)}.")
+    walk(module, "")
     for name, b in module.named_buffers():
         if name not in arrays:
             raise CheckpointError(f"{path}: buffer {name} of the architecture is missing")
@@ -290,5 +297,9 @@ def _take_buffers(path, module, arrays):
         if not backends.host.all_finite(taken[name]):
             raise CheckpointError(f"{path}: buffer {name} holds NaN or infinite values (a "
                                   f"damaged file, or saved from a diverged run)")
+        owner, local = owners[name]
+        problem = owner.buffer_problem(local, taken[name])
+        if problem:
+            raise CheckpointError(f"{path}: buffer {name} {problem} (a damaged file)")
     return taken
 

@@ -61,6 +61,7 @@ class Module:
         registry[type_name(cls)] = cls
 
     training = True
+    min_train_batch = 1         # the fewest examples a training batch may hold (BatchNorm: 2)
     _out_shape = None           # set by fprop; bprop checks grad_output against it
 
     # -- the contract --------------------------------------------------------------------
@@ -99,6 +100,11 @@ class Module:
         own = [(prefix + n, getattr(self, n)) for n in self.buffer_names]
         return own + [pair for i, c in enumerate(self.children())
                       for pair in c.named_buffers(f"{prefix}{self._child_name(i)}.")]
+
+    def buffer_problem(self, name, array):
+        """What is wrong with ``array`` as this module's buffer ``name`` (checkpoints ask
+        before loading it), or None.  Shapes and finiteness are checked by the caller."""
+        return None
 
     def buffers(self):
         return [b for _, b in self.named_buffers()]

@@ -183,6 +183,7 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
         progress = progress or show.progress
     with _eval_mode(net):   # the probe must not update BatchNorm's running statistics (nor
         probe = net.fprop(x[:1, ...])       # fail on a batch of one in training mode)
+    _check_batches(net, n, batch_size)
     n_classes = int(probe.shape[1])
     check_labels(t, n_classes, "training labels")
     loss.fprop(probe, t[:1])            # the loss's own checks once, with check_labels on
@@ -242,6 +243,30 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
         return history
     finally:
         loss.check_labels = checked
+
+
+def _check_batches(net, n, batch_size):
+    """Refuse, before the first step, a batch too small for a module (BatchNorm needs two
+    values per feature in training): the last batch of n % batch_size rows, or every one."""
+    need, who = 1, None
+    for module, _ in _modes(net):
+        if module.min_train_batch > need:
+            need, who = module.min_train_batch, module
+    sizes = {min(batch_size, n)} | ({n % batch_size} if n > batch_size and n % batch_size else set())
+    small = min(sizes)
+    if small >= need:
+        return
+    where = f"{who!r} needs {need} or more in training (batch statistics)"
+    if n < need:
+        raise ArgumentError(f"fit: x holds {_checks.count(n, 'example')}, but {where}; "
+                            f"train on more examples")
+    if small == batch_size:
+        raise ArgumentError(f"fit: batch_size {batch_size} is too small: {where}; use "
+                            f"batch_size >= {need}")
+    raise ArgumentError(f"fit: the last batch of each epoch holds "
+                        f"{_checks.count(small, 'example')} ({n:,} rows, batch_size "
+                        f"{batch_size}), but {where}; choose a batch_size that leaves no "
+                        f"such remainder, or drop {_checks.count(small, 'row')}: x[:{n - small}]")
 
 
 def _scheduled_lr(lr_schedule, epoch):

@@ -143,3 +143,46 @@ def test_plugin_takes_users_parametrize_restores_the_dtype_and_hides_nnx_frames(
     assert "gradcheck on cpu in float64: FAILED" in failure
     assert "kit.py" not in failure and "def check_module" not in failure, failure
     assert len(failure.splitlines()) < 12, failure
+
+
+# -- BatchNorm: a batch too small is refused before training; a damaged buffer at load ----
+
+def _bn_fit(n, batch_size):
+    nnx.seed(0)
+    net = nnx.Sequential(nnx.Linear(3, 4), nnx.BatchNorm(4), nnx.Linear(4, 2))
+    x = nnx.asarray(np.random.default_rng(0).normal(size=(n, 3)))
+    t = nnx.asarray(np.arange(n) % 2)
+    return nnx.fit(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1), x, t, epochs=1,
+                   batch_size=batch_size, verbose=False)
+
+
+@pytest.mark.parametrize("n, batch_size, message", [
+    (11, 5, r"fit: the last batch of each epoch holds 1 example \(11 rows, batch_size 5\), but "
+            r"BatchNorm\(4.*\) needs 2 or more in training .*drop 1 row: x\[:10\]"),
+    (10, 1, r"fit: batch_size 1 is too small: BatchNorm\(4.*needs 2 or more .*batch_size >= 2"),
+    (1, 5, r"fit: x holds 1 example, but BatchNorm\(4.*needs 2 or more"),
+])
+def test_a_batch_too_small_for_batchnorm_is_refused_before_training(n, batch_size, message):
+    with pytest.raises(nnx.ArgumentError, match=message):
+        _bn_fit(n, batch_size)
+
+
+def test_batches_that_batchnorm_can_take_train():
+    assert len(_bn_fit(10, 5)) == 1 and len(_bn_fit(3, 5)) == 1
+    nnx.seed(0)                       # images: one example has H·W values per channel
+    net = nnx.Sequential(nnx.Conv2D(1, 2, 3), nnx.BatchNorm(2), nnx.Flatten(),
+                         nnx.Linear(32, 2))
+    x = nnx.asarray(np.random.default_rng(0).normal(size=(11, 1, 6, 6)))
+    assert nnx.fit(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1), x,
+                   nnx.asarray(np.arange(11) % 2), epochs=1, batch_size=5, verbose=False)
+
+
+def test_a_checkpoint_with_a_negative_running_var_is_refused_at_load(tmp_path):
+    net = nnx.Sequential(nnx.Linear(3, 2), nnx.BatchNorm(2))
+    nnx.save(net, tmp_path / "bn.npz")
+    arrays = dict(np.load(tmp_path / "bn.npz"))
+    arrays["1.running_var"] = np.array([1.0, -0.5], arrays["1.running_var"].dtype)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(nnx.CheckpointError, match=r"bad.npz: buffer 1.running_var holds "
+                                                  r"negative values \(down to -0.5\)"):
+        nnx.load(tmp_path / "bad.npz")

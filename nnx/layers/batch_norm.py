@@ -1,6 +1,7 @@
 from nnx import backends
 
 from .. import _checks
+from ..device import namespace
 from ..errors import ArgumentError, ShapeError
 from ..module import Module
 
@@ -39,6 +40,22 @@ class BatchNorm(Module):
         self.running_var = xp.astype(backends.from_host(host.full(c, 1.0, "float64"),
                                                         self.device), self.gamma.dtype)
 
+    @property
+    def min_train_batch(self):
+        """The fewest examples a training batch may hold: 2 values per feature (known from
+        the last fprop; 2 before any)."""
+        return max(1, -(-2 // getattr(self, "per_example", 1)))
+
+    def buffer_problem(self, name, array):
+        """running_var is a variance: a negative entry is no BatchNorm's."""
+        if name == "running_var":
+            xp = namespace(array)
+            if bool(xp.any(array < 0)):
+                worst = float(xp.min(array))
+                return (f"holds negative values (down to {worst:.4g}); a variance is never "
+                        f"negative")
+        return None
+
     def config(self):
         return {"_n_features": self.n_features, "momentum": self.momentum, "eps": self.eps}
 
@@ -50,7 +67,8 @@ class BatchNorm(Module):
                              f"height, width)")
         xp = self._check_array(x)
         self.axes = (0,) if len(shape) == 2 else (0, 2, 3)
-        self.m = shape[0] * (1 if len(shape) == 2 else shape[2] * shape[3])
+        self.per_example = 1 if len(shape) == 2 else shape[2] * shape[3]
+        self.m = shape[0] * self.per_example
         per = (1, self.n_features) + (1, 1) * (len(shape) == 4)        # broadcast shape
         self.train_mode = self.training
         if self.training:
