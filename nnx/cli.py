@@ -282,7 +282,8 @@ def cmd_train(args):
     ranks = f" x {distributed.size()} ranks" if args.distributed else ""
     say(f"nnx train: {args.model} {_describe(net)} on {get_device()}{ranks}, "
         f"{hyperparameters(args)}")
-    fields = [f.name for f in dataclasses.fields(training.EpochStats)]
+    fields = [f.name for f in dataclasses.fields(training.EpochStats)
+              if f.name != "test_loss"]                  # a classifier: test_errors instead
     log = MetricsLog(args.log, fields) if args.log and lead else None
 
     def on_epoch(s):

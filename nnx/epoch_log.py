@@ -6,11 +6,15 @@ import json
 import os
 
 HEAD = f"{'epoch':>5} {'loss':>8} {'train acc':>9} {'test errors':>11} {'lr':>8} {'seconds':>7}"
+LOSS_HEAD = f"{'epoch':>5} {'loss':>10} {'test loss':>10} {'lr':>8} {'seconds':>7}"
 LOG_FORMATS = (".csv", ".jsonl")
 
 
 def row(s):
-    """One epoch's row under HEAD."""
+    """One epoch's row under HEAD (classification) or LOSS_HEAD (any other loss)."""
+    if s.train_accuracy is None:
+        test = "-" if s.test_loss is None else f"{s.test_loss:.4g}"
+        return f"{s.epoch:>5} {s.train_loss:>10.4g} {test:>10} {s.lr:>8.4g} {s.seconds:>7.2f}"
     errors = "-" if s.test_errors is None else s.test_errors
     return (f"{s.epoch:>5} {s.train_loss:>8.4f} {100 * s.train_accuracy:>8.2f}% "
             f"{errors:>11} {s.lr:>8.4g} {s.seconds:>7.2f}")
@@ -21,10 +25,10 @@ class Printer:
     epoch's steps (tqdm.auto: a widget in notebooks, text in a terminal, nothing when the
     output is not a terminal)."""
 
-    def __init__(self, epochs, bar=True):
+    def __init__(self, epochs, bar=True, classify=True):
         from tqdm.auto import tqdm
         self.tqdm, self.epochs, self.bar, self.epoch = tqdm, epochs, bar, 0
-        self.tqdm.write(HEAD)
+        self.tqdm.write(HEAD if classify else LOSS_HEAD)
 
     def progress(self, steps):
         self.epoch += 1

@@ -37,20 +37,27 @@ DIVERGENCE_FACTOR = 1000.0      # a step's loss above this × max(first step's l
 
 @dataclasses.dataclass
 class EpochStats:
+    """One epoch of ``fit``.  Classification (SoftmaxCrossEntropy, CrossEntropy, Hinge):
+    train_accuracy and test_errors; any other loss (MSE, BCEWithLogits): test_loss, the
+    loss's mean over the test set, and None for the two classification metrics."""
     epoch: int
     train_loss: float
-    train_accuracy: float
+    train_accuracy: float | None
     test_errors: int | None
     test_total: int | None
     lr: float
     seconds: float
+    test_loss: float | None = None
 
 
 def to_device(x, t, device=None):
-    """Host arrays (or any backend's) onto ``device``: float inputs, integer labels."""
+    """Host arrays (or any backend's) onto ``device``: float inputs; integer labels as
+    int64, float targets (regression, multi-label) in the default dtype like the inputs."""
     device = get_device() if device is None else backends.resolve(device)
-    return asarray(x, device=device), asarray(backends.host.as_int64(backends.to_host(t)),
-                                              device=device)
+    t_host = backends.to_host(t)
+    if namespace(t_host).isdtype(t_host.dtype, "real floating"):
+        return asarray(x, device=device), asarray(t_host, device=device)
+    return asarray(x, device=device), asarray(backends.host.as_int64(t_host), device=device)
 
 
 def check_labels(t, n_classes, name="labels"):
@@ -126,8 +133,14 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
         lr_schedule=None, on_epoch=None, progress=None, distributed=False, verbose=True):
     """Train ``net`` with the classic loop; return a list of EpochStats.
 
+    Targets: integer labels (N,) or one-hot / probability rows (N, classes) for the
+    classification losses (SoftmaxCrossEntropy, CrossEntropy, Hinge), which report train
+    accuracy and test errors; float targets shaped like the output for MSE (regression) and
+    BCEWithLogits (multi-label), which report the test loss instead (accuracy would mean
+    nothing there).  ``loss.classifies`` says which.
+
     ``verbose`` (True by default, as in Keras and Lightning): a row per epoch (loss, train
-    accuracy, test errors, lr, seconds) and a progress bar over each epoch's steps
+    accuracy and test errors, or test loss; lr, seconds) and a progress bar over each epoch's steps
     (tqdm.auto, so it renders in notebooks too; hidden when the output is not a terminal);
     ``verbose=2``: the rows without the bar; ``verbose=False``: silent.
 
@@ -166,29 +179,36 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
     n = x.shape[0]
     if n == 0:
         raise ArgumentError("fit: x must hold at least one example, got 0 rows")
-    _check_pair("fit", x, t)
+    classify = _classifies(loss, t)
+    _check_targets("fit", x, t, classify, loss)
     if x_test is not None:
-        _check_pair("fit (test data)", x_test, t_test)
+        _check_targets("fit (test data)", x_test, t_test, classify, loss)
     if [id(p) for p in opt.module.params()] != [id(p) for p in net.params()]:
         raise ArgumentError("fit: the optimiser is bound to another module; "
                             "create it with the network you train, e.g. nnx.SGD(net, lr=0.1)")
     _check_finite("training", x)
     if x_test is not None:
         _check_finite("test", x_test)
+    if not classify:
+        _check_finite("training", t, "targets")
+        if t_test is not None:
+            _check_finite("test", t_test, "targets")
     split, total = _parallel(distributed)
     show = None
     if verbose:
         from .epoch_log import Printer
-        show = Printer(epochs, bar=verbose != 2)
+        show = Printer(epochs, bar=verbose != 2, classify=classify)
         progress = progress or show.progress
     with _eval_mode(net):   # the probe must not update BatchNorm's running statistics (nor
         probe = net.fprop(x[:1, ...])       # fail on a batch of one in training mode)
     _check_batches(net, n, batch_size)
-    n_classes = int(probe.shape[1])
-    check_labels(t, n_classes, "training labels")
-    loss.fprop(probe, t[:1])            # the loss's own checks once, with check_labels on
-    if t_test is not None:
-        check_labels(t_test, n_classes, "test labels")
+    loss.fprop(probe, t[:1, ...])       # the loss's own checks once, with check_labels on
+    labels = test_labels = None         # classification: the class of each row, for accuracy
+    if classify:
+        n_classes = int(probe.shape[1])
+        labels = _labels(t, n_classes, "training labels")
+        if t_test is not None:
+            test_labels = _labels(t_test, n_classes, "test labels")
     checked = loss.check_labels
     loss.check_labels = False           # checked once above; restored when fit returns
     try:
@@ -210,8 +230,10 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
                 z = net.fprop(xb)
                 losses.append(loss.fprop(z, tb))
                 counts.append(int(idx.shape[0]))
-                hit = xp.sum(xp.astype(xp.argmax(z, axis=1) == tb, index_dtype(xp)))
-                correct = hit if correct is None else correct + hit
+                if classify:
+                    lb = tb if labels is t else xp.take(labels, idx, axis=0)
+                    hit = xp.sum(xp.astype(xp.argmax(z, axis=1) == lb, index_dtype(xp)))
+                    correct = hit if correct is None else correct + hit
                 net.bprop(loss.bprop(), need_input_grad=False)
                 if distributed:
                     opt.step(count=counts[-1])      # weights this rank's gradient by its rows
@@ -231,10 +253,16 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
                     raise TrainingDiverged(
                         f"the loss became {v:.4g} at epoch {epoch}, step {i + 1} of {steps}"
                         f"{why}: lower the learning rate (now {opt.lr:g})")
-            errors = None if x_test is None else total(evaluate(net, *split((x_test, t_test))))
-            stats = EpochStats(epoch, sum(per_step) / n, total(int(correct)) / n, errors,
+            errors = test_loss = None
+            if x_test is not None and classify:
+                errors = total(evaluate(net, *split((x_test, test_labels))))
+            elif x_test is not None:
+                test_loss = total(_loss_sum(net, loss, *split((x_test, t_test)))) / \
+                    int(x_test.shape[0])
+            stats = EpochStats(epoch, sum(per_step) / n,
+                               total(int(correct)) / n if classify else None, errors,
                                None if x_test is None else int(x_test.shape[0]), opt.lr,
-                               time.perf_counter() - start)
+                               time.perf_counter() - start, test_loss)
             history.append(stats)
             if show is not None:
                 show.on_epoch(stats)
@@ -269,6 +297,55 @@ def _check_batches(net, n, batch_size):
                         f"such remainder, or drop {_checks.count(small, 'row')}: x[:{n - small}]")
 
 
+def _classifies(loss, t):
+    """Whether fit reports accuracy and test errors (class scores) or only losses."""
+    if loss.classifies is not None:
+        return bool(loss.classifies)
+    return namespace(t).isdtype(t.dtype, "integral") and t.ndim == 1
+
+
+def _check_targets(where, x, t, classify, loss):
+    """Targets with one row per input: classification labels (N,) or (N, classes) rows;
+    otherwise floating targets of any shape (the loss checks it against the output)."""
+    if classify:
+        xp = namespace(t)
+        integral = xp.isdtype(t.dtype, "integral")
+        if not ((integral and t.ndim == 1) or (xp.isdtype(t.dtype, "real floating")
+                                              and t.ndim == 2)):
+            raise ShapeError(f"{where}: {loss!r} needs integer class labels of shape (N,) or "
+                             f"one-hot rows of shape (N, classes), got {short_dtype(t.dtype)} of "
+                             f"shape {tuple(t.shape)}")
+    elif not namespace(t).isdtype(t.dtype, "real floating") or t.ndim < 1:
+        raise ShapeError(f"{where}: {loss!r} needs floating targets of shape (N, ...) like "
+                         f"the network's output, got {short_dtype(t.dtype)} of shape "
+                         f"{tuple(t.shape)}; convert with nnx.asarray(t, dtype=...)")
+    if x.shape[0] != t.shape[0]:
+        raise ShapeError(f"{where}: {x.shape[0]} inputs but {t.shape[0]} "
+                         f"{'labels' if classify else 'targets'}")
+
+
+def _labels(t, n_classes, name):
+    """Class labels (N,) of classification targets: the labels themselves (range-checked
+    once) or the argmax of one-hot / probability rows."""
+    xp = namespace(t)
+    if xp.isdtype(t.dtype, "integral"):
+        check_labels(t, n_classes, name)
+        return t
+    return xp.argmax(t, axis=1)
+
+
+def _loss_sum(net, loss, x, t, batch_size=1000):
+    """Σ over the rows of x of the loss (its batch mean × rows), in eval mode: one readback."""
+    xp = namespace(x)
+    total = None
+    with _eval_mode(net):
+        for start in range(0, x.shape[0], batch_size):
+            stop = min(start + batch_size, x.shape[0])
+            part = loss.fprop(net.fprop(x[start:stop, ...]), t[start:stop, ...]) * (stop - start)
+            total = part if total is None else total + part
+    return 0.0 if total is None else float(backends.to_host(total))
+
+
 def _scheduled_lr(lr_schedule, epoch):
     """The schedule's lr for ``epoch``, refused like an optimiser refuses a bad lr."""
     lr = lr_schedule(epoch)
@@ -283,15 +360,15 @@ def _scheduled_lr(lr_schedule, epoch):
     return value
 
 
-def _check_finite(which, x):
-    """Refuse inputs with NaN or infinite values, naming the first such row."""
+def _check_finite(which, x, what="inputs"):
+    """Refuse inputs (or targets) with NaN or infinite values, naming the first such row."""
     xp = namespace(x)
     if not xp.isdtype(x.dtype, "real floating") or x.shape[0] == 0:
         return
     rows = xp.any(xp.reshape(xp.logical_not(xp.isfinite(x)), (x.shape[0], -1)), axis=1)
     if bool(xp.any(rows)):
         first = int(xp.argmax(xp.astype(rows, xp.int8)))
-        raise ArgumentError(f"fit: the {which} inputs contain NaN or infinite values (first "
+        raise ArgumentError(f"fit: the {which} {what} contain NaN or infinite values (first "
                             f"at row {first}); clean or drop those rows before training")
 
 

@@ -123,8 +123,9 @@ def test_fit_restores_the_loss_label_check_and_module_modes():
 
 @pytest.mark.parametrize("make_t, message", [
     (lambda t: t[:-1], r"fit: 100 inputs but 99 labels"),
-    (lambda t: np.eye(4)[t], r"fit: needs integer class labels of shape \(N,\), got float32 "
-                             r"of shape \(100, 4\)"),
+    (lambda t: np.eye(4)[t][:, :, None], r"fit: SoftmaxCrossEntropy\(\) needs integer class "
+                                         r"labels of shape \(N,\) or one-hot rows of shape "
+                                         r"\(N, classes\), got float32 of shape \(100, 4, 1\)"),
 ])
 def test_fit_checks_the_data(make_t, message):
     x, t = blobs(100, 1)

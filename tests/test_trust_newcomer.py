@@ -186,3 +186,69 @@ def test_a_checkpoint_with_a_negative_running_var_is_refused_at_load(tmp_path):
     with pytest.raises(nnx.CheckpointError, match=r"bad.npz: buffer 1.running_var holds "
                                                   r"negative values \(down to -0.5\)"):
         nnx.load(tmp_path / "bad.npz")
+
+
+# -- fit trains with every loss nnx has, with metrics that fit the task -------------------
+
+def _task(kind, n=60):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 3))
+    labels = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    if kind == "labels":
+        return x, labels
+    if kind == "one-hot":
+        return x, np.eye(2)[labels]
+    if kind == "regression":
+        return x, x @ np.array([[1.0], [2.0], [-1.0]])
+    return x, (x[:, :2] > 0).astype(np.float64)            # multi-label: 2 independent bits
+
+
+LOSSES = [  # (loss, targets, classifies, an output layer after Linear(8, 2 or 1))
+    (nnx.SoftmaxCrossEntropy, "labels", True, None),
+    (nnx.SoftmaxCrossEntropy, "one-hot", True, None),
+    (nnx.Hinge, "labels", True, None),
+    (nnx.Hinge, "one-hot", True, None),
+    (nnx.CrossEntropy, "labels", True, nnx.Softmax),
+    (nnx.MSE, "regression", False, None),
+    (nnx.BCEWithLogits, "multi-label", False, None),
+]
+
+
+@pytest.mark.parametrize("loss_class, kind, classifies, head", LOSSES,
+                         ids=[f"{c.__name__}-{k}" for c, k, _, _ in LOSSES])
+def test_fit_trains_with_every_loss(device, capsys, loss_class, kind, classifies, head):
+    x, t = nnx.train.to_device(*_task(kind))
+    outputs = 1 if kind == "regression" else 2
+    nnx.seed(0)
+    net = nnx.Sequential(nnx.Linear(3, 8), nnx.Tanh(), nnx.Linear(8, outputs),
+                         *([head()] if head else []))
+    lr = 0.02 if kind == "regression" else 0.2
+    history = nnx.fit(net, loss_class(), nnx.SGD(net, lr=lr, momentum=0.9), x, t, epochs=4,
+                      batch_size=10, x_test=x, t_test=t, verbose=2)
+    out = capsys.readouterr().out
+    first, last = history[0], history[-1]
+    assert last.train_loss < first.train_loss
+    if classifies:
+        assert out.startswith("epoch     loss train acc test errors")
+        assert last.train_accuracy > 0.8 and last.test_errors < 12 and last.test_loss is None
+    else:
+        assert out.startswith("epoch       loss  test loss")
+        assert last.train_accuracy is None and last.test_errors is None
+        assert 0 < last.test_loss < first.test_loss
+
+
+@pytest.mark.parametrize("loss, t, message", [
+    (nnx.MSE(), np.arange(60) % 2, r"fit: MSE\(\) needs floating targets of shape \(N, \.\.\.\) "
+                                   r"like the network's output, got int64 of shape \(60,\)"),
+    (nnx.MSE(), np.full((60, 1), np.nan), r"fit: the training targets contain NaN or infinite "
+                                          r"values \(first at row 0\)"),
+    (nnx.MSE(), np.zeros((59, 1)), r"fit: 60 inputs but 59 targets"),
+    (nnx.SoftmaxCrossEntropy(), np.zeros((60, 2, 1)), r"needs integer class labels of shape "
+                                                      r"\(N,\) or one-hot rows"),
+])
+def test_fit_says_which_targets_a_loss_needs(loss, t, message):
+    nnx.seed(0)
+    net = nnx.Sequential(nnx.Linear(3, 1))
+    x = nnx.asarray(np.ones((60, 3)))
+    with pytest.raises((nnx.ShapeError, nnx.ArgumentError), match=message):
+        nnx.fit(net, loss, nnx.SGD(net, lr=0.1), x, nnx.asarray(t), epochs=1, verbose=False)

@@ -14,6 +14,10 @@ class Loss:
     """
 
     check_labels = True
+    # Whether the outputs are class scores: fit then reports accuracy and test errors (argmax
+    # against the labels); False: the test loss only.  None (your own loss): integer labels
+    # of shape (N,) mean classification.
+    classifies = None
 
     def __call__(self, z, t):
         return self.fprop(z, t)

@@ -8,6 +8,8 @@ class BCEWithLogits(Loss):
     L = (1/N) Σ [max(z, 0) - z·t + log(1 + e^-|z|)];   dL/dz = (sigmoid(z) - t) / N
     """
 
+    classifies = False          # multi-label: fit reports the test loss, no accuracy
+
     def fprop(self, z, t):
         xp = self._check_z(z, ndim=None)
         self._check_like(z, t)

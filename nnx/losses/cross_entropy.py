@@ -15,6 +15,8 @@ class CrossEntropy(Loss):
     ``check_labels=False`` skips it (``fit`` checks the first example up front instead).
     """
 
+    classifies = True           # fit reports accuracy and test errors
+
     def __init__(self, eps=1e-12):
         self.eps = _checks.positive_number("CrossEntropy", "eps", eps)
 

@@ -14,6 +14,8 @@ class Hinge(Loss):
     ``check_labels=False`` skips it, as it skips the label-range check).
     """
 
+    classifies = True           # fit reports accuracy and test errors
+
     def __init__(self, margin=1.0):
         self.margin = _checks.finite_number("Hinge", "margin", margin)
 

@@ -4,6 +4,8 @@ from .base import Loss
 class MSE(Loss):
     """The seeds' Euclidean loss:  L = (1/N) Σ_batch 0.5·||z - t||²;   dL/dz = (z - t)/N"""
 
+    classifies = False          # regression: fit reports the test loss, no accuracy
+
     def fprop(self, z, t):
         xp = self._check_z(z, ndim=None)
         self._check_like(z, t)

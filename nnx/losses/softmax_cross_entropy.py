@@ -12,6 +12,8 @@ class SoftmaxCrossEntropy(Loss):
     Integer labels on NumPy skip the one-hot matrix (backends.fast); same formula.
     """
 
+    classifies = True           # fit reports accuracy and test errors
+
     def fprop(self, z, t):
         fused = fast.softmax_cross_entropy_labels(z, t, self.check_labels)
         if fused is not None:               # NumPy floats and valid integer labels
