@@ -208,8 +208,9 @@ class TrainingError(NNXError):
     """Training failed after it started (a diverged loss): exit status 1."""
 
 
-def _setup(args):
-    """Select the device and load the data: the parts that fail on bad arguments."""
+def _setup(args, before_data=None, train=True):
+    """Select the device and load the data: the parts that fail on bad arguments.
+    ``before_data()`` runs once the device is selected, before any data is read."""
     if getattr(args, "distributed", False) and args.device in ("cuda", "torch:cuda"):
         from . import distributed             # one GPU per process, by its local rank
         args.device = f"{args.device}:{distributed.local_rank()}"
@@ -218,16 +219,17 @@ def _setup(args):
             raise UsageError(f"nnx {args.command}: error: --device is empty; give one of "
                              f"those `nnx devices` lists")
         set_device(args.device)
+    early = before_data() if before_data is not None else None
     if args.data is not None and not args.data:
         raise UsageError(f"nnx {args.command}: error: --data is an empty path; give the "
                          f"folder with the IDX files")
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always", datasets.DatasetWarning)
-        data = datasets.load_mnist(args.data, kind=args.dataset)
+        data = datasets.load_mnist(args.data, kind=args.dataset, train=train)
     for note in notes:
         if issubclass(note.category, datasets.DatasetWarning):
             print(f"nnx: note: {note.message}", flush=True)
-    return data
+    return data if before_data is None else (early, data)
 
 
 def cmd_train(args):
@@ -330,8 +332,7 @@ def cmd_evaluate(args):
     from .device import asarray, short_dtype
     from .train import evaluate, to_device
     _check_readable("nnx evaluate", args.checkpoint)     # before looking for the data
-    data = _setup(args)
-    net = checkpoint.load(args.checkpoint)
+    net, data = _setup(args, lambda: checkpoint.load(args.checkpoint), train=False)
     x_test, t_test = to_device(data.x_test, data.y_test)
     params = net.params()
     if params:                                   # the checkpoint's dtype, not the default

@@ -270,21 +270,22 @@ def _missing_error(kind, missing, folder, source, offer_download):
            + (", or call with download=True" if offer_download else ""))
     if os.path.lexists(folder) and not os.path.isdir(folder):
         return DatasetError(f"{folder} ({source}) is a file, not a folder; name the folder "
-                            f"that holds the four {kind} IDX files: {how}")
+                            f"that holds the {kind} IDX files: {how}")
     files = ", ".join(f"{name}[.gz]" for name in missing)
     where = (f"looked in {folder} ({source})" if os.path.isdir(folder)
              else f"the folder {folder} ({source}) does not exist")
-    return DatasetError(f"{kind} files missing: {files}; {where}. Put the four files (gzip "
+    return DatasetError(f"{kind} files missing: {files}; {where}. Put the files (gzip "
                         f"or raw IDX) there, or name the folder that holds them: {how}")
 
 
-def load_mnist(path=None, *, download=True, kind="mnist"):
+def load_mnist(path=None, *, download=True, kind="mnist", train=True):
     """MNIST (or ``kind="fashion-mnist"``) as ``Dataset(x_train, y_train, x_test, y_test)``.
 
     ``path`` (or else ``NNX_DATA``) names a folder holding the four IDX files, gzipped or
     raw; a ``<kind>/`` subfolder of it is used when present.  Without either, the files
     are read from ``cache_dir(kind)``, downloaded there first (checksums verified, each
-    written atomically) when missing and ``download`` is true.
+    written atomically) when missing and ``download`` is true.  ``train=False`` needs and
+    reads only the two test files (``x_train`` and ``y_train`` are then None).
     """
     if kind not in MIRRORS:
         raise DatasetError(f"unknown dataset kind {kind!r}; use one of {', '.join(MIRRORS)}")
@@ -296,7 +297,8 @@ def load_mnist(path=None, *, download=True, kind="mnist"):
         folder, source = cache_dir(kind), "cache"
     if source != "cache" and os.path.isdir(os.path.join(folder, kind)):
         folder = os.path.join(folder, kind)
-    paths = {name: _find(folder, name) for name in FILES}
+    names = FILES if train else FILES[2:]
+    paths = {name: _find(folder, name) for name in names}
     missing = [name for name, found in paths.items() if found is None]
     if missing and not (download and source == "cache"):
         raise _missing_error(kind, missing, folder, source, source == "cache")
@@ -306,10 +308,10 @@ def load_mnist(path=None, *, download=True, kind="mnist"):
         except DatasetError as e:
             raise DatasetError(f"{_missing_error(kind, missing, folder, source, False)}. {e}") \
                 from None
-    train = _load_pair(paths[FILES[0]], paths[FILES[1]])
+    train = _load_pair(paths[FILES[0]], paths[FILES[1]]) if train else (None, None)
     test = _load_pair(paths[FILES[2]], paths[FILES[3]])
     labels = {FILES[1]: train[1], FILES[3]: test[1]}
-    unknown = [note for name in FILES
+    unknown = [note for name in names
                for note in [_check_kind(paths[name], name, kind, labels.get(name))] if note]
     if unknown:
         warnings.warn(f"{kind}: the checksum is not the published {kind} one for "

@@ -252,3 +252,30 @@ def test_fit_says_which_targets_a_loss_needs(loss, t, message):
     x = nnx.asarray(np.ones((60, 3)))
     with pytest.raises((nnx.ShapeError, nnx.ArgumentError), match=message):
         nnx.fit(net, loss, nnx.SGD(net, lr=0.1), x, nnx.asarray(t), epochs=1, verbose=False)
+
+
+# -- nnx evaluate: the checkpoint is checked before the data; only the test set is read ---
+
+def test_evaluate_checks_the_checkpoint_before_reading_data(capsys, tmp_path):
+    (tmp_path / "cnn.csv").write_text("epoch,train_loss\n")
+    code, _, err = run(capsys, "evaluate", str(tmp_path / "cnn.csv"), "--data",
+                       str(tmp_path / "no-data-here"))
+    assert code == 2 and "cnn.csv: not an nnx checkpoint" in err and "mnist" not in err, err
+
+
+def test_evaluate_needs_only_the_test_files(capsys, tmp_path):
+    from nnx.datasets import FILES
+    rng = np.random.default_rng(0)
+    header = lambda magic, *dims: (magic.to_bytes(4, "big")
+                                   + b"".join(d.to_bytes(4, "big") for d in dims))
+    (tmp_path / FILES[2]).write_bytes(header(0x803, 5, 28, 28)
+                                      + rng.integers(0, 256, 5 * 784, np.uint8).tobytes())
+    (tmp_path / FILES[3]).write_bytes(header(0x801, 5) + bytes([0, 1, 2, 3, 4]))
+    nnx.seed(0)
+    nnx.save(nnx.models.mlp(784, 10, [8]), tmp_path / "m.npz")
+    with pytest.warns(nnx.datasets.DatasetWarning):          # valid files, unknown checksum
+        data = nnx.datasets.load_mnist(tmp_path, train=False)
+    assert data.x_train is None and data.y_train is None and data.x_test.shape == (5, 784)
+    code, out, err = run(capsys, "evaluate", str(tmp_path / "m.npz"), "--data", str(tmp_path))
+    assert code == 0, err
+    assert out.splitlines()[-1].startswith("test errors: ") and out.endswith(" / 5\n"), out
