@@ -278,6 +278,21 @@ def _missing_error(kind, missing, folder, source, offer_download):
                         f"or raw IDX) there, or name the folder that holds them: {how}")
 
 
+def data_folder(path=None, kind="mnist"):
+    """(folder, where the name came from) that ``load_mnist(path, kind=kind)`` reads:
+    ``path``, else ``$NNX_DATA``, else ``cache_dir(kind)``; a ``<kind>/`` subfolder of a
+    folder you name is used when present.  The tests look exactly here too."""
+    if path is not None:
+        folder, source = os.fspath(path), "the path argument"
+    elif os.environ.get("NNX_DATA"):
+        folder, source = os.environ["NNX_DATA"], "NNX_DATA"
+    else:
+        folder, source = cache_dir(kind), "cache"
+    if source != "cache" and os.path.isdir(os.path.join(folder, kind)):
+        folder = os.path.join(folder, kind)
+    return folder, source
+
+
 def load_mnist(path=None, *, download=True, kind="mnist", train=True):
     """MNIST (or ``kind="fashion-mnist"``) as ``Dataset(x_train, y_train, x_test, y_test)``.
 
@@ -289,14 +304,7 @@ def load_mnist(path=None, *, download=True, kind="mnist", train=True):
     """
     if kind not in MIRRORS:
         raise DatasetError(f"unknown dataset kind {kind!r}; use one of {', '.join(MIRRORS)}")
-    if path is not None:
-        folder, source = os.fspath(path), "the path argument"
-    elif os.environ.get("NNX_DATA"):
-        folder, source = os.environ["NNX_DATA"], "NNX_DATA"
-    else:
-        folder, source = cache_dir(kind), "cache"
-    if source != "cache" and os.path.isdir(os.path.join(folder, kind)):
-        folder = os.path.join(folder, kind)
+    folder, source = data_folder(path, kind)
     names = FILES if train else FILES[2:]
     paths = {name: _find(folder, name) for name in names}
     missing = [name for name, found in paths.items() if found is None]
@@ -321,4 +329,5 @@ def load_mnist(path=None, *, download=True, kind="mnist", train=True):
     return Dataset(train[0], train[1], test[0], test[1])
 
 
-__all__ = ["DatasetError", "DatasetWarning", "Dataset", "identify", "load_mnist", "read_idx", "cache_dir"]
+__all__ = ["DatasetError", "DatasetWarning", "Dataset", "identify", "load_mnist", "read_idx", "cache_dir",
+           "data_folder"]

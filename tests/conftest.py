@@ -5,13 +5,12 @@ one users get for their own tests: devices that are missing here are skipped wit
 reason nnx gives for them.
 """
 
-import os
 import pathlib
 
 import pytest
 
 import nnx
-from nnx.datasets import FILES, cache_dir
+from nnx.datasets import FILES, data_folder
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -30,15 +29,13 @@ def device(nnx_device):
 
 
 def mnist_candidates():
-    """Where the tests look for MNIST, in the product's order: $NNX_DATA, then
-    ../shared/data/mnist beside the repository, then the user's download cache."""
-    if os.environ.get("NNX_DATA"):
-        return [pathlib.Path(os.environ["NNX_DATA"])]
-    return [REPO.parent / "shared" / "data" / "mnist", pathlib.Path(cache_dir("mnist"))]
+    """Where the tests look for MNIST: exactly where nnx looks (nnx.datasets.data_folder:
+    $NNX_DATA, else the download cache), so a passing test means `nnx train` finds it too."""
+    return [pathlib.Path(data_folder(None, "mnist")[0])]
 
 
 def find_mnist():
-    """The first candidate folder holding all four IDX files (gzipped or raw), else None."""
+    """The folder holding all four IDX files (gzipped or raw), else None."""
     for path in mnist_candidates():
         if all((path / (n + ".gz")).is_file() or (path / n).is_file() for n in FILES):
             return path
@@ -50,7 +47,11 @@ def mnist_dir():
     """The MNIST folder (see mnist_candidates); tests that use it carry the mnist marker."""
     path = find_mnist()
     if path is None:
-        pytest.skip(f"MNIST not found in {' or '.join(map(str, mnist_candidates()))} (set "
-                    f"NNX_DATA to the folder with the IDX files, or run nnx train once to "
-                    f"download it)")
+        pytest.skip(mnist_missing())
     return path
+
+
+def mnist_missing():
+    """The skip reason of every test that needs MNIST and cannot find it."""
+    return (f"MNIST not found in {' or '.join(map(str, mnist_candidates()))} (set NNX_DATA "
+            f"to the folder with the IDX files, or run nnx train once to download it)")

@@ -13,7 +13,7 @@ import pytest
 from nnx import datasets
 from nnx.datasets import FILES, DatasetError, load_mnist, read_idx
 
-from conftest import find_mnist, mnist_candidates
+from conftest import find_mnist, mnist_missing
 
 REAL = None                           # set by the mnist fixture
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -62,8 +62,7 @@ def mnist():
     global REAL
     REAL = find_mnist()               # the product's search path, as the mnist_dir fixture
     if REAL is None:
-        pytest.skip(f"MNIST not found in {' or '.join(map(str, mnist_candidates()))} (set "
-                    f"NNX_DATA to the folder with the files)")
+        pytest.skip(mnist_missing())
     return load_mnist(REAL, download=False)
 
 
