@@ -15,6 +15,21 @@ from nnx.datasets import FILES, data_folder
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
+def pytest_terminal_summary(terminalreporter):
+    """Skips summarised by reason, one line each with its count (pytest's -rs lists every
+    file and line: a missing GPU would fill a screen).  -rs still gives pytest's own list."""
+    reasons = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    if reasons:
+        terminalreporter.write_sep("=", "skipped, by reason")
+        for reason, n in sorted(reasons.items(), key=lambda item: -item[1]):
+            terminalreporter.write_line(f"{n:>5}  {reason}")
+
+
 def pytest_configure(config):
     # an install older than the pytest11 entry point (or -p no:nnx): load the plugin here
     from nnx.testing import plugin

@@ -131,6 +131,7 @@ def test_an_input_on_another_device_is_a_device_error():
 
 
 # -- 1c. NaN / inf, float16, batch sizes, small inputs ----------------------------------------
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # NaN in, on purpose
 @pytest.mark.parametrize("device", ["cpu", "strict"])
 @pytest.mark.parametrize("name", ["Conv2D", "MaxPool2D", "AvgPool2D", "BatchNorm"])
 def test_nan_in_the_input_reaches_the_output_of_its_windows(device, name):
