@@ -279,3 +279,36 @@ def test_evaluate_needs_only_the_test_files(capsys, tmp_path):
     code, out, err = run(capsys, "evaluate", str(tmp_path / "m.npz"), "--data", str(tmp_path))
     assert code == 0, err
     assert out.splitlines()[-1].startswith("test errors: ") and out.endswith(" / 5\n"), out
+
+
+# -- PReLU on any rank, per feature on axis 1 as in PyTorch -------------------------------
+
+@pytest.mark.parametrize("shape, n", [((4, 5), 5), ((3, 2, 4, 4), 2), ((3, 2, 4, 4), 1),
+                                      ((3, 2, 5), 2), ((6,), 1), ((2, 3, 2, 2, 2), 3)])
+def test_prelu_of_any_rank_agrees_with_torch(shape, n):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x, g = rng.standard_normal(shape), rng.standard_normal(shape)
+    m = nnx.PReLU(n, init=0.2, dtype="float64")
+    y, dx = m.fprop(nnx.asarray(x, dtype="float64")), None
+    dx = m.bprop(nnx.asarray(g, dtype="float64"))
+    ref = torch.nn.PReLU(n).double()
+    with torch.no_grad():
+        ref.weight.fill_(0.2)
+    tx = torch.tensor(x, requires_grad=True)
+    ref(tx).backward(torch.tensor(g))
+    np.testing.assert_allclose(nnx.to_numpy(y), ref(tx).detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(nnx.to_numpy(dx), tx.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(nnx.to_numpy(m.da), ref.weight.grad.numpy(), rtol=1e-12)
+    assert nnx.gradcheck(m, nnx.asarray(x, dtype="float64")).ok
+
+
+@pytest.mark.parametrize("shape, n, want", [((4, 3), 5, r"\(batch, 5, \.\.\.\) \(one slope per "
+                                                         r"feature, axis 1\)"),
+                                            ((4,), 5, r"\(batch, 5, \.\.\.\)"),
+                                            ((), 1, r"\(batch, \.\.\.\)")])
+def test_prelu_names_the_shape_it_needs(shape, n, want):
+    import re
+    with pytest.raises(nnx.ShapeError, match=rf"input has shape {re.escape(str(shape))}, "
+                                             rf"expected {want}"):
+        nnx.PReLU(n).fprop(nnx.asarray(np.ones(shape, "float32")))
