@@ -112,6 +112,14 @@ class DataParallel:
     ``transport``: 'mpi' (host buffers; copies to and from GPUs), 'nccl' or 'cuda-mpi'
     (CuPy only), or None: NCCL for CuPy when available, else MPI.  ``timeout``: seconds a
     collective may take before the job is aborted (None or 0: wait forever).
+
+    Buffers (BatchNorm's running statistics) are updated by each rank from its own rows;
+    ``sync_buffers()`` replaces them by their mean over the ranks, and ``fit(...,
+    distributed=True)`` calls it after every epoch, so that each rank's evaluation and
+    checkpoint hold the same statistics.  running_mean is then exactly the running mean of
+    the global batches' means (when the shards are equal); running_var is the mean of the
+    ranks' variances: the spread within each rank's rows, without the (small, for shuffled
+    data) spread between the ranks' means.
     """
 
     def __init__(self, optimizer, *, transport=None, timeout=300.0, root=0):
@@ -136,6 +144,7 @@ class DataParallel:
         with self._guard(f"setting up the '{chosen}' transport"):
             self.transport = mpi.transport(chosen, self.world, self.device)
         self.broadcast_params()
+        self.broadcast_buffers()
 
     # -- the optimiser interface ---------------------------------------------------------
     def __getattr__(self, name):                 # momentum, state, t, ...: the inner one's
@@ -180,6 +189,29 @@ class DataParallel:
             flat = flat[:-1] / flat[-1:]
             _set_grads(self.module, self._unpack(flat, grads))
 
+    def sync_buffers(self):
+        """Replace every rank's buffers (BatchNorm's running statistics) by their mean
+        over the ranks: one collective; nothing to do without buffers or other ranks."""
+        if self.transport is None:
+            return
+        named = self.module.named_buffers()
+        if not named:
+            return
+        with self._context():
+            xp = self.xp
+            buffers = [b for _, b in named]
+            flat = xp.concat([xp.reshape(b, (-1,)) for b in buffers])
+            with self._guard(f"the buffer all-reduce ({flat.shape[0]} values)"):
+                flat = self.transport.allreduce_sum(flat)
+                self._wait()
+            flat = flat / float(self.world.size)
+            out, start = [], 0
+            for b in buffers:
+                n = math.prod(b.shape)
+                out.append(xp.astype(xp.reshape(flat[start:start + n], tuple(b.shape)), b.dtype))
+                start += n
+            self.module.set_buffers(out)
+
     def broadcast_params(self):
         """Copy rank ``root``'s parameters to every rank."""
         if self.transport is None:
@@ -190,6 +222,24 @@ class DataParallel:
                 flat = self.transport.broadcast(self._pack(params), root=self.root)
                 self._wait()
             self.module.set_params(self._unpack(flat, params))
+
+    def broadcast_buffers(self):
+        """Copy rank ``root``'s buffers to every rank (at construction, like the weights)."""
+        if self.transport is None or not self.module.named_buffers():
+            return
+        with self._context():
+            xp = self.xp
+            buffers = self.module.buffers()
+            flat = xp.concat([xp.reshape(b, (-1,)) for b in buffers])
+            with self._guard("the buffer broadcast"):
+                flat = self.transport.broadcast(flat, root=self.root)
+                self._wait()
+            out, start = [], 0
+            for b in buffers:
+                n = math.prod(b.shape)
+                out.append(xp.reshape(flat[start:start + n], tuple(b.shape)))
+                start += n
+            self.module.set_buffers(out)
 
     # -- helpers -------------------------------------------------------------------------
     def _check_same_everywhere(self, transport):

@@ -253,6 +253,8 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
                     raise TrainingDiverged(
                         f"the loss became {v:.4g} at epoch {epoch}, step {i + 1} of {steps}"
                         f"{why}: lower the learning rate (now {opt.lr:g})")
+            if distributed and hasattr(opt, "sync_buffers"):
+                opt.sync_buffers()      # BatchNorm statistics: the ranks' mean, one collective
             errors = test_loss = None
             if x_test is not None and classify:
                 errors = total(evaluate(net, *split((x_test, test_labels))))

@@ -4,6 +4,8 @@ MODE  train:     train two small nets (SGD with momentum, Adam) with DataParalle
                  global batches (one of odd size) and save each rank's parameters to
                  OUT/rank<r>.npz.  Every rank starts from different weights: the broadcast
                  must make them rank 0's.
+      batchnorm: fit(distributed=True) a net with BatchNorm; each rank saves its buffers and
+                 parameters to OUT/rank<r>.npz (the ranks' running statistics, averaged).
       mismatch:  rank 1 builds a wider hidden layer; each rank writes the error it got to
                  OUT/rank<r>.txt and exits with status 3.
       hang:      rank 1 sleeps instead of training; rank 0's watchdog (2 s) must abort.
@@ -31,6 +33,16 @@ def data():
 
 def build(hidden=16):
     return nnx.Sequential(nnx.Linear(20, hidden), nnx.Tanh(), nnx.Linear(hidden, 5))
+
+
+def build_bn():
+    return nnx.Sequential(nnx.Linear(20, 6), nnx.BatchNorm(6), nnx.Tanh(), nnx.Linear(6, 5))
+
+
+def bn_data():
+    """48 rows: global batches of 8, 4 rows per rank, shifted so the statistics matter."""
+    rng = np.random.default_rng(2)
+    return 3 + 2 * rng.standard_normal((48, 20)), rng.integers(0, 5, 48)
 
 
 def optimisers(net_sgd, net_adam):
@@ -68,6 +80,18 @@ def main(mode, out, device):
         arrays["all_sum_array"] = nnx.to_numpy(dist.all_sum(nnx.asarray([r, 1.0])))
         arrays["size"] = np.asarray(dist.size())
         np.savez(out / f"rank{r}.npz", **arrays)
+    elif mode == "batchnorm":
+        net = build_bn()
+        opt = dist.DataParallel(nnx.SGD(net, lr=0.1, momentum=0.9))
+        x, t = bn_data()
+        nnx.seed(7)                              # the same shuffles on every rank
+        nnx.fit(net, nnx.SoftmaxCrossEntropy(), opt, nnx.asarray(x), nnx.asarray(t),
+                epochs=2, batch_size=8, distributed=True, verbose=False)
+        arrays = {n: nnx.to_numpy(b) for n, b in net.named_buffers() + net.named_params()}
+        net.set_buffers([b * 0 + (r + 1) for b in net.buffers()])     # 1 on rank 0, 2 on 1
+        opt.sync_buffers()
+        arrays["synced"] = nnx.to_numpy(net.buffers()[0])
+        np.savez(out / f"rank{r}.npz", **arrays)
     elif mode == "mismatch":
         net = build(hidden=17 if r == 1 else 16)
         try:
@@ -93,7 +117,8 @@ def main(mode, out, device):
             return dist.shard(batch)
         train([net], [opt], x, t, shard_or_fail)
     else:
-        raise SystemExit(f"unknown mode {mode!r}: use train, mismatch, hang, die or raise")
+        raise SystemExit(f"unknown mode {mode!r}: use train, batchnorm, mismatch, hang, die "
+                         f"or raise")
 
 
 if __name__ == "__main__":

@@ -97,6 +97,17 @@ def test_two_ranks_train_like_one_process(tmp_path, device):
 
 
 @needs_mpi
+def test_batchnorm_statistics_are_averaged_over_the_ranks(tmp_path):
+    rc, log, _ = mpirun("batchnorm", tmp_path)
+    assert rc == 0, log
+    ranks = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(2)]
+    for name in ranks[0]:                       # every rank holds the same statistics
+        np.testing.assert_array_equal(ranks[0][name], ranks[1][name], err_msg=name)
+    np.testing.assert_array_equal(ranks[0]["synced"], np.full(6, 1.5))   # the mean of 1, 2
+    assert ranks[0]["1.running_var"].min() > 0 and not np.allclose(ranks[0]["1.running_mean"], 0)
+
+
+@needs_mpi
 def test_shape_mismatch_fails_on_every_rank(tmp_path):
     rc, log, seconds = mpirun("mismatch", tmp_path)
     assert rc != 0, log
