@@ -1,4 +1,4 @@
-"""Fit y = sin(x) on [-3, 3] with the seeds' RBF network and the MSE loss.
+"""Fit y = sin(x) on [-3, 3] with an RBF network (a cascade of three modules) and the MSE loss.
 
     .venv/bin/python examples/rbf_regression.py [--device torch:cpu] [--steps 2000]
 

@@ -1,4 +1,4 @@
-"""Finite-difference proof of a module's hand-derived bprop (the seeds' method).
+"""Finite-difference proof of a module's hand-derived bprop (central differences of fprop).
 
 Jacobian columns come from central differences of fprop, f'(x)·e_i ≈ (f(x+h e_i) - f(x-h e_i))
 / 2h with h = sqrt(eps)·max(|x_i|, 1); Jacobian rows from bprop of unit vectors e_j.  Both

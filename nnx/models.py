@@ -1,4 +1,4 @@
-"""The seeds' models by name: ``linear`` (784-10) and ``mlp`` (784-200-10 with tanh);
+"""The models ``nnx train --model`` names: ``linear`` (784-10) and ``mlp`` (784-200-10 with tanh);
 ``resmlp`` and ``cnn`` (a small LeNet-like convolutional network for 28x28 images)."""
 
 from .layers import (BatchNorm, Conv2D, Flatten, LeakyReLU, Linear, MaxPool2D, ReLU, Reshape,

@@ -1,4 +1,4 @@
-"""Training and evaluation: the seeds' loop, made convenient.
+"""Training and evaluation: the classic mini-batch loop, made convenient.
 
 ``fit`` is exactly this loop, with bookkeeping around it::
 

@@ -1,4 +1,4 @@
-"""The seeds' radial-basis-function network as a cascade of three small modules.
+"""A radial-basis-function network written as a cascade of three small modules.
 
     a1[n,k] = ||x_n - w_k||²        SquaredDistance   centres w: (K, d)
     a2 = exp(-β·a1)                 Gaussian          widths β: (K,)

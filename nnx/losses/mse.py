@@ -2,7 +2,7 @@ from .base import Loss
 
 
 class MSE(Loss):
-    """The seeds' Euclidean loss:  L = (1/N) Σ_batch 0.5·||z - t||²;   dL/dz = (z - t)/N"""
+    """Half the squared Euclidean distance:  L = (1/N) Σ_batch 0.5·||z - t||²;   dL/dz = (z - t)/N"""
 
     classifies = False          # regression: fit reports the test loss, no accuracy
 
