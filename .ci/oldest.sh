@@ -11,15 +11,15 @@ VENV=.venv-oldest
 # the floors, as declared in pyproject.toml ([project] dependencies, the [test] extra);
 # a test (tests/test_install.py) checks that this list and pyproject.toml agree
 FLOORS=(
-    "numpy==2.0.*"
-    "array-api-compat==1.14.*"
-    "tqdm==4.66.*"
-    "pytest==8.0.*"
-    "hypothesis==6.100.*"
-    "array-api-strict==2.3.*"
-    "pytest-benchmark==4.0.*"
-    "matplotlib==3.8.*"
-    "threadpoolctl==3.0.*"
+    "numpy==2.0.*"              # the first NumPy whose arrays have .device (nnx reads it)
+    "array-api-compat==1.14.0"
+    "tqdm==4.66.0"
+    "pytest==8.0.0"
+    "hypothesis==6.100.0"
+    "array-api-strict==2.3"
+    "pytest-benchmark==4.0.0"
+    "matplotlib==3.8.4"         # the first matplotlib built for NumPy 2
+    "threadpoolctl==3.0.0"
 )
 
 rm -rf "$VENV"

@@ -107,3 +107,25 @@ def test_float32_training_on_jax_leaves_x64_off_and_warns_nothing():
     r = _run(code, REPO)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["False", "True"]
+
+
+def test_ci_tests_the_declared_floors():
+    """.ci/oldest.sh pins every floor pyproject.toml declares (the dependencies and the test
+    extra), and .ci/run calls it: a floor that nnx outgrows fails CI."""
+    import re
+    tomllib = pytest.importorskip("tomllib")          # Python 3.11+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = {}
+    for spec in meta["dependencies"] + meta["optional-dependencies"]["test"]:
+        name, floor = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", spec.strip()).groups()
+        declared[name.lower()] = floor
+    script = (REPO / ".ci" / "oldest.sh").read_text()
+    pinned = dict(re.findall(r'"([A-Za-z0-9_.-]+)==([0-9.]+)(?:\.\*)?"', script))
+    def version(v):                   # 8 == 8.0 == 8.0.0
+        parts = [int(p) for p in v.split(".")]
+        while parts and parts[-1] == 0:
+            parts.pop()
+        return tuple(parts)
+    assert {k.lower(): version(v) for k, v in pinned.items()} == \
+        {k: version(v) for k, v in declared.items()}
+    assert "bash .ci/oldest.sh" in (REPO / ".ci" / "run").read_text()
