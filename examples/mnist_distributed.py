@@ -47,8 +47,8 @@ def main():
     opt = dist.DataParallel(nnx.SGD(net, lr=args.lr))
     shuffle = np.random.default_rng(args.seed)          # the same on every rank
     say = print if dist.rank() == 0 else (lambda *a, **k: None)
-    say(f"{dist.size()} process(es), global batch {args.batch_size}, "
-        f"{args.batch_size // dist.size()}+ examples per rank")
+    say(f"{dist.size()} process{'es' if dist.size() != 1 else ''}, global batch "
+        f"{args.batch_size}, {args.batch_size // dist.size()}+ examples per rank")
 
     n = len(x_train) - len(x_train) % args.batch_size  # drop the short last batch
     for epoch in range(1, args.epochs + 1):

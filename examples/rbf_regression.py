@@ -23,7 +23,10 @@ def main():
     args = parser.parse_args()
 
     nnx.seed(0)
-    nnx.set_device(args.device)
+    try:
+        nnx.set_device(args.device)
+    except nnx.NNXError as e:              # e.g. torch:cpu where torch is not installed
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
     n = 200
     xs = [-3.0 + 6.0 * i / (n - 1) for i in range(n)]
     x = nnx.asarray([[v] for v in xs])

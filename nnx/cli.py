@@ -15,6 +15,7 @@ import warnings
 
 from . import backends, checkpoint, datasets, models
 from .epoch_log import MetricsLog, log_problem
+from ._checks import count
 from .device import devices, set_device
 from .errors import DeviceError, NNXError
 
@@ -281,7 +282,7 @@ def cmd_train(args):
     x_test, t_test = training.to_device(data.x_test, data.y_test)
     from .device import get_device
     say = print if lead else (lambda *a, **k: None)
-    ranks = f" x {distributed.size()} ranks" if args.distributed else ""
+    ranks = f" x {count(distributed.size(), 'rank')}" if args.distributed else ""
     say(f"nnx train: {args.model} {_describe(net)} on {get_device()}{ranks}, "
         f"{hyperparameters(args)}")
     fields = [f.name for f in dataclasses.fields(training.EpochStats)
@@ -366,13 +367,13 @@ def hyperparameters(args):
     optimizer = (f"sgd lr {args.lr:g} momentum {args.momentum:g}" if args.optimizer == "sgd"
                  else f"adam lr {args.lr:g}")
     return (f"{optimizer}, weight decay {args.weight_decay:g}, schedule {args.schedule}, "
-            f"batch {args.batch_size}, {args.epochs} epochs, {args.dtype}, {args.dataset}, "
+            f"batch {args.batch_size}, {count(args.epochs, 'epoch')}, {args.dtype}, {args.dataset}, "
             f"seed {args.seed}")
 
 
 def _describe(net):
-    count = sum(math.prod(p.shape) for p in net.params())
-    return f"{' -> '.join(type(m).__name__ for m in net)} ({count:,} parameters)"
+    size = sum(math.prod(p.shape) for p in net.params())
+    return f"{' -> '.join(type(m).__name__ for m in net)} ({count(size, 'parameter')})"
 
 
 IMAGE_FORMATS = ("png", "svg", "pdf")

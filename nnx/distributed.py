@@ -30,6 +30,7 @@ import os
 
 from nnx import backends
 
+from . import _checks
 from .device import namespace
 from .errors import NNXError
 
@@ -80,7 +81,7 @@ def shard(batch, *, rank=None, size=None):
         return tuple(shard(b, rank=r, size=s) for b in batch)
     n = batch.shape[0] if hasattr(batch, "shape") else len(batch)
     if n < s:
-        raise DistributedError(f"shard: a batch of {n} example(s) cannot feed {s} ranks; "
+        raise DistributedError(f"shard: a batch of {_checks.count(n, 'example')} cannot feed {s} ranks; "
                                f"use global batches of at least {s} (drop a short last batch)")
     rows = slice(r * n // s, (r + 1) * n // s)
     return batch[rows, ...] if hasattr(batch, "shape") else batch[rows]

@@ -312,3 +312,33 @@ def test_prelu_names_the_shape_it_needs(shape, n, want):
     with pytest.raises(nnx.ShapeError, match=rf"input has shape {re.escape(str(shape))}, "
                                              rf"expected {want}"):
         nnx.PReLU(n).fprop(nnx.asarray(np.ones(shape, "float32")))
+
+
+# -- wording: one line from the example, counts with their noun ---------------------------
+
+def test_the_rbf_example_on_a_missing_backend_says_so_in_one_line():
+    from conftest import REPO
+    code = ("import runpy, sys; sys.modules['torch'] = None; "
+            "sys.argv = ['rbf_regression.py', '--device', 'torch:cpu', '--steps', '2']; "
+            f"runpy.run_path({str(REPO / 'examples' / 'rbf_regression.py')!r}, "
+            f"run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("rbf_regression.py: error: device 'torch:cpu' is unavailable: "
+                               "torch is not installed")
+
+
+def test_counts_take_their_noun_in_the_singular_and_plural():
+    import argparse
+    from nnx import _checks
+    from nnx.cli import _describe, build_parser, hyperparameters
+    assert [_checks.count(n, "epoch") for n in (0, 1, 2, 1000)] == \
+        ["0 epochs", "1 epoch", "2 epochs", "1,000 epochs"]
+    args = build_parser().parse_args(["train", "--epochs", "1", "--lr", "0.1",
+                                      "--momentum", "0", "--schedule", "constant"])
+    assert ", 1 epoch, " in hyperparameters(args)
+    assert _describe(nnx.Sequential(nnx.Tanh())) == "Tanh (0 parameters)"
+    assert _describe(nnx.Sequential(nnx.PReLU())) == "PReLU (1 parameter)"
+    with pytest.raises(nnx.distributed.DistributedError, match="a batch of 1 example cannot"):
+        nnx.distributed.shard(nnx.asarray([[1.0]]), rank=0, size=2)
