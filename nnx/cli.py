@@ -320,7 +320,8 @@ def cmd_train(args):
             log.close()
     elapsed = time.perf_counter() - started
     if args.plot and lead:
-        _plot(history, args.plot)
+        _plot(history, args.plot, f"nnx train --model {args.model}: {_describe(net)}, "
+                                  f"{hyperparameters(args)}")
         say(f"learning curves: {args.plot}")
     if args.save:
         say(f"checkpoint: {args.save}")
@@ -528,19 +529,29 @@ def _require_matplotlib():
                          "'nnx-backprop[plot]'") from None
 
 
-def _plot(history, path):
+def _plot(history, path, title=None):
+    """Training loss and test errors per epoch, with markers (a one-epoch run is a point),
+    under a title that says which run it is."""
+    import textwrap
+
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from nnx import backends
     epochs = [s.epoch for s in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 4))
     a.plot(epochs, [s.train_loss for s in history], marker="o")
     a.set(xlabel="epoch", ylabel="training loss", title="training loss")
     b.plot(epochs, [s.test_errors for s in history], marker="o", color="C1")
-    b.set(xlabel="epoch", ylabel="errors / 10000", title="test errors")
+    b.set(xlabel="epoch", ylabel=f"errors / {history[-1].test_total}", title="test errors")
     for ax in (a, b):
         ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)      # whole epochs
+        if len(epochs) == 1:
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+        ax.margins(y=0.15)
+    if title:
+        fig.suptitle("\n".join(textwrap.wrap(title, 120)), fontsize=8)
     fig.tight_layout()
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     fmt = ext if ext in IMAGE_FORMATS else "png"

@@ -342,3 +342,63 @@ def test_counts_take_their_noun_in_the_singular_and_plural():
     assert _describe(nnx.Sequential(nnx.PReLU())) == "PReLU (1 parameter)"
     with pytest.raises(nnx.distributed.DistributedError, match="a batch of 1 example cannot"):
         nnx.distributed.shard(nnx.asarray([[1.0]]), rank=0, size=2)
+
+
+# -- plots: the title fits, every point shows, the legend covers none, the run is named ----
+
+def _drawn(monkeypatch, draw):
+    """The figure ``draw()`` saves, kept open for inspection."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figures = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig))
+    draw()
+    (fig,) = figures
+    fig.canvas.draw()
+    return fig
+
+
+def _check_layout(fig):
+    renderer = fig.canvas.get_renderer()
+    page = fig.bbox
+    title = fig._suptitle.get_window_extent(renderer)
+    assert page.x0 <= title.x0 and title.x1 <= page.x1 and title.y1 <= page.y1, "title clipped"
+    for ax in fig.axes:
+        assert ax.get_legend() is None                    # no legend on top of the points
+        for line in ax.get_lines():
+            assert line.get_marker() not in (None, "None", ""), line.get_label()
+            xs = line.get_xdata()
+            lo, hi = ax.get_xlim()
+            assert all(lo < x < hi for x in xs), "a point on the panel's edge"
+    for legend in fig.legends:
+        box = legend.get_window_extent(renderer)
+        assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
+
+
+@pytest.mark.parametrize("batches", [[100], [100, 300]])
+def test_the_benchmark_plot_shows_every_point_and_names_its_run(monkeypatch, tmp_path, batches):
+    from nnx.benchmark import report
+    rows = [{"model": "mlp", "mode": mode, "dtype": "float32", "batch": b, "impl": impl,
+             "label": label, "samples_per_s": speed * b}
+            for mode in ("train", "infer") for b in batches
+            for impl, label, speed in (("nnx", "nnx cpu", 10), ("torch", "torch eager", 5),
+                                       (report.FLOOR, "matmul floor [cpu]", 20))]
+    meta = {"cpu": "A Processor With A Rather Long Name Indeed (R)", "blas": [],
+            "date": "2026-12-01T08:00:00+00:00", "git_commit": "abc1234", "host": "box"}
+    fig = _drawn(monkeypatch, lambda: report.plot(str(tmp_path / "b.png"), rows, meta))
+    _check_layout(fig)
+    assert "2026-12-01T08:00:00+00:00" in fig._suptitle.get_text() and "abc1234" in \
+        fig._suptitle.get_text()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == \
+        ["nnx cpu", "torch eager", "matmul floor [cpu]"]
+
+
+def test_the_training_plot_of_one_epoch_shows_its_points_and_its_run(monkeypatch, tmp_path):
+    from nnx.cli import _plot
+    history = [nnx.EpochStats(1, 0.35, 0.9, 420, 10000, 0.1, 3.0)]
+    fig = _drawn(monkeypatch, lambda: _plot(history, str(tmp_path / "c.png"),
+                                            "nnx train --model mlp: sgd lr 0.1, 1 epoch"))
+    _check_layout(fig)
+    assert fig._suptitle.get_text() == "nnx train --model mlp: sgd lr 0.1, 1 epoch"

@@ -138,15 +138,26 @@ def write_csv(path, rows, meta):
 
 
 def plot(path, rows, meta):
-    """Throughput against batch size: one panel per model and mode, one line per case."""
+    """Throughput against batch size: one panel per model and mode, one line per case.
+
+    Every case keeps its colour and marker in every panel (so a single batch size still
+    shows each point, the floor included); the legend sits below the panels, never on a
+    point; the title says which run it is (date, commit, host) and wraps to the figure."""
+    import textwrap
+
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     models = list(dict.fromkeys(r["model"] for r in rows))
     modes = list(dict.fromkeys(r["mode"] for r in rows))
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    impl = {r["label"]: r["impl"] for r in rows}
+    colour = {label: f"C{k % 10}" for k, label in enumerate(labels)}
+    width = max(4.6 * len(models), 7.0)
     fig, axes = plt.subplots(len(modes), len(models), squeeze=False,
-                             figsize=(4.6 * len(models), 3.8 * len(modes)))
+                             figsize=(width, 3.6 * len(modes) + 1.4))
     for i, mode in enumerate(modes):
         for j, model in enumerate(models):
             ax = axes[i][j]
@@ -154,18 +165,33 @@ def plot(path, rows, meta):
             for label in dict.fromkeys(r["label"] for r in group):
                 pts = sorted((r["batch"], r["samples_per_s"]) for r in group
                              if r["label"] == label)
-                impl = next(r["impl"] for r in group if r["label"] == label)
-                style = "-o" if impl == "nnx" else (":" if impl == FLOOR else "--s")
-                ax.plot(*zip(*pts), style, label=label, markersize=4)
+                kind = impl[label]
+                ax.plot(*zip(*pts), color=colour[label], label=label, markersize=6,
+                        linestyle="-" if kind == "nnx" else (":" if kind == FLOOR else "--"),
+                        marker="o" if kind == "nnx" else ("v" if kind == FLOOR else "s"))
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_title(f"{model}: {'training' if mode == 'train' else 'inference'}")
             ax.set_xlabel("batch size")
             ax.set_ylabel("samples / s")
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
-    fig.suptitle(f"nnx-bench ({rows[0]['dtype']}) on {meta['cpu']}, {blas_line(meta)}",
-                 fontsize=9)
-    fig.tight_layout()
+            batches = sorted({r["batch"] for r in group})
+            if len(batches) == 1:                    # one batch size: room on both sides
+                ax.set_xlim(batches[0] / 2, batches[0] * 2)
+            ax.set_xticks(batches, [str(b) for b in batches])      # the sizes measured
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.margins(y=0.15)
+    handles = {}
+    for ax in axes.flat:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center",
+               ncol=min(len(handles), 2 if width < 9 else 4), fontsize=8, frameon=False)
+    run = ", ".join(str(meta[k]) for k in ("date", "git_commit", "host") if meta.get(k))
+    title = (f"nnx-bench ({rows[0]['dtype']}) on {meta['cpu']}, {blas_line(meta)}"
+             + (f"; run {run}" if run else ""))
+    fig.suptitle("\n".join(textwrap.wrap(title, int(width * 14))), fontsize=9)
+    rows_of_legend = -(-len(handles) // (2 if width < 9 else 4))
+    fig.tight_layout(rect=(0, 0.05 + 0.035 * rows_of_legend * 7 / (3.6 * len(modes) + 1.4), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
