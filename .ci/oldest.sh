@@ -16,7 +16,7 @@ FLOORS=(
     "tqdm==4.66.0"
     "pytest==8.0.0"
     "hypothesis==6.100.0"
-    "array-api-strict==2.3.1"    # 2.3.0 promotes where(mask, x32, 0.0) to float64
+    "array-api-strict==2.5.0"    # the first whose arrays deep-copy (gradcheck copies modules)
     "pytest-benchmark==4.0.0"
     "matplotlib==3.8.4"         # the first matplotlib built for NumPy 2
     "threadpoolctl==3.0.0"

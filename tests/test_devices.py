@@ -122,6 +122,8 @@ def test_default_dtype():
 
 
 def test_no_float64_device_says_so():
+    if "strict:no_float64" not in nnx.devices():
+        pytest.skip("this array-api-strict has no no_float64 device (it came after 2.5)")
     with pytest.raises(nnx.DTypeError, match="device strict:no_float64 has no float64"):
         nnx.Linear(2, 2, dtype="float64", device="strict:no_float64")
 
