@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 from nnx.backends import host
 
+from . import outputs
 from .errors import NNXError
 
 
@@ -260,7 +261,7 @@ def _download(kind, name, folder):
             continue
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, name + (".gz" if blob[:2] == b"\x1f\x8b" else ""))
-        host.write_atomically(path, lambda f: f.write(blob))
+        outputs.write_atomically(path, lambda f: f.write(blob))
         return path
     raise DatasetError(f"could not download {name}.gz ({'; '.join(failures)})")
 
