@@ -121,21 +121,16 @@ MAX_COUNT = 100_000          # --repeats, --warmup: more would run for days
 
 
 def check_output(path, flag):
-    """Refuse an output that cannot be written, before the long run rather than after it."""
+    """Refuse an output that cannot be written, or an existing file that is not nnx-bench's
+    own output of that kind, before the long run rather than after it (nnx.outputs' rule)."""
+    from nnx import outputs
     if not path:
         raise UsageError(f"{flag} is an empty path; give a file name")
-    if "\0" in path:
-        raise UsageError(f"{flag}: {path!r} contains a NUL character")
-    if os.path.isdir(path):
-        raise UsageError(f"{flag}: {path} is a folder; give a file name inside it")
-    if os.path.lexists(path) and not os.path.isfile(path):
-        raise UsageError(f"{flag}: {path} exists and is not a regular file")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise UsageError(f"{flag}: folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK) or (os.path.exists(path) and
-                                          not os.access(path, os.W_OK)):
-        raise UsageError(f"{flag}: {path} is not writable")
+    ours, what = report.OUTPUT_KINDS[flag]
+    try:
+        outputs.check(path, flag, ours, what)
+    except outputs.OutputError as e:
+        raise UsageError(str(e)) from None
 
 
 def check_outputs(args):
