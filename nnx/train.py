@@ -80,6 +80,7 @@ def evaluate(net, x, t, batch_size=1000):
             stop = min(start + batch_size, n)       # the standard leaves overshoot undefined
             z = net.fprop(x[start:stop, ...])
             if start == 0:
+                check_scores("evaluate", z, stop - start)
                 check_labels(t, int(z.shape[1]), "evaluate: labels")
             miss = xp.sum(xp.astype(xp.argmax(z, axis=1) != t[start:stop], count))
             nan = xp.sum(xp.astype(~xp.all(xp.isfinite(z), axis=1), count))
@@ -93,6 +94,21 @@ def evaluate(net, x, t, batch_size=1000):
                              f"of {n} rows (NaN or inf has no class); check the weights "
                              f"and the input data")
     return int(counts[0])
+
+
+def check_scores(where, z, rows):
+    """The network's output must be one array of (batch, classes) scores for ``rows``
+    inputs; anything else (a tuple of outputs, feature maps without Flatten) is refused."""
+    if isinstance(z, (tuple, list)):
+        raise ShapeError(f"{where}: the network returns {len(z)} outputs, but a classifier "
+                         f"needs one (batch, classes) array; give {where} a network (or a "
+                         f"Graph) with a single output")
+    shape = tuple(getattr(z, "shape", ()))
+    if len(shape) != 2 or shape[0] != rows:
+        fix = ("add nnx.Flatten() and a Linear layer to the classes at the end"
+               if len(shape) > 2 else "end the network with a Linear layer to the classes")
+        raise ShapeError(f"{where}: the network's output must be (batch, classes) scores, "
+                         f"got shape {shape} for {rows} inputs; {fix}")
 
 
 def _modes(module):
@@ -183,6 +199,7 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
         progress = progress or show.progress
     with _eval_mode(net):   # the probe must not update BatchNorm's running statistics (nor
         probe = net.fprop(x[:1, ...])       # fail on a batch of one in training mode)
+    check_scores("fit", probe, 1)
     n_classes = int(probe.shape[1])
     check_labels(t, n_classes, "training labels")
     loss.fprop(probe, t[:1])            # the loss's own checks once, with check_labels on
