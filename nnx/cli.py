@@ -199,7 +199,11 @@ def _fail(args, message, code):
     print(message, file=sys.stderr, flush=True)
     if getattr(args, "distributed", False):
         from . import distributed
-        if distributed.size() > 1:
+        try:
+            many = distributed.size() > 1
+        except Exception:                   # no MPI to end (mpi4py missing): nothing to do
+            many = False
+        if many:
             distributed.abort(code)
     return code
 

@@ -285,8 +285,9 @@ def load_mnist(path=None, *, download=True, kind="mnist"):
     are read from ``cache_dir(kind)``, downloaded there first (checksums verified, each
     written atomically) when missing and ``download`` is true.
     """
-    if kind not in MIRRORS:
-        raise DatasetError(f"unknown dataset kind {kind!r}; use one of {', '.join(MIRRORS)}")
+    if not isinstance(kind, str) or kind not in MIRRORS:     # a list is not hashable
+        raise DatasetError(f"load_mnist: unknown dataset kind {kind!r}; use one of "
+                           f"{', '.join(MIRRORS)}")
     if path is not None:
         folder, source = os.fspath(path), "the path argument"
     elif os.environ.get("NNX_DATA"):

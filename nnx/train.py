@@ -185,6 +185,16 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
     _check_pair("fit", x, t)
     if x_test is not None:
         _check_pair("fit (test data)", x_test, t_test)
+        if x_test.shape[0] == 0:
+            raise ArgumentError("fit: the test set is empty (x_test has 0 rows); give test "
+                                "examples, or leave x_test and t_test out")
+    if distributed:
+        from .distributed import DataParallel
+        if not isinstance(opt, DataParallel):
+            raise _checks.ArgumentTypeError(
+                f"fit: distributed=True needs the optimiser wrapped in "
+                f"nnx.distributed.DataParallel (it averages the gradients over the ranks), "
+                f"got {type(opt).__name__}; use opt = DataParallel({type(opt).__name__}(...))")
     if [id(p) for p in opt.module.params()] != [id(p) for p in net.params()]:
         raise ArgumentError("fit: the optimiser is bound to another module; "
                             "create it with the network you train, e.g. nnx.SGD(net, lr=0.1)")
@@ -220,6 +230,10 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
             net.train()
             losses, counts, correct = [], [], None
             step_range = progress(range(steps)) if progress else range(steps)
+            if not hasattr(step_range, "__iter__"):
+                raise _checks.ArgumentTypeError(f"fit: progress(steps) must return an "
+                                                f"iterable over the steps (e.g. "
+                                                f"tqdm(steps)), got {step_range!r}"[:200])
             for step in step_range:
                 idx = split(order[step * batch_size:min((step + 1) * batch_size, n)])
                 xb, tb = xp.take(x, idx, axis=0), xp.take(t, idx, axis=0)
