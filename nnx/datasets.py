@@ -206,6 +206,9 @@ def _load_pair(images_path, labels_path):
     if count != dims[0]:
         raise DatasetError(f"{images_path} has {dims[0]} images but {labels_path} has "
                            f"{count} labels; the two files must come from the same split")
+    if count == 0:
+        raise DatasetError(f"{images_path} holds no images (0 in its header); the file is "
+                           f"truncated or not a real split: download it again")
     top = max(labels[label_offset:], default=0)
     if top > 9:
         raise DatasetError(f"{labels_path}: labels must lie in 0..9, found {top}")

@@ -108,7 +108,7 @@ def check_scores(where, z, rows):
         fix = ("add nnx.Flatten() and a Linear layer to the classes at the end"
                if len(shape) > 2 else "end the network with a Linear layer to the classes")
         raise ShapeError(f"{where}: the network's output must be (batch, classes) scores, "
-                         f"got shape {shape} for {rows} inputs; {fix}")
+                         f"got shape {shape} for {rows} input{'s' * (rows != 1)}; {fix}")
 
 
 def _modes(module):
