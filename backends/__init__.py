@@ -49,6 +49,7 @@ def listing():
             continue
         try:
             rows.extend((spec, None) for spec in backend.listed())
+            rows.extend(backend.unusable())
         except Exception as e:
             rows.append((name, f"{type(e).__name__}: {e}"))
     return rows

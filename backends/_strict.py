@@ -4,6 +4,9 @@ from .base import Backend
 
 
 UNUSABLE = "no_x64"          # no int64 there: array-api-strict's own argmax fails on it
+NO_X64 = (f"array-api-strict's {UNUSABLE} device has no 64-bit integers, so argmax, integer "
+          f"sums and int64 labels fail there; nnx does not run on it (strict:no_float64 "
+          f"checks float32-only code)")
 
 
 class StrictBackend(Backend):
@@ -22,9 +25,7 @@ class StrictBackend(Backend):
         names = self._names()
         name = rest or "CPU_DEVICE"
         if name == UNUSABLE:
-            raise ValueError(f"array-api-strict's {UNUSABLE} device has no 64-bit integers, "
-                             f"so argmax, integer sums and int64 labels fail there; nnx does "
-                             f"not run on it (strict:no_float64 checks float32-only code)")
+            raise ValueError(NO_X64)
         if name not in names:
             raise ValueError(f"array-api-strict has the devices {', '.join(self._usable())}")
         return self.spec_of_name(name), self.namespace().Device(name)
@@ -37,6 +38,9 @@ class StrictBackend(Backend):
 
     def listed(self):
         return [self.spec_of_name(n) for n in self._usable()]
+
+    def unusable(self):
+        return [(self.spec_of_name(UNUSABLE), NO_X64)] if UNUSABLE in self._names() else []
 
     def from_host(self, host_array, native):
         host = np.asarray(host_array)
