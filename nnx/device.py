@@ -174,6 +174,9 @@ def _numbers(x):
                                     f"(every row of one length), got rows of different "
                                     f"lengths or shapes: {str(e).splitlines()[0]}") from None
     kind = getattr(x.dtype, "kind", None)
+    if kind == "V" and getattr(x.dtype, "names", None) is None and \
+            not str(x.dtype).startswith("|V"):
+        return x                    # an extension float such as ml_dtypes' bfloat16 (JAX)
     if isinstance(kind, str) and kind in _KINDS:
         raise ArgumentTypeError(f"asarray: expected real numbers, got {_KINDS[kind]} (dtype "
                                 f"{x.dtype}); convert them first, e.g. [float(v) for v in ...]")

@@ -425,3 +425,11 @@ def test_an_empty_split_is_one_dataset_error(capsys, tmp_path, command):
     code, out, err = cli(capsys, *argv)
     assert code == 2 and one_line(err) and "test errors" not in out
     assert "t10k-images-idx3-ubyte.gz holds no images (0 in its header)" in err
+
+
+def test_asarray_still_reads_extension_floats():
+    jnp = pytest.importorskip("jax.numpy", reason="JAX's bfloat16 (an ml_dtypes float)")
+    x = jnp.ones(2, dtype=jnp.bfloat16)
+    assert str(nnx.asarray(x, device="cpu").dtype) == "float32"
+    with pytest.raises(nnx.ArgumentTypeError, match="got records"):
+        nnx.asarray(np.zeros(2, dtype=[("a", "f8")]))
