@@ -43,17 +43,20 @@ def check_log(path, fields, option="--log", error=None):
     replaced only when it is nnx's own log with the same fields (``nnx.outputs.check``)."""
     from . import outputs
     error = error or outputs.OutputError
-    if isinstance(path, (str, os.PathLike)) and os.path.splitext(path)[1].lower() \
-            not in LOG_FORMATS:
-        raise error(f"{option} {os.fspath(path)}: use a .csv or .jsonl file name (the "
-                    f"format follows it)")
+    if isinstance(path, (str, bytes, os.PathLike)):
+        path = os.fsdecode(os.fspath(path))
+        if os.path.splitext(path)[1].lower() not in LOG_FORMATS:
+            raise error(f"{option} {path}: use a .csv or .jsonl file name (the format "
+                        f"follows it)")
+    if not isinstance(path, str):
+        raise error(f"{option}: expected a file path, got {type(path).__name__}")
     return outputs.check(path, option, _recogniser(path, fields),
                          "an nnx metrics log with the same fields", error=error)
 
 
 def _recogniser(path, fields):
     from . import outputs
-    if str(os.fspath(path)).lower().endswith(".csv"):
+    if os.fsdecode(os.fspath(path)).lower().endswith(".csv"):
         return outputs.has_csv_header(fields)
     return outputs.has_jsonl_keys(fields)
 
