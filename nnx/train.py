@@ -106,7 +106,9 @@ def check_scores(where, z, rows):
     shape = tuple(getattr(z, "shape", ()))
     if len(shape) != 2 or shape[0] != rows:
         fix = ("add nnx.Flatten() and a Linear layer to the classes at the end"
-               if len(shape) > 2 else "end the network with a Linear layer to the classes")
+               if len(shape) > 2 else "end the network with a Linear layer to the classes"
+               if len(shape) < 2 else "keep one row per input (a Reshape must keep the "
+               "batch axis first)")
         raise ShapeError(f"{where}: the network's output must be (batch, classes) scores, "
                          f"got shape {shape} for {rows} input{'s' * (rows != 1)}; {fix}")
 
