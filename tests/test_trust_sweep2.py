@@ -434,3 +434,23 @@ def test_asarray_still_reads_extension_floats():
     assert str(nnx.asarray(x, device="cpu").dtype) == "float32"
     with pytest.raises(nnx.ArgumentTypeError, match="got records"):
         nnx.asarray(np.zeros(2, dtype=[("a", "f8")]))
+
+
+class GradientInFloat32(nnx.Module):
+    def fprop(self, x):
+        self._out_shape = tuple(x.shape)
+        return x * 2
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        self._check_grad(grad_output)
+        namespace = array_namespace(grad_output)
+        return namespace.astype(grad_output * 2, namespace.float32)
+
+
+def test_check_module_reports_a_gradient_dtype_change_as_one():
+    with pytest.raises(ModuleCheckError) as e:
+        check_module(GradientInFloat32, (3, 4), devices=["cpu"], dtypes="float64")
+    first = e.value.report.failures[0]
+    assert (first.check, first.detail) == (
+        "keeps the dtype", "the dtype changed: bprop's input gradient is float32 for float64 "
+                           "input; compute it in the input's dtype")

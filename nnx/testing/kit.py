@@ -223,8 +223,8 @@ def _check_dtype(report, base, specs, dtype, x_host, seed, samples, first):
             for result in contract:
                 add(spec, *result)
             if contract[1][1] == "FAILED":           # a gradient mismatch would mislead
-                add(spec, "gradcheck", "skipped", "the output's dtype differs from the "
-                                                  "input's (see keeps the dtype)")
+                add(spec, "gradcheck", "skipped", "a dtype changed (see keeps the dtype): "
+                                                  "a gradient mismatch would mislead")
             else:
                 _gradcheck(add, spec, module, x, dtype, samples)
             if spec == REFERENCE:
@@ -277,7 +277,8 @@ def _run(base, spec, dtype, x_host, g_host, seed):
 
 
 def _contract(base, target, dtype, x_host):
-    """fprop leaves its input as it was and returns the input's dtype: two results."""
+    """fprop leaves its input as it was; the output and bprop's gradients keep the input's
+    dtype: two results."""
     from ..device import short_dtype
     module = copy.deepcopy(base).to(target, dtype)
     module.train()
@@ -294,13 +295,31 @@ def _contract(base, target, dtype, x_host):
         "keeps its input", "FAILED", "fprop changed its input in place (x *= ..., x[...] = "
         "...): the layer before it, and gradcheck of a network holding it, see the changed "
         "values; compute into a new array (y = x * 2)")
-    got = [short_dtype(a.dtype) for a in (y if isinstance(y, (tuple, list)) else (y,))]
-    if all(d == dtype for d in got):
-        return [input_result, ("keeps the dtype", "ok", f"{dtype} in, {dtype} out")]
-    return [input_result, ("keeps the dtype", "FAILED",
-                           f"the dtype changed: {dtype} input gave {', '.join(got)} output; "
-                           f"compute in the input's dtype (xp.astype(..., x.dtype), or "
-                           f"constants made with dtype=x.dtype)")]
+    ys = list(y) if isinstance(y, (tuple, list)) else [y]
+    got = [short_dtype(a.dtype) for a in ys]
+    if any(d != dtype for d in got):
+        return [input_result, ("keeps the dtype", "FAILED",
+                               f"the dtype changed: {dtype} input gave {', '.join(got)} "
+                               f"output; compute in the input's dtype (xp.astype(..., "
+                               f"x.dtype), or constants made with dtype=x.dtype)")]
+    try:                                         # the gradients, from an upstream of ones
+        g = [asarray(backends.host.full(tuple(a.shape), 1.0, "float64"), device=target,
+                     dtype=dtype) for a in ys]
+        dx = module.bprop(g[0] if len(g) == 1 and not isinstance(y, (tuple, list))
+                          else tuple(g))
+        grads = [("input gradient", dx)] + [(f"gradient of {n}", a) for (n, _), a in
+                                            zip(module.named_params(), module.grads())]
+    except Exception:                            # bprop's own failure: the other checks say
+        grads = []
+    for what, a in grads:
+        for one in (a if isinstance(a, (tuple, list)) else (a,)):
+            if one is not None and short_dtype(one.dtype) != dtype:
+                return [input_result, ("keeps the dtype", "FAILED",
+                                       f"the dtype changed: bprop's {what} is "
+                                       f"{short_dtype(one.dtype)} for {dtype} input; compute "
+                                       f"it in the input's dtype")]
+    return [input_result, ("keeps the dtype", "ok", f"{dtype} in, {dtype} out, forward "
+                                                    f"and back")]
 
 
 def _gradcheck(add, spec, module, x, dtype, samples):
