@@ -49,6 +49,7 @@ def listing():
             continue
         try:
             rows.extend((spec, None) for spec in backend.listed())
+            rows.extend(backend.unusable())
         except Exception as e:
             rows.append((name, f"{type(e).__name__}: {e}"))
     return rows
@@ -69,6 +70,8 @@ def resolve(spec):
     """The ``Device`` for a device string; DeviceError naming what is available if not."""
     if isinstance(spec, Device):
         return spec
+    if not isinstance(spec, str):           # a list or a number is never a device
+        split_spec(spec)
     if spec in _resolved:
         return _resolved[spec]
     prefix, rest = split_spec(spec)

@@ -3,6 +3,12 @@ import numpy as np
 from .base import Backend
 
 
+UNUSABLE = "no_x64"          # no int64 there: array-api-strict's own argmax fails on it
+NO_X64 = (f"array-api-strict's {UNUSABLE} device has no 64-bit integers, so argmax, integer "
+          f"sums and int64 labels fail there; nnx does not run on it (strict:no_float64 "
+          f"checks float32-only code)")
+
+
 class StrictBackend(Backend):
     """array-api-strict: the reference namespace, with fake devices to catch device mixing."""
 
@@ -18,15 +24,23 @@ class StrictBackend(Backend):
     def parse(self, prefix, rest):
         names = self._names()
         name = {n.lower(): n for n in names}.get((rest or "CPU_DEVICE").lower())
+        if name == UNUSABLE:
+            raise ValueError(NO_X64)
         if name is None:
-            raise ValueError(f"array-api-strict has the devices {', '.join(names)}")
+            raise ValueError(f"array-api-strict has the devices {', '.join(self._usable())}")
         return self.spec_of_name(name), self.namespace().Device(name)
 
     def spec_of_name(self, name):
         return "strict" if name == "CPU_DEVICE" else f"strict:{name}"
 
+    def _usable(self):
+        return [n for n in self._names() if n != UNUSABLE]
+
     def listed(self):
-        return [self.spec_of_name(n) for n in self._names()]
+        return [self.spec_of_name(n) for n in self._usable()]
+
+    def unusable(self):
+        return [(self.spec_of_name(UNUSABLE), NO_X64)] if UNUSABLE in self._names() else []
 
     def from_host(self, host_array, native):
         host = np.asarray(host_array)

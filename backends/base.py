@@ -31,6 +31,10 @@ class Backend:
         """Canonical specs of the devices usable here."""
         raise NotImplementedError
 
+    def unusable(self):
+        """[(spec, reason)] for devices the library has but nnx cannot run on."""
+        return []
+
     def from_host(self, host_array, native):
         raise NotImplementedError
 

@@ -20,6 +20,7 @@ import zipfile
 
 from nnx import backends
 
+from . import outputs
 from .device import short_dtype
 from .errors import NNXError
 from .module import Module, registry
@@ -49,8 +50,10 @@ def save(module, path, **extra):
         meta["buffers"] = {n: list(b.shape) for n, b in buffers}
     arrays = {n: backends.to_host(p) for n, p in named + buffers}
     folder = os.path.dirname(os.path.abspath(path))
+    text = json.dumps(meta, default=_plain)
     try:
-        backends.host.save_npz(path, arrays, json.dumps(meta, default=_plain))
+        outputs.write_atomically(path, lambda f: backends.host.write_npz(f, arrays, text),
+                                 ours=is_checkpoint)
     except (FileNotFoundError, NotADirectoryError):
         raise CheckpointError(f"cannot save {path}: the folder {folder} does not exist; "
                               f"create it first") from None
@@ -61,21 +64,10 @@ def save(module, path, **extra):
 
 def check_target(path):
     """``path`` as a string when a checkpoint may be written there, else CheckpointError:
-    an empty path, a folder, or an existing file that is not an nnx checkpoint."""
-    if path is None or not isinstance(path, (str, bytes, os.PathLike)):
-        raise CheckpointError(f"save: expected a file path, got {type(path).__name__}")
-    path = os.fsdecode(os.fspath(path))
-    if not path:
-        raise CheckpointError("save: the path is empty; give a file name such as model.npz")
-    if "\0" in path:
-        raise CheckpointError(f"save: the path {path!r} contains a NUL character")
-    if os.path.isdir(path):
-        raise CheckpointError(f"{path} is a folder: give the checkpoint a file name, e.g. "
-                              f"{os.path.join(path, 'model.npz')}")
-    if os.path.lexists(path) and not is_checkpoint(path):
-        raise CheckpointError(f"{path} exists and is not an nnx checkpoint; refusing to "
-                              f"overwrite it (delete it or choose another name)")
-    return path
+    an empty path, a folder, or an existing file that is not an nnx checkpoint (the rule of
+    every output nnx writes: ``nnx.outputs.check``)."""
+    return outputs.check(path, "save", is_checkpoint, "an nnx checkpoint",
+                         error=CheckpointError)
 
 
 def is_checkpoint(path):

@@ -13,8 +13,8 @@ import sys
 import time
 import warnings
 
-from . import backends, checkpoint, datasets, models
-from .epoch_log import MetricsLog, log_problem
+from . import backends, checkpoint, datasets, models, outputs
+from .epoch_log import MetricsLog, check_log
 from ._checks import count
 from .device import devices, set_device
 from .errors import DeviceError, NNXError
@@ -145,8 +145,8 @@ def build_parser():
     train.add_argument("--plot", metavar="FILE.png", help="draw the learning curves")
     train.add_argument("--log", metavar="FILE.csv|FILE.jsonl",
                        help="write one row of metrics per epoch, CSV or JSON lines by the "
-                            "extension, flushed to disk after each epoch; an existing file "
-                            "is refused, never overwritten")
+                            "extension, on disk after each epoch; an existing file is "
+                            "refused unless it is nnx's own log")
     train.add_argument("--malloc-tuning", action=argparse.BooleanOptionalAction, default=True,
                        help="keep freed memory for reuse between steps (glibc; nnx.tune_malloc)")
 
@@ -200,7 +200,11 @@ def _fail(args, message, code):
     print(message, file=sys.stderr, flush=True)
     if getattr(args, "distributed", False):
         from . import distributed
-        if distributed.size() > 1:
+        try:
+            many = distributed.size() > 1
+        except Exception:                   # no MPI to end (mpi4py missing): nothing to do
+            many = False
+        if many:
             distributed.abort(code)
     return code
 
@@ -383,39 +387,38 @@ IMAGE_FORMATS = ("png", "svg", "pdf")
 def _check_outputs(args):
     """Refuse, before any work, outputs that are empty, collide with each other or with the
     input data, are folders or unwritable, or would overwrite a file that is not theirs."""
-    outputs = [(o, p) for o, p in (("--save", args.save), ("--plot", args.plot),
+    targets = [(o, p) for o, p in (("--save", args.save), ("--plot", args.plot),
                                    ("--log", args.log)) if p is not None]
-    for option, path in outputs:
+    for option, path in targets:
         if not path:
             raise UsageError(f"nnx train: error: {option} is an empty path; give a file name")
         if "\0" in path:
             raise UsageError(f"nnx train: error: {option} {path!r} contains a NUL character")
-        _check_writable(option, path)
-    clash = same_file_pair(outputs)
+    clash = same_file_pair(targets)
     if clash:
         raise UsageError(f"nnx train: error: {clash}")
-    for option, path in outputs:
+    for option, path in targets:
         for source in _input_files(args):
             if _same_file(path, source):
                 raise UsageError(f"nnx train: error: {option} {path} is an input data file "
                                  f"({source}); write the output elsewhere")
-    problem = log_problem(args.log) if args.log is not None else None
-    if problem:
-        raise UsageError(f"nnx train: error: {problem}")
-    if args.save is not None:
-        try:
-            checkpoint.check_target(args.save)
-        except checkpoint.CheckpointError as e:
-            raise UsageError(f"nnx train: error: --save {e}") from None
     if args.plot is not None:
         ext = os.path.splitext(args.plot)[1].lower().lstrip(".")
         if ext not in IMAGE_FORMATS:
             raise UsageError(f"nnx train: error: --plot: unknown image format "
                              f"{'.' + ext if ext else '(no extension)'} in {args.plot}; "
                              f"end the name with .png, .svg or .pdf")
-        if os.path.lexists(args.plot) and not os.path.isfile(args.plot):
-            raise UsageError(f"nnx train: error: --plot {args.plot} exists and is not a "
-                             f"regular file; refusing to replace it")
+    from .train import EpochStats
+    try:                                        # nnx.outputs owns the rule for every output
+        if args.save is not None:
+            outputs.check(args.save, "--save", checkpoint.is_checkpoint, "an nnx checkpoint")
+        if args.log is not None:
+            check_log(args.log, [f.name for f in dataclasses.fields(EpochStats)])
+        if args.plot is not None:
+            outputs.check(args.plot, "--plot", outputs.is_plot, "a plot nnx drew")
+    except outputs.OutputError as e:
+        raise UsageError(f"nnx train: error: {e}") from None
+    if args.plot is not None:
         _require_matplotlib()
 
 
@@ -510,17 +513,6 @@ def _check_size(args):
                          f"{'--batch-size' if args.model in ('cnn', 'linear') else '--hidden, --layers or --batch-size'}")
 
 
-def _check_writable(option, path):
-    if path is None:
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise UsageError(f"nnx train: error: {option} {path} is a folder; give a file name")
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise UsageError(f"nnx train: error: {option} {path}: the folder {folder} does not "
-                         f"exist or is not writable")
-
-
 def _require_matplotlib():
     try:
         import matplotlib  # noqa: F401
@@ -537,7 +529,6 @@ def _plot(history, path, title=None):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from nnx import backends
     epochs = [s.epoch for s in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 4))
     a.plot(epochs, [s.train_loss for s in history], marker="o")
@@ -555,7 +546,9 @@ def _plot(history, path, title=None):
     fig.tight_layout()
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     fmt = ext if ext in IMAGE_FORMATS else "png"
-    backends.host.write_atomically(path, lambda f: fig.savefig(f, format=fmt, dpi=100))
+    outputs.write_atomically(path, lambda f: fig.savefig(
+        f, format=fmt, dpi=100, metadata=outputs.plot_metadata("nnx train --plot")),
+        ours=outputs.is_plot)
     plt.close(fig)
 
 

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 from nnx.backends import host
 
+from . import outputs
 from .errors import NNXError
 
 
@@ -205,6 +206,9 @@ def _load_pair(images_path, labels_path):
     if count != dims[0]:
         raise DatasetError(f"{images_path} has {dims[0]} images but {labels_path} has "
                            f"{count} labels; the two files must come from the same split")
+    if count == 0:
+        raise DatasetError(f"{images_path} holds no images (0 in its header); the file is "
+                           f"truncated or not a real split: download it again")
     top = max(labels[label_offset:], default=0)
     if top > 9:
         raise DatasetError(f"{labels_path}: labels must lie in 0..9, found {top}")
@@ -260,7 +264,7 @@ def _download(kind, name, folder):
             continue
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, name + (".gz" if blob[:2] == b"\x1f\x8b" else ""))
-        host.write_atomically(path, lambda f: f.write(blob))
+        outputs.write_atomically(path, lambda f: f.write(blob))
         return path
     raise DatasetError(f"could not download {name}.gz ({'; '.join(failures)})")
 
@@ -302,8 +306,9 @@ def load_mnist(path=None, *, download=True, kind="mnist", train=True):
     written atomically) when missing and ``download`` is true.  ``train=False`` needs and
     reads only the two test files (``x_train`` and ``y_train`` are then None).
     """
-    if kind not in MIRRORS:
-        raise DatasetError(f"unknown dataset kind {kind!r}; use one of {', '.join(MIRRORS)}")
+    if not isinstance(kind, str) or kind not in MIRRORS:     # a list is not hashable
+        raise DatasetError(f"load_mnist: unknown dataset kind {kind!r}; use one of "
+                           f"{', '.join(MIRRORS)}")
     folder, source = data_folder(path, kind)
     names = FILES if train else FILES[2:]
     paths = {name: _find(folder, name) for name in names}

@@ -142,13 +142,44 @@ def asarray(x, *, device=None, dtype=None):
     if x is None or isinstance(x, (str, bytes, dict)):
         raise ArgumentTypeError(f"asarray: expected numbers, a nested list or an array, "
                         f"got {type(x).__name__}")
+    x = _numbers(x)
     want = None
     if dtype is not None or _is_float(x):
         want = resolve_dtype(dtype, target)     # before the transfer: it may enable float64
     if backends.device_of(x) != target:
-        x = backends.from_host(backends.to_host(x), target)
+        try:
+            host = backends.to_host(x)
+        except (TypeError, ValueError, RuntimeError) as e:   # e.g. torch's bfloat16
+            raise ArgumentTypeError(f"asarray: cannot read a {type(x).__name__} of dtype "
+                                    f"{x.dtype} ({str(e).splitlines()[0]}); convert it to "
+                                    f"float32 first (in torch: x.float())") from None
+        x = backends.from_host(host, target)
     if want is not None and x.dtype != want:
         x = target.xp.astype(x, want)
+    return x
+
+
+_KINDS = {"U": "strings", "S": "bytes", "O": "Python objects (None, mixed types)",
+          "V": "records", "c": "complex numbers", "M": "dates", "m": "time spans"}
+
+
+def _numbers(x):
+    """``x`` itself when it is an array; a list or scalar as a host array of real numbers;
+    anything else (ragged rows, strings, None, complex) an ArgumentTypeError saying so."""
+    if not hasattr(x, "dtype"):
+        try:
+            x = backends.host.as_array(x)
+        except (ValueError, TypeError) as e:
+            raise ArgumentTypeError(f"asarray: expected a rectangular nested list of numbers "
+                                    f"(every row of one length), got rows of different "
+                                    f"lengths or shapes: {str(e).splitlines()[0]}") from None
+    kind = getattr(x.dtype, "kind", None)
+    if kind == "V" and getattr(x.dtype, "names", None) is None and \
+            not str(x.dtype).startswith("|V"):
+        return x                    # an extension float such as ml_dtypes' bfloat16 (JAX)
+    if isinstance(kind, str) and kind in _KINDS:
+        raise ArgumentTypeError(f"asarray: expected real numbers, got {_KINDS[kind]} (dtype "
+                                f"{x.dtype}); convert them first, e.g. [float(v) for v in ...]")
     return x
 
 

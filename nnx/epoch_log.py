@@ -41,55 +41,67 @@ class Printer:
         self.tqdm.write(row(stats))
 
 
-def log_problem(path):
-    """Why ``path`` cannot take a metrics log (None if it can): the format comes from the
-    extension, and an existing file is never overwritten or appended to."""
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in LOG_FORMATS:
-        return f"--log {path}: use a .csv or .jsonl file name (the format follows it)"
-    if os.path.isdir(path):
-        return f"--log {path} is a folder; give a file name"
-    if os.path.lexists(path):
-        return f"--log {path} exists; nnx never overwrites or appends to a file: pick a new name"
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        return f"--log {path}: the folder {folder} does not exist or is not writable"
-    return None
+def check_log(path, fields, option="--log", error=None):
+    """``path`` when a metrics log with ``fields`` may be written there, else ``error``
+    (nnx.outputs.OutputError): the format comes from the extension; an existing file is
+    replaced only when it is nnx's own log with the same fields (``nnx.outputs.check``)."""
+    from . import outputs
+    error = error or outputs.OutputError
+    if isinstance(path, (str, bytes, os.PathLike)):
+        path = os.fsdecode(os.fspath(path))
+        if os.path.splitext(path)[1].lower() not in LOG_FORMATS:
+            raise error(f"{option} {path}: use a .csv or .jsonl file name (the format "
+                        f"follows it)")
+    if not isinstance(path, str):
+        raise error(f"{option}: expected a file path, got {type(path).__name__}")
+    return outputs.check(path, option, _recogniser(path, fields),
+                         "an nnx metrics log with the same fields", error=error)
+
+
+def _recogniser(path, fields):
+    from . import outputs
+    if os.fsdecode(os.fspath(path)).lower().endswith(".csv"):
+        return outputs.has_csv_header(fields)
+    return outputs.has_jsonl_keys(fields)
 
 
 class MetricsLog:
     """One row per epoch (the fields of EpochStats), CSV with a header or JSON lines by the
-    extension; each row is flushed and fsync'd, so a crash loses at most the epoch underway.
-    The file is created exclusively: an existing one is an error, never clobbered."""
+    extension.  After each row the whole file is written again atomically (temporary, fsync,
+    rename), so a crash loses at most the epoch underway and a reader never sees half a row.
+    An existing file is refused unless it is nnx's own log with the same fields (then it is
+    replaced): see ``check_log``."""
 
     def __init__(self, path, fields):
-        problem = log_problem(path)
-        if problem:
-            raise FileExistsError(problem) if os.path.lexists(path) else ValueError(problem)
-        self.path, self.fields = path, list(fields)
-        self.csv = path.lower().endswith(".csv")
-        self.file = open(path, "x", newline="", encoding="utf-8")
+        self.fields = list(fields)
+        self.path = check_log(path, self.fields)
+        self.csv = self.path.lower().endswith(".csv")
+        self.ours = _recogniser(self.path, self.fields)
+        self.lines = [",".join(self.fields)] if self.csv else []
         if self.csv:
-            import csv
-            self.writer = csv.DictWriter(self.file, fieldnames=self.fields, lineterminator="\n")
-            self.writer.writeheader()
             self._sync()
 
     def write(self, stats):
         values = dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) else dict(stats)
         values = {k: values.get(k) for k in self.fields}
         if self.csv:
-            self.writer.writerow({k: "" if v is None else v for k, v in values.items()})
+            import csv
+            import io
+            buffer = io.StringIO()
+            csv.writer(buffer, lineterminator="").writerow(
+                ["" if v is None else v for v in values.values()])
+            self.lines.append(buffer.getvalue())
         else:
-            self.file.write(json.dumps(values) + "\n")
+            self.lines.append(json.dumps(values))
         self._sync()
 
     def _sync(self):
-        self.file.flush()
-        os.fsync(self.file.fileno())
+        from . import outputs
+        outputs.write_text(self.path, "".join(line + "\n" for line in self.lines),
+                           ours=self.ours)
 
     def close(self):
-        self.file.close()
+        pass
 
     def __enter__(self):
         return self

@@ -47,8 +47,9 @@ class GradcheckResult:
 
     def __str__(self):
         verdict = "ok" if self.ok else "FAILED"
-        return (f"gradcheck {verdict} on {self.device} in {self.dtype}: {self.checked} entries "
-                f"({self.coverage}), worst abs {self.max_abs_error:.2e}, "
+        what = (f"{self.checked} entries ({self.coverage})" if self.checked else
+                self.coverage)                  # mode="direction": no single entries
+        return (f"gradcheck {verdict} on {self.device} in {self.dtype}: {what}, worst abs {self.max_abs_error:.2e}, "
                 f"rel {self.max_rel_error:.2e} at {self.where}")
 
 
@@ -98,7 +99,8 @@ def gradcheck(module, x, t=None, *, dtype=None, samples=None, budget=4000, mode=
     rtol = rtol_d if rtol is None else rtol
     atol = (atol_d if atol is None else atol) * max(1.0, check.output_scale)
     if mode == "direction":
-        pairs, coverage = check.by_direction(None), "1 random direction through all at once"
+        pairs, coverage = check.by_direction(None), ("1 random direction through the input and every "
+                                                "parameter at once")
     else:
         pairs, coverage = check.by_entries(samples, budget)
     checked = sum(1 for p in pairs if not p.direction)

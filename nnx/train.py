@@ -87,6 +87,7 @@ def evaluate(net, x, t, batch_size=1000):
             stop = min(start + batch_size, n)       # the standard leaves overshoot undefined
             z = net.fprop(x[start:stop, ...])
             if start == 0:
+                check_scores("evaluate", z, stop - start)
                 check_labels(t, int(z.shape[1]), "evaluate: labels")
             miss = xp.sum(xp.astype(xp.argmax(z, axis=1) != t[start:stop], count))
             nan = xp.sum(xp.astype(~xp.all(xp.isfinite(z), axis=1), count))
@@ -100,6 +101,23 @@ def evaluate(net, x, t, batch_size=1000):
                              f"of {n} rows (NaN or inf has no class); check the weights "
                              f"and the input data")
     return int(counts[0])
+
+
+def check_scores(where, z, rows):
+    """The network's output must be one array of (batch, classes) scores for ``rows``
+    inputs; anything else (a tuple of outputs, feature maps without Flatten) is refused."""
+    if isinstance(z, (tuple, list)):
+        raise ShapeError(f"{where}: the network returns {len(z)} outputs, but a classifier "
+                         f"needs one (batch, classes) array; give {where} a network (or a "
+                         f"Graph) with a single output")
+    shape = tuple(getattr(z, "shape", ()))
+    if len(shape) != 2 or shape[0] != rows:
+        fix = ("add nnx.Flatten() and a Linear layer to the classes at the end"
+               if len(shape) > 2 else "end the network with a Linear layer to the classes"
+               if len(shape) < 2 else "keep one row per input (a Reshape must keep the "
+               "batch axis first)")
+        raise ShapeError(f"{where}: the network's output must be (batch, classes) scores, "
+                         f"got shape {shape} for {rows} input{'s' * (rows != 1)}; {fix}")
 
 
 def _modes(module):
@@ -183,6 +201,16 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
     _check_targets("fit", x, t, classify, loss)
     if x_test is not None:
         _check_targets("fit (test data)", x_test, t_test, classify, loss)
+        if x_test.shape[0] == 0:
+            raise ArgumentError("fit: the test set is empty (x_test has 0 rows); give test "
+                                "examples, or leave x_test and t_test out")
+    if distributed:
+        from .distributed import DataParallel
+        if not isinstance(opt, DataParallel):
+            raise _checks.ArgumentTypeError(
+                f"fit: distributed=True needs the optimiser wrapped in "
+                f"nnx.distributed.DataParallel (it averages the gradients over the ranks), "
+                f"got {type(opt).__name__}; use opt = DataParallel({type(opt).__name__}(...))")
     if [id(p) for p in opt.module.params()] != [id(p) for p in net.params()]:
         raise ArgumentError("fit: the optimiser is bound to another module; "
                             "create it with the network you train, e.g. nnx.SGD(net, lr=0.1)")
@@ -202,6 +230,8 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
     with _eval_mode(net):   # the probe must not update BatchNorm's running statistics (nor
         probe = net.fprop(x[:1, ...])       # fail on a batch of one in training mode)
     _check_batches(net, n, batch_size)
+    if classify or isinstance(probe, (tuple, list)):
+        check_scores("fit", probe, 1)
     loss.fprop(probe, t[:1, ...])       # the loss's own checks once, with check_labels on
     labels = test_labels = None         # classification: the class of each row, for accuracy
     if classify:
@@ -224,6 +254,10 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
             net.train()
             losses, counts, correct = [], [], None
             step_range = progress(range(steps)) if progress else range(steps)
+            if not hasattr(step_range, "__iter__"):
+                raise _checks.ArgumentTypeError(f"fit: progress(steps) must return an "
+                                                f"iterable over the steps (e.g. "
+                                                f"tqdm(steps)), got {step_range!r}"[:200])
             for step in step_range:
                 idx = split(order[step * batch_size:min((step + 1) * batch_size, n)])
                 xb, tb = xp.take(x, idx, axis=0), xp.take(t, idx, axis=0)

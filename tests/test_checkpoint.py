@@ -157,5 +157,5 @@ def test_load_in_another_dtype_and_odd_extras(tmp_path):
     nnx.save(nnx.Linear(2, 2, dtype="float64"), path, epoch=np.int64(3))
     assert saved_meta(path)["extra"] == {"epoch": 3}
     assert str(nnx.load(path, dtype="float32").W.dtype) == "float32"
-    with pytest.raises(nnx.CheckpointError, match=r"is a folder: give the checkpoint a file"):
+    with pytest.raises(nnx.CheckpointError, match=r"is a folder; give a file name inside it"):
         nnx.save(nnx.Linear(2, 2), tmp_path)

@@ -135,7 +135,7 @@ def test_devices_prints_strings_that_device_accepts(capsys):
 @pytest.mark.parametrize("name, message", [
     ("m.txt", "use a .csv or .jsonl file name"),
     ("m.json", "use a .csv or .jsonl file name"),
-    ("no/such/m.csv", "does not exist or is not writable"),
+    ("no/such/m.csv", "does not exist; create it first"),
 ])
 def test_log_refuses_other_formats_and_missing_folders(capsys, tmp_path, name, message):
     code, _, err = run(capsys, "train", "--log", str(tmp_path / name), "--data",
@@ -147,7 +147,7 @@ def test_log_never_clobbers_a_users_file(capsys, tmp_path):
     mine = tmp_path / "notes.csv"
     mine.write_text("my precious notes\n")
     code, _, err = run(capsys, "train", "--log", str(mine))
-    assert code == 2 and "exists; nnx never overwrites or appends to a file" in err
+    assert code == 2 and "exists and is not an nnx metrics log with the same fields" in err
     assert mine.read_text() == "my precious notes\n"
 
 
@@ -168,7 +168,7 @@ def test_log_rows_are_on_disk_after_each_epoch(tmp_path, monkeypatch, ext):
         assert json.loads(text) == {"epoch": 1, "train_loss": 0.5, "test_errors": None}
     assert len(synced) >= 1
     log.close()
-    with pytest.raises(FileExistsError, match="exists"):
+    with pytest.raises(nnx.outputs.OutputError, match="exists and is not an nnx metrics log"):
         MetricsLog(str(path), ["epoch"])
 
 

@@ -389,8 +389,8 @@ TINY = ["--models", "mlp", "--batch-sizes", "10", "--backends", "numpy", "--repe
 
 
 @pytest.mark.parametrize("case, message", [
-    ("json is a folder", "--json: DIR is a folder"),
-    ("csv is a folder", "--csv: DIR is a folder"),
+    ("json is a folder", "--json DIR is a folder"),
+    ("csv is a folder", "--csv DIR is a folder"),
     ("json and csv collide", "--json and --csv name the same file"),
     ("plot collides with json", "--json and --plot name the same file"),
     ("plot extension", "--plot: unknown image format"),

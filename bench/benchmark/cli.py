@@ -41,9 +41,10 @@ def build_parser():
                    help="comma-separated backends or devices: numpy, torch, strict, cupy, jax, "
                         "or specs such as torch:cuda:0 (default: every one available)")
     p.add_argument("--models", default=",".join(cases.MODELS),
-                   help=f"comma-separated, from {', '.join(cases.MODELS)} (default: all)")
+                   help=f"comma-separated, each once, from {', '.join(cases.MODELS)} "
+                        f"(default: all)")
     p.add_argument("--batch-sizes", default=",".join(map(str, DEFAULT_BATCHES)),
-                   help="comma-separated positive integers (default: %(default)s)")
+                   help="comma-separated positive integers, each once (default: %(default)s)")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="precision timed")
     p.add_argument("--repeats", type=positive(int), default=15,
                    help="timed blocks per case; median and IQR over them (default: %(default)s)")
@@ -75,13 +76,20 @@ def _split(text, what):
 def batch_sizes(text):
     out = []
     for s in _split(text, "batch-sizes"):
-        if not s.isdigit() or int(s) < 1:
+        try:
+            value = int(s) if s.isascii() and s.isdigit() else 0   # not '²', '+3', '1_0'
+        except ValueError:
+            value = 0
+        if value < 1:
             raise UsageError(f"argument --batch-sizes: "
                              f"{bad_number(s, 'a whole number above 0')} "
                              f"(e.g. --batch-sizes 100,1000)")
         if int(s) > MAX_BATCH:
             raise UsageError(f"--batch-sizes: {s} is too large (at most {MAX_BATCH})")
-        out.append(int(s))
+        if value in out:
+            raise UsageError(f"--batch-sizes: {value} is given twice; name each batch size "
+                             f"once")
+        out.append(value)
     return out
 
 
@@ -121,21 +129,16 @@ MAX_COUNT = 100_000          # --repeats, --warmup: more would run for days
 
 
 def check_output(path, flag):
-    """Refuse an output that cannot be written, before the long run rather than after it."""
+    """Refuse an output that cannot be written, or an existing file that is not nnx-bench's
+    own output of that kind, before the long run rather than after it (nnx.outputs' rule)."""
+    from nnx import outputs
     if not path:
         raise UsageError(f"{flag} is an empty path; give a file name")
-    if "\0" in path:
-        raise UsageError(f"{flag}: {path!r} contains a NUL character")
-    if os.path.isdir(path):
-        raise UsageError(f"{flag}: {path} is a folder; give a file name inside it")
-    if os.path.lexists(path) and not os.path.isfile(path):
-        raise UsageError(f"{flag}: {path} exists and is not a regular file")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise UsageError(f"{flag}: folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK) or (os.path.exists(path) and
-                                          not os.access(path, os.W_OK)):
-        raise UsageError(f"{flag}: {path} is not writable")
+    ours, what = report.OUTPUT_KINDS[flag]
+    try:
+        outputs.check(path, flag, ours, what)
+    except outputs.OutputError as e:
+        raise UsageError(str(e)) from None
 
 
 def check_outputs(args):
@@ -154,10 +157,12 @@ def check_outputs(args):
 
 def settings_from(args):
     models = _split(args.models, "models")
-    for m in models:
+    for k, m in enumerate(models):
         if m not in cases.MODELS:
             raise UsageError(f"--models: unknown model {m!r}; choose from "
                              f"{', '.join(cases.MODELS)}")
+        if m in models[:k]:
+            raise UsageError(f"--models: {m} is given twice; name each model once")
     if not 1 <= args.repeats <= MAX_COUNT:
         raise UsageError(f"--repeats must lie in 1..{MAX_COUNT}, got {args.repeats}")
     if not 0 <= args.min_time <= 3600:

@@ -1,7 +1,10 @@
 """Results as rows: ratios between implementations, the terminal table, JSON, CSV, plot."""
 
 import csv
+import io
 import json
+
+from nnx import outputs
 
 NUMPY, TORCH, FLOOR = "numpy (hand-written)", "torch eager", "matmul floor"
 FIELDS = ("model", "mode", "dtype", "batch", "impl", "device", "label", "samples_per_s",
@@ -123,18 +126,28 @@ def meta_columns(meta):
             "malloc": meta["malloc"]}
 
 
+JSON_FORMAT = "nnx-bench"      # the "format" key that marks nnx-bench's own JSON
+OUTPUT_KINDS = {                # option: (recogniser of nnx-bench's own output, its name)
+    "--json": (outputs.has_json_format(JSON_FORMAT), "an nnx-bench JSON file"),
+    "--csv": (outputs.has_csv_header(FIELDS + META_FIELDS), "an nnx-bench CSV file"),
+    "--plot": (outputs.is_plot, "a plot nnx drew"),
+}
+
+
 def write_json(path, rows, meta, settings):
-    with open(path, "w") as f:
-        json.dump({"meta": meta, "settings": settings, "results": rows}, f, indent=1)
+    text = json.dumps({"format": JSON_FORMAT, "meta": meta, "settings": settings,
+                       "results": rows}, indent=1)
+    outputs.write_text(path, text + "\n", ours=OUTPUT_KINDS["--json"][0])
 
 
 def write_csv(path, rows, meta):
     extra = meta_columns(meta)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS + META_FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({**{k: r.get(k) for k in FIELDS}, **extra})
+    buffer = io.StringIO()
+    w = csv.DictWriter(buffer, fieldnames=FIELDS + META_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({**{k: r.get(k) for k in FIELDS}, **extra})
+    outputs.write_text(path, buffer.getvalue(), ours=OUTPUT_KINDS["--csv"][0])
 
 
 def plot(path, rows, meta):
@@ -193,5 +206,8 @@ def plot(path, rows, meta):
     fig.suptitle("\n".join(textwrap.wrap(title, int(width * 14))), fontsize=9)
     rows_of_legend = -(-len(handles) // (2 if width < 9 else 4))
     fig.tight_layout(rect=(0, 0.05 + 0.035 * rows_of_legend * 7 / (3.6 * len(modes) + 1.4), 1, 1))
-    fig.savefig(path, dpi=110)
+    fmt = path.rsplit(".", 1)[-1].lower()
+    outputs.write_atomically(path, lambda f: fig.savefig(
+        f, format=fmt, dpi=110, metadata=outputs.plot_metadata("nnx-bench --plot")),
+        ours=outputs.is_plot)
     plt.close(fig)

@@ -65,10 +65,19 @@ def interleaved(jobs, repeats, min_time, warmup):
     out = {}
     for k in keys:
         ts = sorted(times[k])
-        q1, _, q3 = statistics.quantiles(ts, n=4) if len(ts) > 1 else (ts[0],) * 3
+        q1, q3 = quartiles(ts)
         out[k] = Stats(statistics.median(ts), q1, q3, ts[0], ts[-1], len(ts), steps[k],
                        faults[k] / (repeats * steps[k]))
     return out
+
+
+def quartiles(values):
+    """(q1, q3) of the measured values, interpolated between them, never outside [min, max]
+    (statistics' default, "exclusive", extrapolates past the data for few values)."""
+    if len(values) == 1:
+        return values[0], values[0]
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
 
 
 def traced_peak(fn, sync):

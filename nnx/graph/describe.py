@@ -22,6 +22,12 @@ def summary(module, input_shape=None):
     _checks.instance("summary", "module", module, Module, "an nnx Module")
     if input_shape is not None:
         input_shape = _input_shapes(input_shape)
+        wanted = getattr(module, "n_inputs", 1)         # a Graph says; any other module: one
+        if len(input_shape) != wanted:
+            raise _checks.ArgumentError(
+                f"summary: input_shape must be {'one shape' if wanted == 1 else f'{wanted} shapes'}"
+                f" for {type(module).__name__}, which takes {wanted} input"
+                f"{'s' * (wanted != 1)}, got {len(input_shape)}: {input_shape!r}")
     module = copy.deepcopy(module)
     rows = []
     _walk(module, "", "", 0, rows)

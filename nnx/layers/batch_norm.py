@@ -18,7 +18,9 @@ class BatchNorm(Module):
                (the full gradient, through μ and σ²);  eval: dx = γ/√(running_var + eps)·g
 
     Parameters γ = 1, β = 0; buffers running_mean = 0, running_var = 1 (saved by checkpoints,
-    moved by ``to()``, never trained).
+    moved by ``to()``, never trained).  In float16 the statistics (μ, σ², x̂ and the running
+    buffers) are computed and kept in float32, as the losses do: (x − μ)² overflows float16
+    beyond |x − μ| = 256; the output and the gradients stay float16.
     """
 
     param_names = ("gamma", "beta")
@@ -35,10 +37,19 @@ class BatchNorm(Module):
         self._init_params(dtype, device, gamma=host.full(c, 1.0, "float64"),
                           beta=host.full(c, 0.0, "float64"))
         xp = self.device.xp
+        acc = _statistics_dtype(xp, self.gamma.dtype)
         self.running_mean = xp.astype(backends.from_host(host.full(c, 0.0, "float64"),
-                                                         self.device), self.gamma.dtype)
+                                                         self.device), acc)
         self.running_var = xp.astype(backends.from_host(host.full(c, 1.0, "float64"),
-                                                        self.device), self.gamma.dtype)
+                                                        self.device), acc)
+
+    def to(self, device=None, dtype=None):
+        super().to(device, dtype)           # casts the buffers too: keep them float32 at least
+        xp = self.device.xp
+        acc = _statistics_dtype(xp, self.gamma.dtype)
+        self.running_mean = xp.astype(self.running_mean, acc)
+        self.running_var = xp.astype(self.running_var, acc)
+        return self
 
     @property
     def min_train_batch(self):
@@ -71,6 +82,8 @@ class BatchNorm(Module):
         self.m = shape[0] * self.per_example
         per = (1, self.n_features) + (1, 1) * (len(shape) == 4)        # broadcast shape
         self.train_mode = self.training
+        acc = self.running_var.dtype            # float32 for float16 input, else x's dtype
+        xa = x if acc == x.dtype else xp.astype(x, acc)
         if self.training:
             if self.m < 2:
                 raise ShapeError(f"{self!r}.fprop: input of shape {shape} has "
@@ -79,8 +92,8 @@ class BatchNorm(Module):
                                  + f": batch statistics need a batch of 2 "
                                  f"or more in training; use module.eval() to predict one "
                                  f"example")
-            mean = xp.mean(x, axis=self.axes, keepdims=True)
-            xc = x - mean
+            mean = xp.mean(xa, axis=self.axes, keepdims=True)
+            xc = xa - mean
             var = xp.mean(xc * xc, axis=self.axes, keepdims=True)
             c = (self.n_features,)
             r = self.momentum
@@ -88,10 +101,12 @@ class BatchNorm(Module):
             self.running_var = (1 - r) * self.running_var + \
                 (r * self.m / (self.m - 1)) * xp.reshape(var, c)
         else:
-            xc = x - xp.reshape(self.running_mean, per)
+            xc = xa - xp.reshape(self.running_mean, per)
             var = xp.reshape(self.running_var, per)
         self.inv = 1.0 / xp.sqrt(var + self.eps)
         self.xhat = xc * self.inv
+        if acc != x.dtype:                       # back to float16 for the output and bprop
+            self.inv, self.xhat = xp.astype(self.inv, x.dtype), xp.astype(self.xhat, x.dtype)
         y = self.xhat * xp.reshape(self.gamma, per)
         y += xp.reshape(self.beta, per)
         self.per = per
@@ -112,3 +127,9 @@ class BatchNorm(Module):
         dx -= self.xhat * (xp.reshape(self.dgamma, self.per) / self.m)
         dx *= scale
         return dx
+
+
+def _statistics_dtype(xp, dtype):
+    """The dtype BatchNorm's statistics are computed in: float32 for float16, else dtype."""
+    half = getattr(xp, "float16", None)
+    return xp.float32 if half is not None and dtype == half else dtype

@@ -11,7 +11,9 @@ from ..module import Module
 from ..errors import ArgumentError, ArgumentTypeError, DeviceError, NNXError, StateError
 from ..gradcheck import gradcheck
 
-CHECKS = ("gradcheck", "agrees with cpu", "bprop before fprop", "device mixing")
+CHECKS = ("keeps its input", "keeps the dtype", "gradcheck", "agrees with cpu",
+          "bprop before fprop", "device mixing")
+MAX_INPUT = 10 ** 7             # values check_module draws at most (input_shape)
 AGREEMENT = {"float64": 1e-10, "float32": 2e-5, "float16": 1e-2}   # rtol = atol
 REFERENCE = "cpu"
 
@@ -111,7 +113,11 @@ def check_module(factory, input_shape, *, devices=None, dtypes=("float64", "floa
             if x is None:
                 x_host = _away_from_zero(tuple(input_shape))
             else:
-                x_host = backends.host.as_float64(backends.to_host(x))
+                try:
+                    x_host = backends.host.as_float64(backends.to_host(x))
+                except (TypeError, ValueError):
+                    raise ArgumentTypeError(f"check_module: x must be numbers of one "
+                                            f"rectangular shape, got {x!r}"[:200]) from None
         report = CheckReport(repr(base), [])
         for i, dtype in enumerate(dtypes):
             _check_dtype(report, base, specs, dtype, x_host, seed, samples, i == 0)
@@ -137,13 +143,27 @@ def _check_arguments(factory, input_shape, devices, dtypes, x, samples):
     if not callable(factory):
         raise ArgumentTypeError(f"{where}: factory must be callable (a function or class "
                                 f"building the module), got {type(factory).__name__}")
+    if isinstance(factory, Module):
+        raise ArgumentTypeError(f"{where}: factory must build the module, got the module "
+                                f"{factory!r} itself; pass its class or a function, e.g. "
+                                f"lambda: {type(factory).__name__}(...)")
     if x is None:
         if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, (tuple, list)) \
                 or not input_shape:
             raise ArgumentTypeError(f"{where}: input_shape must be a non-empty tuple of "
                                     f"positive ints such as (4, 5), got {input_shape!r}")
+        count = 1
         for n in input_shape:
-            _checks.positive_int(where, "each entry of input_shape", n)
+            count *= _checks.positive_int(where, "each entry of input_shape", n)
+        if count > MAX_INPUT:
+            raise ArgumentError(f"{where}: input_shape must hold at most {MAX_INPUT:,} values "
+                                f"(gradcheck perturbs them one by one), got "
+                                f"{tuple(input_shape)} ({count:,}); give a small shape such "
+                                f"as (4, 5)")
+    elif isinstance(x, (str, bytes)) or not hasattr(x, "shape") and not isinstance(
+            x, (list, tuple)):
+        raise ArgumentTypeError(f"{where}: x must be an array or a (nested) list of numbers, "
+                                f"got {x!r}")
     if samples is not None:
         _checks.positive_int(where, "samples", samples)
     dtypes = (dtypes,) if isinstance(dtypes, str) else tuple(dtypes)
@@ -201,7 +221,14 @@ def _check_dtype(report, base, specs, dtype, x_host, seed, samples, first):
             add(spec, "all", "skipped", f"cannot hold {dtype} there: {_say(e)}")
             continue
         with device(target):
-            _gradcheck(add, spec, module, x, dtype, samples)
+            contract = _contract(base, target, dtype, x_host)
+            for result in contract:
+                add(spec, *result)
+            if contract[1][1] == "FAILED":           # a gradient mismatch would mislead
+                add(spec, "gradcheck", "skipped", "a dtype changed (see keeps the dtype): "
+                                                  "a gradient mismatch would mislead")
+            else:
+                _gradcheck(add, spec, module, x, dtype, samples)
             if spec == REFERENCE:
                 if failed:
                     add(spec, "agrees with cpu", "FAILED", f"fprop/bprop failed: {failed}")
@@ -249,6 +276,52 @@ def _run(base, spec, dtype, x_host, g_host, seed):
         if where != target:
             raise DeviceError(f"its {what} is on {where}, not on {spec} where it ran")
     return [(what, to_numpy(a)) for what, a in arrays] + [g_host]
+
+
+def _contract(base, target, dtype, x_host):
+    """fprop leaves its input as it was; the output and bprop's gradients keep the input's
+    dtype: two results."""
+    from ..device import short_dtype
+    module = copy.deepcopy(base).to(target, dtype)
+    module.train()
+    x = asarray(x_host, device=target, dtype=dtype)
+    before = to_numpy(x).copy()
+    try:
+        y = module.fprop(x)
+    except Exception as e:
+        why = f"fprop failed: {_say(e)}"
+        return [("keeps its input", "skipped", why), ("keeps the dtype", "skipped", why)]
+    after = to_numpy(x)
+    kept = ((before == after) | ((before != before) & (after != after))).all()
+    input_result = ("keeps its input", "ok", "fprop leaves x as it was") if kept else (
+        "keeps its input", "FAILED", "fprop changed its input in place (x *= ..., x[...] = "
+        "...): the layer before it, and gradcheck of a network holding it, see the changed "
+        "values; compute into a new array (y = x * 2)")
+    ys = list(y) if isinstance(y, (tuple, list)) else [y]
+    got = [short_dtype(a.dtype) for a in ys]
+    if any(d != dtype for d in got):
+        return [input_result, ("keeps the dtype", "FAILED",
+                               f"the dtype changed: {dtype} input gave {', '.join(got)} "
+                               f"output; compute in the input's dtype (xp.astype(..., "
+                               f"x.dtype), or constants made with dtype=x.dtype)")]
+    try:                                         # the gradients, from an upstream of ones
+        g = [asarray(backends.host.full(tuple(a.shape), 1.0, "float64"), device=target,
+                     dtype=dtype) for a in ys]
+        dx = module.bprop(g[0] if len(g) == 1 and not isinstance(y, (tuple, list))
+                          else tuple(g))
+        grads = [("input gradient", dx)] + [(f"gradient of {n}", a) for (n, _), a in
+                                            zip(module.named_params(), module.grads())]
+    except Exception:                            # bprop's own failure: the other checks say
+        grads = []
+    for what, a in grads:
+        for one in (a if isinstance(a, (tuple, list)) else (a,)):
+            if one is not None and short_dtype(one.dtype) != dtype:
+                return [input_result, ("keeps the dtype", "FAILED",
+                                       f"the dtype changed: bprop's {what} is "
+                                       f"{short_dtype(one.dtype)} for {dtype} input; compute "
+                                       f"it in the input's dtype")]
+    return [input_result, ("keeps the dtype", "ok", f"{dtype} in, {dtype} out, forward "
+                                                    f"and back")]
 
 
 def _gradcheck(add, spec, module, x, dtype, samples):
