@@ -289,9 +289,7 @@ def cmd_train(args):
     ranks = f" x {count(distributed.size(), 'rank')}" if args.distributed else ""
     say(f"nnx train: {args.model} {_describe(net)} on {get_device()}{ranks}, "
         f"{hyperparameters(args)}")
-    fields = [f.name for f in dataclasses.fields(training.EpochStats)
-              if f.name != "test_loss"]                  # a classifier: test_errors instead
-    log = MetricsLog(args.log, fields) if args.log and lead else None
+    log = MetricsLog(args.log, _log_fields()) if args.log and lead else None
 
     def on_epoch(s):
         if not lead:
@@ -408,12 +406,11 @@ def _check_outputs(args):
             raise UsageError(f"nnx train: error: --plot: unknown image format "
                              f"{'.' + ext if ext else '(no extension)'} in {args.plot}; "
                              f"end the name with .png, .svg or .pdf")
-    from .train import EpochStats
     try:                                        # nnx.outputs owns the rule for every output
         if args.save is not None:
             outputs.check(args.save, "--save", checkpoint.is_checkpoint, "an nnx checkpoint")
         if args.log is not None:
-            check_log(args.log, [f.name for f in dataclasses.fields(EpochStats)])
+            check_log(args.log, _log_fields())
         if args.plot is not None:
             outputs.check(args.plot, "--plot", outputs.is_plot, "a plot nnx drew")
     except outputs.OutputError as e:
@@ -485,6 +482,13 @@ def _memory_available():
         except (ValueError, OSError, AttributeError):
             return None
     return min(limits)
+
+
+def _log_fields():
+    """The --log columns: EpochStats' fields less test_loss (nnx train's models classify,
+    so they report test_errors instead)."""
+    from .train import EpochStats
+    return [f.name for f in dataclasses.fields(EpochStats) if f.name != "test_loss"]
 
 
 def _check_size(args):
