@@ -16,6 +16,9 @@ class BatchNorm(Module):
     bprop:     dγ = Σ g·x̂,  dβ = Σ g;  training: dx = γ/√(σ² + eps)·(g − dβ/m − x̂·dγ/m)
                (the full gradient, through μ and σ²);  eval: dx = γ/√(running_var + eps)·g
 
+    A training step costs a fixed handful of array operations (three reductions forward,
+    two backward), whatever the batch and image size.
+
     Parameters γ = 1, β = 0; buffers running_mean = 0, running_var = 1 (saved by checkpoints,
     moved by ``to()``, never trained).
     """
@@ -62,8 +65,8 @@ class BatchNorm(Module):
                                  f"or more in training; use module.eval() to predict one "
                                  f"example")
             mean = xp.mean(x, axis=self.axes, keepdims=True)
+            var = xp.var(x, axis=self.axes, keepdims=True)               # biased
             xc = x - mean
-            var = xp.mean(xc * xc, axis=self.axes, keepdims=True)
             c = (self.n_features,)
             r = self.momentum
             self.running_mean = (1 - r) * self.running_mean + r * xp.reshape(mean, c)
@@ -72,7 +75,7 @@ class BatchNorm(Module):
         else:
             xc = x - xp.reshape(self.running_mean, per)
             var = xp.reshape(self.running_var, per)
-        self.inv = 1.0 / xp.sqrt(var + self.eps)
+        self.inv = (var + self.eps) ** -0.5
         self.xhat = xc * self.inv
         y = self.xhat * xp.reshape(self.gamma, per)
         y += xp.reshape(self.beta, per)
