@@ -63,6 +63,9 @@ MODULES.update({      # convolutional networks; their inputs are in INPUTS
     "MaxPool2D-whole": lambda: nnx.MaxPool2D((4, 3)),                 # output 1x1
     "AvgPool2D": lambda: nnx.AvgPool2D(2),
     "AvgPool2D-overlap-rect": lambda: nnx.AvgPool2D((2, 3), stride=1),
+    "MaxPool2D-pad-ceil": lambda: nnx.MaxPool2D(3, stride=2, padding=1, ceil_mode=True),
+    "AvgPool2D-pad-ceil": lambda: nnx.AvgPool2D((3, 2), stride=2, padding=(1, 0),
+                                                ceil_mode=True),
     "Flatten": nnx.Flatten,
     "Reshape": lambda: nnx.Reshape((3, 2, 2)),
     "BatchNorm-rows": lambda: nnx.BatchNorm(WIDTH),
@@ -84,6 +87,8 @@ INPUTS = {   # name: host input maker (default: away_from_zero((BATCH, WIDTH)))
     "MaxPool2D-whole": lambda r: distinct((2, 2, 4, 3), r),
     "AvgPool2D": lambda r: r.standard_normal(IMAGES),
     "AvgPool2D-overlap-rect": lambda r: r.standard_normal((2, 2, 4, 5)),
+    "MaxPool2D-pad-ceil": lambda r: distinct((2, 2, 6, 5), r),
+    "AvgPool2D-pad-ceil": lambda r: r.standard_normal((2, 2, 6, 5)),
     "Flatten": lambda r: r.standard_normal((2, 2, 3, 3)),
     "Reshape": lambda r: r.standard_normal((2, 12)),
     "BatchNorm-images": lambda r: 1 + 2 * r.standard_normal((3, 2, 2, 3)),

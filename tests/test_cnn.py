@@ -60,6 +60,64 @@ def test_pools_match_torch(name, k, s):
     np.testing.assert_allclose(nnx.to_numpy(dx), xt.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["max", "avg"])
+@pytest.mark.parametrize("k, s, p, ceil, shape", [
+    (3, 2, 1, True, (2, 3, 6, 5)), (3, 2, 1, False, (2, 3, 7, 7)), (2, 2, 0, True, (2, 2, 5, 5)),
+    ((3, 2), (2, 3), (1, 1), True, (1, 2, 8, 7)), (4, 3, 2, True, (2, 1, 9, 10)),
+    (3, 3, 0, True, (1, 1, 7, 7))])
+def test_padded_and_ceil_mode_pools_match_torch(name, k, s, p, ceil, shape):
+    """MaxPool2D pads with -inf; AvgPool2D counts the padding in the divisor
+    (count_include_pad=True) but not the places a ceil_mode window runs past it."""
+    torch = pytest.importorskip("torch", reason="torch is not installed: no PyTorch reference")
+    F = torch.nn.functional
+    x_host = host(shape)
+    for spec in ("cpu", "torch:cpu"):
+        pool = (nnx.MaxPool2D if name == "max" else nnx.AvgPool2D)(k, s, padding=p,
+                                                                    ceil_mode=ceil)
+        y = pool.fprop(nnx.asarray(x_host, dtype=F64, device=spec))
+        g = host(tuple(y.shape), 3)
+        dx = pool.bprop(nnx.asarray(g, dtype=F64, device=spec))
+        xt = torch.tensor(x_host, requires_grad=True)
+        yt = getattr(F, f"{name}_pool2d")(xt, k, s, p, ceil_mode=ceil)
+        yt.backward(torch.tensor(g))
+        np.testing.assert_allclose(nnx.to_numpy(y), yt.detach().numpy(), rtol=1e-12,
+                                   atol=1e-12, err_msg=spec)
+        np.testing.assert_allclose(nnx.to_numpy(dx), xt.grad.numpy(), rtol=1e-12, atol=1e-12,
+                                   err_msg=spec)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(padding=2), r"padding must be at most half the kernel size"),
+    (dict(ceil_mode=1), r"ceil_mode must be True or False, got int"),
+    (dict(padding=-1), r"padding must be >= 0")])
+def test_pool_arguments_are_checked(bad, match):
+    for make in (nnx.MaxPool2D, nnx.AvgPool2D):
+        with pytest.raises((nnx.ArgumentError, nnx.ArgumentTypeError), match=match):
+            make(3, **bad)
+
+
+@settings(max_examples=40, deadline=None)
+@given(c=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9), kh=st.integers(1, 4),
+       kw=st.integers(1, 4), sh=st.integers(1, 3), sw=st.integers(1, 3),
+       ph=st.integers(0, 2), pw=st.integers(0, 2))
+def test_gather_im2col_and_col2im_equal_the_reference(c, h, w, kh, kw, sh, sw, ph, pw):
+    """The portable gathers (run here on array-api-strict) against the original kh·kw
+    slicing im2col and its spreading col2im, on any geometry."""
+    strict = pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+    if h + 2 * ph < kh or w + 2 * pw < kw:
+        return
+    shape, k, s, p = (2, c, h, w), (kh, kw), (sh, sw), (ph, pw)
+    out = _im2col.output_size("test", shape, k, s, p)
+    x = strict.asarray(host(shape))
+    np.testing.assert_array_equal(np.asarray(_im2col.im2col(x, k, s, p, out)),
+                                  np.asarray(im2col_reference.im2col_reference(x, k, s, p, out)))
+    cols = strict.asarray(host((2, c * kh * kw, out[0] * out[1]), 1))
+    np.testing.assert_allclose(np.asarray(_im2col.col2im(cols, shape, k, s, p, out)),
+                               np.asarray(im2col_reference.col2im_reference(cols, shape, k, s,
+                                                                            p, out)),
+                               rtol=1e-13, atol=1e-13)
+
+
 @pytest.mark.parametrize("shape", [(6, 3), (4, 3, 2, 5)])
 def test_batch_norm_matches_torch_in_training_and_eval(shape):
     torch = pytest.importorskip("torch", reason="torch is not installed: no PyTorch reference")

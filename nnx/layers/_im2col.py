@@ -106,7 +106,7 @@ def take(xp, x, index, axis):
 def im2col(x, kernel, stride, padding, out_hw, pad_value=0.0):
     """cols (N, C·kh·kw, OH·OW) from x (N, C, H, W); windows read ``pad_value`` where they
     cover the padding or run past the border (ceil_mode pooling)."""
-    if pad_value == 0.0:
+    if pad_value == 0.0 and _inside(x.shape, kernel, stride, padding, out_hw):
         fast = fast_conv.im2col(x, kernel, stride, padding, out_hw)
         if fast is not None:
             return fast
@@ -120,6 +120,13 @@ def im2col(x, kernel, stride, padding, out_hw, pad_value=0.0):
         flat = xp.concat([flat, fill(x, n, pad_value)], axis=1)
     cols = take(xp, flat, index, 1)
     return xp.reshape(cols, (n, c * kernel[0] * kernel[1], out_hw[0] * out_hw[1]))
+
+
+def _inside(shape, kernel, stride, padding, out_hw):
+    """Whether every window lies inside the padded input (no ceil_mode overhang): what the
+    NumPy fast paths assume."""
+    return all((o - 1) * s + k <= n + 2 * p for o, s, k, n, p in
+               zip(out_hw, stride, kernel, shape[2:], padding))
 
 
 def _im2col_tables(c, h, w, kernel, stride, padding, out_hw):
@@ -183,7 +190,7 @@ def col2im(cols, x_shape, kernel, stride, padding, out_hw, zero_row=False):
 
     ``zero_row``: cols is (N, C·kh·kw + 1, OH·OW) whose last row is zero (Conv2D gets it
     for free from its matmul), so no zero is appended here."""
-    if not zero_row:
+    if not zero_row and _inside(x_shape, kernel, stride, padding, out_hw):
         fast = fast_conv.col2im(cols, x_shape, kernel, stride, padding, out_hw)
         if fast is not None:
             return fast
