@@ -114,6 +114,9 @@ def onehot(rng):
 LOSSES = {   # name: (loss factory, scores maker, targets maker)
     "SoftmaxCrossEntropy-labels": (nnx.SoftmaxCrossEntropy,
                                    lambda r: r.standard_normal((BATCH, CLASSES)), labels),
+    "SoftmaxCrossEntropy-sequence": (nnx.SoftmaxCrossEntropy,        # (N, T, V) scores
+                                     lambda r: r.standard_normal((BATCH, 3, CLASSES)),
+                                     lambda r: r.integers(0, CLASSES, (BATCH, 3))),
     "SoftmaxCrossEntropy-onehot": (nnx.SoftmaxCrossEntropy,
                                    lambda r: r.standard_normal((BATCH, CLASSES)), onehot),
     "CrossEntropy": (nnx.CrossEntropy,
