@@ -2,7 +2,7 @@ import math
 
 from nnx.backends import fast, gather
 
-from ..device import dtype_name, index_dtype
+from ..device import check_same_device, dtype_name, index_dtype
 from ..errors import DTypeError, ShapeError
 from .base import Loss
 
@@ -31,9 +31,9 @@ class SoftmaxCrossEntropy(Loss):
         if getattr(z, "ndim", None) == 3:
             return self._sequence(z, t)
         xp = self._check_z(z)
-        if xp.isdtype(t.dtype, "integral") if hasattr(t, "dtype") else False:
-            return self._labels(xp, z, self._targets(xp, z, t, labels=True))
-        t = self._targets(xp, z, t)             # checks t's type and device first
+        t = self._targets(xp, z, t, labels=True)    # checks t's type and device first
+        if xp.isdtype(t.dtype, "integral"):
+            return self._labels(xp, z, t)
         n = float(z.shape[0])
         shifted = z - xp.max(z, axis=1, keepdims=True)
         p = xp.exp(shifted)
@@ -75,12 +75,12 @@ class SoftmaxCrossEntropy(Loss):
         """(N, T, V) scores with (N, T) integer labels: the mean over all N·T positions."""
         xp = self._check_z(z, ndim=None)
         name = f"{self!r}.fprop"
+        if hasattr(t, "dtype"):
+            check_same_device(name, t, z, "targets", "scores")
         if not hasattr(t, "dtype") or not xp.isdtype(t.dtype, "integral") or t.dtype == xp.bool:
             raise DTypeError(f"{name}: scores of shape {tuple(z.shape)} (batch, time, "
                              f"classes) take integer labels of shape {tuple(z.shape[:2])}, "
                              f"got {getattr(t, 'dtype', type(t).__name__)}")
-        from ..device import check_same_device
-        check_same_device(name, t, z, "targets", "scores")
         if tuple(t.shape) != tuple(z.shape[:2]):
             raise ShapeError(f"{name}: integer labels have shape {tuple(t.shape)}, expected "
                              f"{tuple(z.shape[:2])} for scores of shape {tuple(z.shape)}")
