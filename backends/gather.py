@@ -29,23 +29,36 @@ def window_grid(c, h, w, kernel, stride, padding, out_hw):
     return rows, cols
 
 
-def im2col_index(c, h, w, kernel, stride, padding, out_hw):
-    """(index (C·kh·kw·OH·OW,), whether any entry reads the pad value at position C·H·W)."""
+def _windows_last(a):
+    """(C, kh, kw, OH, OW) laid out as (C, OH, OW, kh, kw): each window's values side by side."""
+    return a.transpose(0, 3, 4, 1, 2)
+
+
+def im2col_index(c, h, w, kernel, stride, padding, out_hw, windows_last=False):
+    """(index (C·kh·kw·OH·OW,), whether any entry reads the pad value at position C·H·W);
+    in (C, kh·kw, OH·OW) order, or (C, OH·OW, kh·kw) with ``windows_last``."""
     rows, cols = window_grid(c, h, w, kernel, stride, padding, out_hw)
     chan = np.arange(c).reshape(c, 1, 1, 1, 1)
     inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
     index = np.where(inside, chan * (h * w) + rows * w + cols, c * h * w)
-    return index.reshape(-1).astype(np.int64), not bool(inside.all())
+    if windows_last:
+        index = _windows_last(index)
+    return np.ascontiguousarray(index).reshape(-1).astype(np.int64), not bool(inside.all())
 
 
-def col2im_index(c, h, w, kernel, stride, padding, out_hw, zero):
+def col2im_index(c, h, w, kernel, stride, padding, out_hw, zero, windows_last=False):
     """(index (C·H·W, K'), whether some pixel needs the zero at ``zero``): row r lists the
-    flat cols positions (in (C·kh·kw, OH·OW) order) read from input pixel r of the example."""
+    flat cols positions (in (C·kh·kw, OH·OW) order, or (C, OH·OW, kh·kw) with
+    ``windows_last``) read from input pixel r of the example."""
     rows, cols = window_grid(c, h, w, kernel, stride, padding, out_hw)
     chan = np.arange(c).reshape(c, 1, 1, 1, 1)
     inside = ((rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)).reshape(-1)
     pixel = (chan * (h * w) + rows * w + cols).reshape(-1)[inside]
-    source = np.arange(inside.size)[inside]
+    source = np.arange(inside.size)
+    if windows_last:                    # where each (c, i, j, p, q) sits in that layout
+        (kh, kw), (oh, ow) = kernel, out_hw
+        source = source.reshape(c, oh, ow, kh, kw).transpose(0, 3, 4, 1, 2).reshape(-1)
+    source = source[inside]
     order = np.argsort(pixel, kind="stable")
     pixel, source = pixel[order], source[order]
     counts = np.bincount(pixel, minlength=c * h * w)

@@ -116,6 +116,18 @@ def test_gather_im2col_and_col2im_equal_the_reference(c, h, w, kh, kw, sh, sw, p
                                np.asarray(im2col_reference.col2im_reference(cols, shape, k, s,
                                                                             p, out)),
                                rtol=1e-13, atol=1e-13)
+    # the pooling layout, each window's values last: the same numbers transposed
+    kk, ll = kh * kw, out[0] * out[1]
+    last = np.asarray(_im2col.im2col(x, k, s, p, out, windows_last=True))
+    ref = np.asarray(im2col_reference.im2col_reference(x, k, s, p, out))
+    np.testing.assert_array_equal(last, ref.reshape(2, c, kk, ll).transpose(0, 1, 3, 2))
+    cols_last = strict.asarray(np.ascontiguousarray(
+        np.asarray(cols).reshape(2, c, kk, ll).transpose(0, 1, 3, 2)))
+    np.testing.assert_allclose(np.asarray(_im2col.col2im(cols_last, shape, k, s, p, out,
+                                                         windows_last=True)),
+                               np.asarray(im2col_reference.col2im_reference(cols, shape, k, s,
+                                                                            p, out)),
+                               rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.parametrize("shape", [(6, 3), (4, 3, 2, 5)])

@@ -103,22 +103,28 @@ def take(xp, x, index, axis):
     return xp.take(x, index, axis=axis) if fast is None else fast
 
 
-def im2col(x, kernel, stride, padding, out_hw, pad_value=0.0):
+def im2col(x, kernel, stride, padding, out_hw, pad_value=0.0, windows_last=False):
     """cols (N, C·kh·kw, OH·OW) from x (N, C, H, W); windows read ``pad_value`` where they
-    cover the padding or run past the border (ceil_mode pooling)."""
-    if pad_value == 0.0 and _inside(x.shape, kernel, stride, padding, out_hw):
+    cover the padding or run past the border (ceil_mode pooling).  ``windows_last``: the
+    layout (N, C, OH·OW, kh·kw) instead, each window's values side by side (a reduction
+    over the window is then over the last axis: much faster for argmax on torch)."""
+    if pad_value == 0.0 and not windows_last and \
+            _inside(x.shape, kernel, stride, padding, out_hw):
         fast = fast_conv.im2col(x, kernel, stride, padding, out_hw)
         if fast is not None:
             return fast
     xp = namespace(x)
     n, c, h, w = x.shape
-    index, padded = _on_device(("im2col", c, h, w, kernel, stride, padding, out_hw), x,
+    index, padded = _on_device(("im2col", c, h, w, kernel, stride, padding, out_hw,
+                                windows_last), x,
                                lambda: _im2col_tables(c, h, w, kernel, stride, padding,
-                                                      out_hw))
+                                                      out_hw, windows_last))
     flat = xp.reshape(x, (n, c * h * w))
     if padded:
         flat = xp.concat([flat, fill(x, n, pad_value)], axis=1)
     cols = take(xp, flat, index, 1)
+    if windows_last:
+        return xp.reshape(cols, (n, c, out_hw[0] * out_hw[1], kernel[0] * kernel[1]))
     return xp.reshape(cols, (n, c * kernel[0] * kernel[1], out_hw[0] * out_hw[1]))
 
 
@@ -129,21 +135,24 @@ def _inside(shape, kernel, stride, padding, out_hw):
                zip(out_hw, stride, kernel, shape[2:], padding))
 
 
-def _im2col_tables(c, h, w, kernel, stride, padding, out_hw):
-    index, padded = gather.im2col_index(c, h, w, kernel, stride, padding, out_hw)
+def _im2col_tables(c, h, w, kernel, stride, padding, out_hw, windows_last):
+    index, padded = gather.im2col_index(c, h, w, kernel, stride, padding, out_hw,
+                                        windows_last)
     return _index_dtype(index), padded
 
 
-def col2im_tables(x_shape, kernel, stride, padding, out_hw, like):
+def col2im_tables(x_shape, kernel, stride, padding, out_hw, like, windows_last=False):
     """(index (C·H·W·K',), K', whether a zero is needed) of the gather-form col2im, cached
     per shape and device; the zero sits at position C·kh·kw·OH·OW of the flat columns."""
     _, c, h, w = x_shape
     zero = c * kernel[0] * kernel[1] * out_hw[0] * out_hw[1]
 
     def build():
-        index, needs_zero = gather.col2im_index(c, h, w, kernel, stride, padding, out_hw, zero)
+        index, needs_zero = gather.col2im_index(c, h, w, kernel, stride, padding, out_hw, zero,
+                                                windows_last)
         return _index_dtype(index.reshape(-1)), index.shape[1], needs_zero
-    return _on_device(("col2im", c, h, w, kernel, stride, padding, out_hw), like, build)
+    return _on_device(("col2im", c, h, w, kernel, stride, padding, out_hw, windows_last),
+                      like, build)
 
 
 def pool_grad_tables(x_shape, kernel, stride, padding, out_hw, like):
@@ -185,18 +194,21 @@ def arange(xp, like, n):
     return hit
 
 
-def col2im(cols, x_shape, kernel, stride, padding, out_hw, zero_row=False):
-    """The adjoint of im2col: dx (N, C, H, W) from dcols (N, C·kh·kw, OH·OW).
+def col2im(cols, x_shape, kernel, stride, padding, out_hw, zero_row=False,
+           windows_last=False):
+    """The adjoint of im2col: dx (N, C, H, W) from dcols (N, C·kh·kw, OH·OW) (or from
+    (N, C, OH·OW, kh·kw) with ``windows_last``).
 
     ``zero_row``: cols is (N, C·kh·kw + 1, OH·OW) whose last row is zero (Conv2D gets it
     for free from its matmul), so no zero is appended here."""
-    if not zero_row and _inside(x_shape, kernel, stride, padding, out_hw):
+    if not zero_row and not windows_last and _inside(x_shape, kernel, stride, padding, out_hw):
         fast = fast_conv.col2im(cols, x_shape, kernel, stride, padding, out_hw)
         if fast is not None:
             return fast
     xp = namespace(cols)
     n, c, h, w = x_shape
-    index, k, needs_zero = col2im_tables(x_shape, kernel, stride, padding, out_hw, cols)
+    index, k, needs_zero = col2im_tables(x_shape, kernel, stride, padding, out_hw, cols,
+                                         windows_last)
     flat = xp.reshape(cols, (n, math.prod(cols.shape[1:])))
     if needs_zero and not zero_row:
         flat = xp.concat([flat, fill(cols, n, 0.0)], axis=1)

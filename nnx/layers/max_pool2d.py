@@ -49,6 +49,11 @@ class _Pool2D(Module):
         shape = self.x_shape
         return xp, xp.reshape(cols, (shape[0], shape[1], k, self.out_hw[0] * self.out_hw[1]))
 
+    def _windows_last(self, x, pad_value):
+        """cols (N, C, OH·OW, kh·kw) of ``x``: each window's values side by side."""
+        return namespace(x), im2col(x, self.kernel_size, self.stride, self.padding,
+                                    self.out_hw, pad_value, windows_last=True)
+
 
 class MaxPool2D(_Pool2D):
     """The maximum of each (kh, kw) window of NCHW images, moved by ``stride`` (default: the
@@ -72,11 +77,10 @@ class MaxPool2D(_Pool2D):
             self.mask = None
             self._out_shape = tuple(y.shape)
             return y
-        xp, cols = self._windows(x, -math.inf)
-        where = xp.argmax(cols, axis=2, keepdims=True)                  # (N, C, 1, L)
-        k = xp.reshape(arange(xp, x, cols.shape[2]), (-1, 1))
-        self.mask = k == where                                          # (N, C, kh·kw, L)
-        y = xp.reshape(xp.max(cols, axis=2), self.x_shape[:2] + self.out_hw)
+        xp, cols = self._windows_last(x, -math.inf)                     # (N, C, L, kh·kw)
+        where = xp.argmax(cols, axis=3, keepdims=True)                  # (N, C, L, 1)
+        self.mask = arange(xp, x, cols.shape[3]) == where               # (N, C, L, kh·kw)
+        y = xp.reshape(xp.max(cols, axis=3), self.x_shape[:2] + self.out_hw)
         self._out_shape = tuple(y.shape)
         return y
 
@@ -86,7 +90,7 @@ class MaxPool2D(_Pool2D):
             return fast_conv.max_pool_backward(grad_output, self.first_max, self.x_shape,
                                                self.kernel_size, self.stride, self.out_hw)
         n, c = self.x_shape[:2]
-        g = xp.reshape(grad_output, (n, c, 1, self.out_hw[0] * self.out_hw[1]))
-        dcols = xp.where(self.mask, g, 0.0)
-        return col2im(xp.reshape(dcols, (n, c * dcols.shape[2], dcols.shape[3])),
-                      self.x_shape, self.kernel_size, self.stride, self.padding, self.out_hw)
+        g = xp.reshape(grad_output, (n, c, self.out_hw[0] * self.out_hw[1], 1))
+        dcols = xp.where(self.mask, g, 0.0)                             # (N, C, L, kh·kw)
+        return col2im(dcols, self.x_shape, self.kernel_size, self.stride, self.padding,
+                      self.out_hw, windows_last=True)
