@@ -185,13 +185,10 @@ def divisors(x_shape, kernel, stride, padding, out_hw, like):
 
 
 def arange(xp, like, n):
-    """A cached xp.arange(n) (the default integer dtype) on ``like``'s device."""
-    device = backends.device_of(like)
-    key = ("arange", n, device.spec)
-    hit = _cache.get(key)
-    if hit is None:
-        hit = _cache[key] = xp.arange(n, device=device.native)
-    return hit
+    """A cached arange(n) of integers on ``like``'s device (placed by ``from_host``, which
+    CuPy honours where array creation ignores ``device=``)."""
+    return _on_device(("arange", n), like, lambda: (backends.host.as_int64(
+        backends.host.as_array(range(n))),))[0]
 
 
 def col2im(cols, x_shape, kernel, stride, padding, out_hw, zero_row=False,
