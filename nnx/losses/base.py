@@ -16,7 +16,8 @@ class Loss:
     Integer labels are checked (range [0, classes)) once per label array: the loss
     remembers the last arrays it checked, and the same array again costs no readback (a
     synchronisation on a GPU), so a loop over fixed batches never syncs; a new array is
-    checked once (one flag read back).  ``check_labels=False`` skips the checks that read
+    checked once (one flag read back); an array changed in place after its check is not
+    checked again.  ``check_labels=False`` skips the checks that read
     values back: the label range, CrossEntropy's [0, 1] inputs, Hinge's one-hot targets;
     ``fit`` checks them once up front instead.
     """
