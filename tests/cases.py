@@ -64,6 +64,9 @@ MODULES.update({      # convolutional networks; their inputs are in INPUTS
     "AvgPool2D": lambda: nnx.AvgPool2D(2),
     "AvgPool2D-overlap-rect": lambda: nnx.AvgPool2D((2, 3), stride=1),
     "PReLU-per-channel": lambda: nnx.PReLU(2, init=0.2),             # axis 1 of images
+    "MaxPool2D-pad-ceil": lambda: nnx.MaxPool2D(3, stride=2, padding=1, ceil_mode=True),
+    "AvgPool2D-pad-ceil": lambda: nnx.AvgPool2D((3, 2), stride=2, padding=(1, 0),
+                                                ceil_mode=True),
     "Flatten": nnx.Flatten,
     "Reshape": lambda: nnx.Reshape((3, 2, 2)),
     "BatchNorm-rows": lambda: nnx.BatchNorm(WIDTH),
@@ -86,6 +89,8 @@ INPUTS = {   # name: host input maker (default: away_from_zero((BATCH, WIDTH)))
     "AvgPool2D": lambda r: r.standard_normal(IMAGES),
     "AvgPool2D-overlap-rect": lambda r: r.standard_normal((2, 2, 4, 5)),
     "PReLU-per-channel": lambda r: away_from_zero((2, 2, 3, 3), r),
+    "MaxPool2D-pad-ceil": lambda r: distinct((2, 2, 6, 5), r),
+    "AvgPool2D-pad-ceil": lambda r: r.standard_normal((2, 2, 6, 5)),
     "Flatten": lambda r: r.standard_normal((2, 2, 3, 3)),
     "Reshape": lambda r: r.standard_normal((2, 12)),
     "BatchNorm-images": lambda r: 1 + 2 * r.standard_normal((3, 2, 2, 3)),
@@ -111,6 +116,9 @@ def onehot(rng):
 LOSSES = {   # name: (loss factory, scores maker, targets maker)
     "SoftmaxCrossEntropy-labels": (nnx.SoftmaxCrossEntropy,
                                    lambda r: r.standard_normal((BATCH, CLASSES)), labels),
+    "SoftmaxCrossEntropy-sequence": (nnx.SoftmaxCrossEntropy,        # (N, T, V) scores
+                                     lambda r: r.standard_normal((BATCH, 3, CLASSES)),
+                                     lambda r: r.integers(0, CLASSES, (BATCH, 3))),
     "SoftmaxCrossEntropy-onehot": (nnx.SoftmaxCrossEntropy,
                                    lambda r: r.standard_normal((BATCH, CLASSES)), onehot),
     "CrossEntropy": (nnx.CrossEntropy,

@@ -98,3 +98,19 @@ def test_table_notes_explain_the_floor_empty_columns_and_noise():
     assert "xnumpy is empty: references were not timed (--no-references)" in lines
     assert lines[-1].startswith("warning: wide spread: the IQR of nnx cpu at batch 100 is 60% "
                                 "of its median")
+
+
+def test_ops_and_syncs_columns(tmp_path, capsys):
+    """Every nnx and reference row on strict (and torch) counts its operations; nnx rows
+    read nothing back inside a step; NumPy rows are not counted."""
+    js = tmp_path / "r.json"
+    assert main(TINY + ["--backends", "numpy,strict", "--json", str(js)]) == 0
+    assert "ops: array operations one step issues" in capsys.readouterr().out
+    rows = json.loads(js.read_text())["results"]
+    for r in rows:
+        if r["device"].startswith(("strict", "torch")):
+            assert r["ops_per_step"] > 0, r["label"]
+        else:
+            assert r["ops_per_step"] is None, r["label"]
+        if r["impl"] == "nnx" and r["device"].startswith("strict"):
+            assert r["syncs_per_step"] == 0

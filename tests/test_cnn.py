@@ -9,6 +9,8 @@ import nnx
 from nnx.backends import fast_conv
 from nnx.layers import _im2col
 
+import im2col_reference
+
 F64 = "float64"
 
 
@@ -58,6 +60,76 @@ def test_pools_match_torch(name, k, s):
     np.testing.assert_allclose(nnx.to_numpy(dx), xt.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["max", "avg"])
+@pytest.mark.parametrize("k, s, p, ceil, shape", [
+    (3, 2, 1, True, (2, 3, 6, 5)), (3, 2, 1, False, (2, 3, 7, 7)), (2, 2, 0, True, (2, 2, 5, 5)),
+    ((3, 2), (2, 3), (1, 1), True, (1, 2, 8, 7)), (4, 3, 2, True, (2, 1, 9, 10)),
+    (3, 3, 0, True, (1, 1, 7, 7))])
+def test_padded_and_ceil_mode_pools_match_torch(name, k, s, p, ceil, shape):
+    """MaxPool2D pads with -inf; AvgPool2D counts the padding in the divisor
+    (count_include_pad=True) but not the places a ceil_mode window runs past it."""
+    torch = pytest.importorskip("torch", reason="torch is not installed: no PyTorch reference")
+    F = torch.nn.functional
+    x_host = host(shape)
+    for spec in ("cpu", "torch:cpu"):
+        pool = (nnx.MaxPool2D if name == "max" else nnx.AvgPool2D)(k, s, padding=p,
+                                                                    ceil_mode=ceil)
+        y = pool.fprop(nnx.asarray(x_host, dtype=F64, device=spec))
+        g = host(tuple(y.shape), 3)
+        dx = pool.bprop(nnx.asarray(g, dtype=F64, device=spec))
+        xt = torch.tensor(x_host, requires_grad=True)
+        yt = getattr(F, f"{name}_pool2d")(xt, k, s, p, ceil_mode=ceil)
+        yt.backward(torch.tensor(g))
+        np.testing.assert_allclose(nnx.to_numpy(y), yt.detach().numpy(), rtol=1e-12,
+                                   atol=1e-12, err_msg=spec)
+        np.testing.assert_allclose(nnx.to_numpy(dx), xt.grad.numpy(), rtol=1e-12, atol=1e-12,
+                                   err_msg=spec)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(padding=2), r"padding must be at most half the kernel size"),
+    (dict(ceil_mode=1), r"ceil_mode must be True or False, got int"),
+    (dict(padding=-1), r"padding must be >= 0")])
+def test_pool_arguments_are_checked(bad, match):
+    for make in (nnx.MaxPool2D, nnx.AvgPool2D):
+        with pytest.raises((nnx.ArgumentError, nnx.ArgumentTypeError), match=match):
+            make(3, **bad)
+
+
+@settings(max_examples=40, deadline=None)
+@given(c=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9), kh=st.integers(1, 4),
+       kw=st.integers(1, 4), sh=st.integers(1, 3), sw=st.integers(1, 3),
+       ph=st.integers(0, 2), pw=st.integers(0, 2))
+def test_gather_im2col_and_col2im_equal_the_reference(c, h, w, kh, kw, sh, sw, ph, pw):
+    """The portable gathers (run here on array-api-strict) against the original kh·kw
+    slicing im2col and its spreading col2im, on any geometry."""
+    strict = pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+    if h + 2 * ph < kh or w + 2 * pw < kw:
+        return
+    shape, k, s, p = (2, c, h, w), (kh, kw), (sh, sw), (ph, pw)
+    out = _im2col.output_size("test", shape, k, s, p)
+    x = strict.asarray(host(shape))
+    np.testing.assert_array_equal(np.asarray(_im2col.im2col(x, k, s, p, out)),
+                                  np.asarray(im2col_reference.im2col_reference(x, k, s, p, out)))
+    cols = strict.asarray(host((2, c * kh * kw, out[0] * out[1]), 1))
+    np.testing.assert_allclose(np.asarray(_im2col.col2im(cols, shape, k, s, p, out)),
+                               np.asarray(im2col_reference.col2im_reference(cols, shape, k, s,
+                                                                            p, out)),
+                               rtol=1e-13, atol=1e-13)
+    # the pooling layout, each window's values last: the same numbers transposed
+    kk, ll = kh * kw, out[0] * out[1]
+    last = np.asarray(_im2col.im2col(x, k, s, p, out, windows_last=True))
+    ref = np.asarray(im2col_reference.im2col_reference(x, k, s, p, out))
+    np.testing.assert_array_equal(last, ref.reshape(2, c, kk, ll).transpose(0, 1, 3, 2))
+    cols_last = strict.asarray(np.ascontiguousarray(
+        np.asarray(cols).reshape(2, c, kk, ll).transpose(0, 1, 3, 2)))
+    np.testing.assert_allclose(np.asarray(_im2col.col2im(cols_last, shape, k, s, p, out,
+                                                         windows_last=True)),
+                               np.asarray(im2col_reference.col2im_reference(cols, shape, k, s,
+                                                                            p, out)),
+                               rtol=1e-13, atol=1e-13)
+
+
 @pytest.mark.parametrize("shape", [(6, 3), (4, 3, 2, 5)])
 def test_batch_norm_matches_torch_in_training_and_eval(shape):
     torch = pytest.importorskip("torch", reason="torch is not installed: no PyTorch reference")
@@ -98,10 +170,10 @@ def test_fast_im2col_and_col2im_equal_the_reference(shape, k, s, p):
     x = host(shape)
     fast = fast_conv.im2col(x, k, s, p, out)
     assert fast is not None
-    np.testing.assert_array_equal(fast, _im2col.im2col_reference(x, k, s, p, out))
+    np.testing.assert_array_equal(fast, im2col_reference.im2col_reference(x, k, s, p, out))
     cols = host(fast.shape, 1)
     np.testing.assert_allclose(fast_conv.col2im(cols, shape, k, s, p, out),
-                               _im2col.col2im_reference(cols, shape, k, s, p, out),
+                               im2col_reference.col2im_reference(cols, shape, k, s, p, out),
                                rtol=1e-14, atol=1e-14)
 
 
@@ -111,7 +183,7 @@ def test_fast_conv_input_gradient_equals_the_reference(shape, k, s, p):
     c_out = 3
     w, g = host((c_out, shape[1]) + k, 2), host((shape[0], c_out) + out, 3)
     dcols = w.reshape(c_out, -1).T @ g.reshape(shape[0], c_out, -1)
-    want = _im2col.col2im_reference(dcols, shape, k, s, p, out)
+    want = im2col_reference.col2im_reference(dcols, shape, k, s, p, out)
     fast = fast_conv.conv2d_input_grad(g, w, shape, k, s, p, out)
     assert fast.flags.c_contiguous and fast.shape == shape
     np.testing.assert_allclose(fast, want, rtol=1e-13, atol=1e-13)
@@ -164,7 +236,7 @@ def test_col2im_is_the_adjoint_of_im2col(n, c, h, w, kh, kw, sh, sw, ph, pw, see
     x = rng.standard_normal((n, c, h, w))
     u = rng.standard_normal((n, c * kh * kw, out[0] * out[1]))
     for im2col, col2im in [(fast_conv.im2col, fast_conv.col2im),
-                           (_im2col.im2col_reference, _im2col.col2im_reference)]:
+                           (im2col_reference.im2col_reference, im2col_reference.col2im_reference)]:
         left = float(np.sum(im2col(x, k, s, p, out) * u))
         right = float(np.sum(x * col2im(u, x.shape, k, s, p, out)))
         assert left == pytest.approx(right, rel=1e-10, abs=1e-10)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import nnx
+from nnx import models
 
 array_api_strict = pytest.importorskip("array_api_strict", reason="array-api-strict not installed")
 
@@ -54,3 +55,56 @@ def test_check_labels_false_switches_off_every_readback_check(make, z, t):
         loss.fprop(z, t)
     loss.check_labels = False
     loss.fprop(z, t)                                # no readback, so no check
+
+
+def counting_readbacks(monkeypatch):
+    A = array_api_strict._array_object.Array
+    count = [0]
+    for name in ("__bool__", "__float__", "__int__", "__index__"):
+        real = getattr(A, name)
+        def counting(self, _real=real):
+            count[0] += 1
+            return _real(self)
+        monkeypatch.setattr(A, name, counting)
+    return count
+
+
+@pytest.mark.parametrize("make", [nnx.SoftmaxCrossEntropy, nnx.Hinge, nnx.MSE],
+                         ids=["SoftmaxCrossEntropy", "Hinge", "MSE"])
+def test_hand_written_loop_checks_each_label_array_once(monkeypatch, make):
+    """A loop over fixed batches with the checks on: the first pass reads each label array's
+    flag back once, later passes read nothing (the loss remembers the arrays it checked)."""
+    rng = np.random.default_rng(0)
+    net = models.cnn(n_out=3, channels=(2, 2)).to("strict", "float64")
+    loss = make()
+    batches = [(nnx.asarray(rng.random((4, 784)), device="strict", dtype="float64"),
+                nnx.asarray(rng.integers(0, 3, 4), device="strict") if make is not nnx.MSE
+                else nnx.asarray(rng.random((4, 3)), device="strict", dtype="float64"))
+               for _ in range(2)]
+    opt = nnx.SGD(net, lr=0.01, momentum=0.9)
+    count = counting_readbacks(monkeypatch)
+    for epoch in range(3):
+        before = count[0]
+        for x, t in batches:
+            loss.fprop(net.fprop(x), t)
+            net.bprop(loss.bprop(), need_input_grad=False)
+            opt.step()
+        if epoch:
+            assert count[0] == before, f"epoch {epoch} read {count[0] - before} values back"
+    monkeypatch.undo()
+
+
+def test_fit_of_a_cnn_does_not_sync_per_step(monkeypatch):
+    """The gather-based convolution, pooling and BatchNorm code read nothing back."""
+    def run(steps):
+        rng = np.random.default_rng(0)
+        x = nnx.asarray(rng.random((4 * steps, 784)), device="strict")
+        t = nnx.asarray(rng.integers(0, 3, 4 * steps), device="strict")
+        nnx.seed(0)
+        net = models.cnn(n_out=3, channels=(2, 2)).to("strict")
+        count = counting_readbacks(monkeypatch)
+        nnx.fit(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.01), x, t, epochs=1,
+                batch_size=4, verbose=False)
+        monkeypatch.undo()
+        return count[0]
+    assert run(2) == run(5)

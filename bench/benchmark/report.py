@@ -5,11 +5,13 @@ import io
 import json
 
 from nnx import outputs
+from . import opcount
 
 NUMPY, TORCH, FLOOR = "numpy (hand-written)", "torch eager", "matmul floor"
 FIELDS = ("model", "mode", "dtype", "batch", "impl", "device", "label", "samples_per_s",
           "median_ms", "q1_ms", "q3_ms", "min_ms", "max_ms", "gflops", "vs_numpy",
-          "vs_torch", "vs_floor", "faults_per_step", "peak_mb", "blocks", "steps_per_block")
+          "vs_torch", "vs_floor", "faults_per_step", "peak_mb", "ops_per_step", "syncs_per_step",
+          "blocks", "steps_per_block")
 META_FIELDS = ("cpu", "blas", "blas_threads", "numpy", "torch", "gpu", "malloc")
 
 
@@ -53,10 +55,11 @@ def table(rows, meta):
              f"{meta.get('max_rss_mb', 0):.0f} MB",
              "x-columns are time ratios (this / reference): below 1 means faster than the "
              "reference; faults: minor page faults per step; peak MB: tracemalloc peak of a "
-             "step (NumPy-based cases)"]
+             "step (NumPy-based cases)",
+             opcount.FOOTNOTE]
     head = (f"{'batch':>5}  {'implementation':<32} {'samples/s':>10} {'ms/step':>9} "
             f"{'IQR ms':>15} {'GFLOP/s':>8} {'xnumpy':>7} {'xtorch':>7} {'xfloor':>7} "
-            f"{'faults':>7} {'peak MB':>8}")
+            f"{'faults':>7} {'peak MB':>8} {'ops':>5} {'syncs':>5}")
     blocks = {}
     for r in rows:
         blocks.setdefault((r["model"], r["mode"], r["dtype"]), []).append(r)
@@ -69,7 +72,8 @@ def table(rows, meta):
                 f"{r['median_ms']:>9.3f} {r['q1_ms']:>7.3f}-{r['q3_ms']:<7.3f} "
                 f"{r['gflops']:>8.1f} {_fmt(r['vs_numpy'], '7.2f'):>7} "
                 f"{_fmt(r['vs_torch'], '7.2f'):>7} {_fmt(r['vs_floor'], '7.2f'):>7} "
-                f"{r['faults_per_step']:>7.1f} {_fmt(r['peak_mb'], '8.1f'):>8}")
+                f"{r['faults_per_step']:>7.1f} {_fmt(r['peak_mb'], '8.1f'):>8} "
+                f"{_fmt(r.get('ops_per_step'), '5d'):>5} {_fmt(r.get('syncs_per_step'), '5d'):>5}")
         lines += notes(group, meta)
     return "\n".join(lines)
 

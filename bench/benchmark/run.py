@@ -1,6 +1,6 @@
 """Running the cases of every model and batch size, into result rows."""
 
-from . import cases, machine, report, timing
+from . import cases, machine, opcount, report, timing
 
 
 def _torch_devices(specs):
@@ -62,6 +62,7 @@ def run_all(settings, meta, progress=print):
                 for c in built:
                     s = stats[c.label]
                     peak = timing.traced_peak(getattr(c, mode), c.sync) if c.traced else None
+                    ops, syncs = opcount.count(c, mode)
                     rows.append({
                         "model": model, "mode": mode, "dtype": settings["dtype"],
                         "batch": batch, "impl": c.impl, "device": c.device, "label": c.label,
@@ -70,5 +71,7 @@ def run_all(settings, meta, progress=print):
                         "max_ms": s.max * 1e3, "gflops": flops / s.median / 1e9,
                         "faults_per_step": s.faults_per_step,
                         "peak_mb": None if peak is None else peak / 2**20,
+                        "ops_per_step": ops,
+                        "syncs_per_step": syncs if c.impl == "nnx" else None,
                         "blocks": s.blocks, "steps_per_block": s.steps_per_block})
     return report.add_ratios(rows)

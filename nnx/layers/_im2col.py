@@ -10,9 +10,19 @@ x_pad[n, c, p·sh + i, q·sw + j], shape (N, C·kh·kw, OH·OW), so a convolutio
 matmul.  ``col2im`` is its adjoint: every column entry is added back to the input pixel it
 was read from (the gradient of im2col).  On NumPy arrays both hand over to the strided
 fast path in ``nnx.backends.fast_conv`` (same layout, same numbers).
+
+Elsewhere (CuPy, torch, JAX, array-api-strict) both are gathers, a few array operations
+whatever the kernel size: im2col takes each example's flattened input at a cached flat index
+(one ``take``; padding reads a pad value appended once per call), and col2im gathers, for
+every input pixel, the ≤ K' column entries it fed and sums them (one ``take``, one ``sum``;
+no scatter, which the Array API does not have).  The index tables are built once per shape
+on the host (``nnx.backends.gather``) and cached per device.
 """
 
-from nnx.backends import fast_conv
+import math
+
+from nnx import backends
+from nnx.backends import fast_conv, gather
 
 from .. import _checks
 from ..device import namespace
@@ -28,8 +38,11 @@ def pair(value, what, owner, minimum=1):
                                  type_what="be an int or a pair of ints") for v in both)
 
 
-def output_size(module, shape, kernel, stride, padding, channels=None):
-    """(OH, OW) for a 4-D input ``shape``, after checking it (one clear ShapeError)."""
+def output_size(module, shape, kernel, stride, padding, channels=None, ceil_mode=False):
+    """(OH, OW) for a 4-D input ``shape``, after checking it (one clear ShapeError).
+
+    ``ceil_mode`` (pooling): a last, partial window where the stride leaves places over,
+    as long as it starts inside the input or its left padding (as torch counts them)."""
     if len(shape) != 4:
         raise ShapeError(f"{module!r}.fprop: input has shape {shape}, expected 4-D "
                          f"(batch, channels, height, width); reshape MNIST rows with "
@@ -40,6 +53,11 @@ def output_size(module, shape, kernel, stride, padding, channels=None):
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     oh = (shape[2] + 2 * ph - kh) // sh + 1
     ow = (shape[3] + 2 * pw - kw) // sw + 1
+    if ceil_mode:
+        oh = -(-(shape[2] + 2 * ph - kh) // sh) + 1
+        ow = -(-(shape[3] + 2 * pw - kw) // sw) + 1
+        oh -= (oh - 1) * sh >= shape[2] + ph
+        ow -= (ow - 1) * sw >= shape[3] + pw
     if oh < 1 or ow < 1:
         raise ShapeError(f"{module!r}.fprop: input of shape {shape} (padded by {ph, pw}) is "
                          f"smaller than the kernel {kh, kw}; give a larger input, more "
@@ -47,77 +65,151 @@ def output_size(module, shape, kernel, stride, padding, channels=None):
     return oh, ow
 
 
-def im2col(x, kernel, stride, padding, out_hw):
-    """cols (N, C·kh·kw, OH·OW) from x (N, C, H, W)."""
-    fast = fast_conv.im2col(x, kernel, stride, padding, out_hw)
-    if fast is not None:
-        return fast
-    return im2col_reference(x, kernel, stride, padding, out_hw)
+def _on_device(key, like, build):
+    """The cached device copy of ``build()`` (host arrays), keyed by ``key`` and the device
+    of ``like``; built and moved once per shape and device (``from_host`` places it on that
+    device, CuPy included)."""
+    device = backends.device_of(like)
+    key = key + (device.spec,)
+    hit = _cache.get(key)
+    if hit is None:
+        if len(_cache) > 256:
+            _cache.clear()
+        host = build()
+        hit = _cache[key] = tuple(backends.from_host(a, device) if hasattr(a, "dtype") else a
+                                  for a in host)
+    return hit
 
 
-def col2im(cols, x_shape, kernel, stride, padding, out_hw):
-    """The adjoint of im2col: dx (N, C, H, W) from dcols (N, C·kh·kw, OH·OW)."""
-    fast = fast_conv.col2im(cols, x_shape, kernel, stride, padding, out_hw)
-    if fast is not None:
-        return fast
-    return col2im_reference(cols, x_shape, kernel, stride, padding, out_hw)
+_cache = {}
 
 
-def _zeros(xp, like, shape):
-    return xp.zeros(shape, dtype=like.dtype, device=like.device)
+def _index_dtype(index):
+    """int32 tables where they fit (JAX without x64 has no int64), else int64."""
+    return index.astype("int32") if index.size == 0 or index.max() < 2**31 - 1 else index
 
 
-def _pad(xp, x, axis, before, after):
-    """x with ``before`` / ``after`` zeros along ``axis`` (concat: no in-place writes,
-    which some libraries' arrays do not allow)."""
-    if before == 0 and after == 0:
-        return x
-    parts = []
-    for n in (before, None, after):
-        if n is None:
-            parts.append(x)
-        elif n > 0:
-            shape = list(x.shape)
-            shape[axis] = n
-            parts.append(_zeros(xp, x, tuple(shape)))
-    return xp.concat(parts, axis=axis)
+def fill(like, rows, value):
+    """A cached (rows, 1) array of ``value`` in ``like``'s dtype and device (a pad column)."""
+    from ..device import dtype_name
+    dtype = dtype_name(like.dtype)
+    return _on_device(("fill", rows, value, dtype), like,
+                      lambda: (backends.host.full((rows, 1), value, dtype),))[0]
 
 
-def im2col_reference(x, kernel, stride, padding, out_hw):
+def take(xp, x, index, axis):
+    """``xp.take`` in one operation on every library (index: non-negative, 1-D)."""
+    fast = gather.take(x, index, axis)
+    return xp.take(x, index, axis=axis) if fast is None else fast
+
+
+def im2col(x, kernel, stride, padding, out_hw, pad_value=0.0, windows_last=False):
+    """cols (N, C·kh·kw, OH·OW) from x (N, C, H, W); windows read ``pad_value`` where they
+    cover the padding or run past the border (ceil_mode pooling).  ``windows_last``: the
+    layout (N, C, OH·OW, kh·kw) instead, each window's values side by side (a reduction
+    over the window is then over the last axis: much faster for argmax on torch)."""
+    if pad_value == 0.0 and not windows_last and \
+            _inside(x.shape, kernel, stride, padding, out_hw):
+        fast = fast_conv.im2col(x, kernel, stride, padding, out_hw)
+        if fast is not None:
+            return fast
     xp = namespace(x)
-    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
-    n, c = x.shape[0], x.shape[1]
-    x = _pad(xp, _pad(xp, x, 2, ph, ph), 3, pw, pw)
-    windows = [x[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
-               for i in range(kh) for j in range(kw)]
-    cols = xp.stack(windows, axis=2)                       # (N, C, kh·kw, OH, OW)
-    return xp.reshape(cols, (n, c * kh * kw, oh * ow))
+    n, c, h, w = x.shape
+    index, padded = _on_device(("im2col", c, h, w, kernel, stride, padding, out_hw,
+                                windows_last), x,
+                               lambda: _im2col_tables(c, h, w, kernel, stride, padding,
+                                                      out_hw, windows_last))
+    flat = xp.reshape(x, (n, c * h * w))
+    if padded:
+        flat = xp.concat([flat, fill(x, n, pad_value)], axis=1)
+    cols = take(xp, flat, index, 1)
+    if windows_last:
+        return xp.reshape(cols, (n, c, out_hw[0] * out_hw[1], kernel[0] * kernel[1]))
+    return xp.reshape(cols, (n, c * kernel[0] * kernel[1], out_hw[0] * out_hw[1]))
 
 
-def _spread(xp, g, axis, step):
-    """Insert step−1 zeros between neighbours along ``axis`` (length n → (n−1)·step + 1)."""
-    if step == 1:
-        return g
-    stacked = xp.stack([g] + [xp.zeros_like(g)] * (step - 1), axis=axis + 1)
-    shape = list(g.shape)
-    shape[axis] *= step
-    spread = xp.reshape(stacked, tuple(shape))
-    index = [slice(None)] * g.ndim
-    index[axis] = slice(0, (g.shape[axis] - 1) * step + 1)
-    return spread[tuple(index)]
+def _inside(shape, kernel, stride, padding, out_hw):
+    """Whether every window lies inside the padded input (no ceil_mode overhang): what the
+    NumPy fast paths assume."""
+    return all((o - 1) * s + k <= n + 2 * p for o, s, k, n, p in
+               zip(out_hw, stride, kernel, shape[2:], padding))
 
 
-def col2im_reference(cols, x_shape, kernel, stride, padding, out_hw):
+def _im2col_tables(c, h, w, kernel, stride, padding, out_hw, windows_last):
+    index, padded = gather.im2col_index(c, h, w, kernel, stride, padding, out_hw,
+                                        windows_last)
+    return _index_dtype(index), padded
+
+
+def col2im_tables(x_shape, kernel, stride, padding, out_hw, like, windows_last=False):
+    """(index (C·H·W·K',), K', whether a zero is needed) of the gather-form col2im, cached
+    per shape and device; the zero sits at position C·kh·kw·OH·OW of the flat columns."""
+    _, c, h, w = x_shape
+    zero = c * kernel[0] * kernel[1] * out_hw[0] * out_hw[1]
+
+    def build():
+        index, needs_zero = gather.col2im_index(c, h, w, kernel, stride, padding, out_hw, zero,
+                                                windows_last)
+        return _index_dtype(index.reshape(-1)), index.shape[1], needs_zero
+    return _on_device(("col2im", c, h, w, kernel, stride, padding, out_hw, windows_last),
+                      like, build)
+
+
+def pool_grad_tables(x_shape, kernel, stride, padding, out_hw, like):
+    """Like ``col2im_tables``, but the index reads the (C·OH·OW) window values themselves
+    (each window's one value, spread over the pixels it covers; zero at C·OH·OW)."""
+    _, c, h, w = x_shape
+    k, l = kernel[0] * kernel[1], out_hw[0] * out_hw[1]
+
+    def build():
+        index, needs_zero = gather.col2im_index(c, h, w, kernel, stride, padding, out_hw,
+                                                c * k * l)
+        index = (index // (k * l)) * l + index % l          # cols entry -> its window
+        return _index_dtype(index.reshape(-1)), index.shape[1], needs_zero
+    return _on_device(("poolgrad", c, h, w, kernel, stride, padding, out_hw), like, build)
+
+
+def divisors(x_shape, kernel, stride, padding, out_hw, like):
+    """(1/divisor per window (OH·OW,) in ``like``'s dtype, whether they all equal
+    1/(kh·kw)): an average pool's divisor counts the padding but not the places a
+    ceil_mode window runs past it."""
+    from ..device import dtype_name
+    dtype = dtype_name(like.dtype)
+    h, w = x_shape[2], x_shape[3]
+
+    def build():
+        div = gather.pool_divisor(h, w, kernel, stride, padding, out_hw)
+        return (backends.host.scale(div ** -1.0, 1.0, dtype),
+                bool((div == kernel[0] * kernel[1]).all()))
+    return _on_device(("divisor", h, w, kernel, stride, padding, out_hw, dtype), like, build)
+
+
+def arange(xp, like, n):
+    """A cached arange(n) of integers on ``like``'s device (placed by ``from_host``, which
+    CuPy honours where array creation ignores ``device=``)."""
+    return _on_device(("arange", n), like, lambda: (backends.host.as_int64(
+        backends.host.as_array(range(n))),))[0]
+
+
+def col2im(cols, x_shape, kernel, stride, padding, out_hw, zero_row=False,
+           windows_last=False):
+    """The adjoint of im2col: dx (N, C, H, W) from dcols (N, C·kh·kw, OH·OW) (or from
+    (N, C, OH·OW, kh·kw) with ``windows_last``).
+
+    ``zero_row``: cols is (N, C·kh·kw + 1, OH·OW) whose last row is zero (Conv2D gets it
+    for free from its matmul), so no zero is appended here."""
+    if not zero_row and not windows_last and _inside(x_shape, kernel, stride, padding, out_hw):
+        fast = fast_conv.col2im(cols, x_shape, kernel, stride, padding, out_hw)
+        if fast is not None:
+            return fast
     xp = namespace(cols)
-    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
     n, c, h, w = x_shape
-    hp, wp = h + 2 * ph, w + 2 * pw
-    g = xp.reshape(cols, (n, c, kh * kw, oh, ow))
-    total = None
-    for i in range(kh):
-        for j in range(kw):
-            part = _spread(xp, _spread(xp, g[:, :, i * kw + j, :, :], 2, sh), 3, sw)
-            part = _pad(xp, part, 2, i, hp - i - part.shape[2])
-            part = _pad(xp, part, 3, j, wp - j - part.shape[3])
-            total = part if total is None else total + part
-    return total[:, :, ph:ph + h, pw:pw + w]
+    index, k, needs_zero = col2im_tables(x_shape, kernel, stride, padding, out_hw, cols,
+                                         windows_last)
+    flat = xp.reshape(cols, (n, math.prod(cols.shape[1:])))
+    if needs_zero and not zero_row:
+        flat = xp.concat([flat, fill(cols, n, 0.0)], axis=1)
+    picked = take(xp, flat, index, 1)
+    if k == 1:
+        return xp.reshape(picked, x_shape)
+    return xp.reshape(xp.sum(xp.reshape(picked, (n, c * h * w, k)), axis=2), x_shape)

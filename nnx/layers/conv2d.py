@@ -5,7 +5,7 @@ from nnx.backends import fast_conv
 
 from .. import _checks
 from ..module import Module
-from ._im2col import col2im, im2col, output_size, pair
+from ._im2col import col2im, col2im_tables, fill, im2col, output_size, pair
 
 
 class Conv2D(Module):
@@ -14,6 +14,10 @@ class Conv2D(Module):
     fprop:  cols = im2col(x): (N, C·kh·kw, OH·OW);   y_n = W₂·cols_n + b
             W₂ = W as (c_out, C·kh·kw);  OH = (H + 2·ph − kh) // sh + 1 (OW alike)
     bprop:  dW₂ = Σ_n g_n·cols_nᵀ,  db = Σ_{n,p,q} g,  dx = col2im(W₂ᵀ·g_n)     g as (N, c_out, OH·OW)
+
+    im2col and col2im are gathers at cached indices (a few array operations per call,
+    whatever the kernel size); col2im's zero for pixels fed by fewer than K' windows comes
+    from a zero row appended to W₂ᵀ, so W₂ᵀ·g_n already holds it.
 
     W: (c_out, c_in, kh, kw), as torch's Conv2d weight; W ~ N(0, sqrt(2/(fan_in + fan_out)))
     with fan_in = c_in·kh·kw, fan_out = c_out·kh·kw, drawn on the host; b = 0.
@@ -63,6 +67,11 @@ class Conv2D(Module):
                                            self.stride, self.padding, self.out_hw)
         if fast is not None:                    # NumPy: the same sum, batch laid out last
             return fast
-        dcols = xp.matrix_transpose(xp.reshape(self.W, (self.c_out, -1))) @ g
-        return col2im(dcols, self.x_shape, self.kernel_size, self.stride, self.padding,
-                      self.out_hw)
+        w2t = xp.matrix_transpose(xp.reshape(self.W, (self.c_out, -1)))     # (C·kh·kw, c_out)
+        _, _, needs_zero = col2im_tables(self.x_shape, self.kernel_size, self.stride,
+                                         self.padding, self.out_hw, g)
+        if needs_zero:                          # a zero row: dcols' last row is zero
+            w2t = xp.concat([w2t, xp.reshape(fill(g, self.c_out, 0.0), (1, self.c_out))],
+                            axis=0)
+        return col2im(w2t @ g, self.x_shape, self.kernel_size, self.stride, self.padding,
+                      self.out_hw, zero_row=needs_zero)

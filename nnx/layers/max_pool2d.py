@@ -1,65 +1,86 @@
-from nnx import backends
+import math
+
 from nnx.backends import fast_conv
 
+from .. import _checks
 from ..device import namespace
+from ..errors import ArgumentError
 from ..module import Module
-from ._im2col import col2im, im2col, output_size, pair
+from ._im2col import arange, col2im, im2col, output_size, pair
 
 
 class _Pool2D(Module):
     """What MaxPool2D and AvgPool2D share: arguments, shape checks and the window layout."""
 
-    def __init__(self, kernel_size, stride=None):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
         name = f"{type(self).__name__}({kernel_size!r})"
         self.kernel_size = pair(kernel_size, "kernel_size", name)
         self.stride = self.kernel_size if stride is None else pair(stride, "stride", name)
+        self.padding = pair(padding, "padding", name, minimum=0)
+        for p, k in zip(self.padding, self.kernel_size):
+            if 2 * p > k:
+                raise ArgumentError(f"{name}: padding must be at most half the kernel size "
+                                    f"{self.kernel_size}, got {self.padding}; a window would "
+                                    f"cover only padding")
+        self.ceil_mode = _checks.instance(name, "ceil_mode", ceil_mode, bool, "True or False")
 
     def config(self):
-        return {"_kernel_size": self.kernel_size, "stride": self.stride}
+        return {"_kernel_size": self.kernel_size, "stride": self.stride,
+                "padding": self.padding, "ceil_mode": self.ceil_mode}
 
     def _check(self, x):
         """(OH, OW) after checking the shape of ``x``."""
         self.x_shape = tuple(x.shape)
-        self.out_hw = output_size(self, self.x_shape, self.kernel_size, self.stride, (0, 0))
+        self.out_hw = output_size(self, self.x_shape, self.kernel_size, self.stride,
+                                  self.padding, ceil_mode=self.ceil_mode)
         self._check_array(x)
         return self.out_hw
 
-    def _windows(self, x):
-        """cols (N, C, kh·kw, OH·OW) of ``x``, after checking its shape."""
+    def _plain(self):
+        """No padding and no partial window: NumPy's strided fast paths apply."""
+        return self.padding == (0, 0) and self.out_hw == output_size(
+            self, self.x_shape, self.kernel_size, self.stride, (0, 0))
+
+    def _windows(self, x, pad_value):
+        """cols (N, C, kh·kw, OH·OW) of ``x`` (checked by ``_check`` first)."""
         xp = namespace(x)
-        self._check(x)
-        shape = self.x_shape
-        cols = im2col(x, self.kernel_size, self.stride, (0, 0), self.out_hw)
+        cols = im2col(x, self.kernel_size, self.stride, self.padding, self.out_hw, pad_value)
         k = self.kernel_size[0] * self.kernel_size[1]
+        shape = self.x_shape
         return xp, xp.reshape(cols, (shape[0], shape[1], k, self.out_hw[0] * self.out_hw[1]))
 
-    def _to_image(self, xp, dcols):
-        n, c = self.x_shape[:2]
-        return col2im(xp.reshape(dcols, (n, c * dcols.shape[2], dcols.shape[3])), self.x_shape,
-                      self.kernel_size, self.stride, (0, 0), self.out_hw)
+    def _windows_last(self, x, pad_value):
+        """cols (N, C, OH·OW, kh·kw) of ``x``: each window's values side by side."""
+        return namespace(x), im2col(x, self.kernel_size, self.stride, self.padding,
+                                    self.out_hw, pad_value, windows_last=True)
 
 
 class MaxPool2D(_Pool2D):
     """The maximum of each (kh, kw) window of NCHW images, moved by ``stride`` (default: the
     kernel size, windows side by side).
 
-    fprop:  y[n, c, p, q] = max_{i,j} x[n, c, p·sh + i, q·sw + j]
+    fprop:  y[n, c, p, q] = max_{i,j} x[n, c, p·sh + i − ph, q·sw + j − pw]
     bprop:  the gradient goes to the maximum of each window (the first one on ties):
             dx = col2im(g · [k = argmax_k cols])
+
+    ``padding`` (at most half the kernel) pads with −inf: a padded place is never the
+    maximum.  ``ceil_mode=True`` adds a last, partial window where the stride leaves input
+    over (as torch's MaxPool2d(ceil_mode=True)).
     """
 
     def fprop(self, x):
-        fast = fast_conv.max_pool(x, self.kernel_size, self.stride, self._check(x))
+        self._check(x)
+        fast = fast_conv.max_pool(x, self.kernel_size, self.stride, self.out_hw) \
+            if self._plain() else None
         if fast is not None:                          # NumPy: the same, windows laid out last
             y, self.first_max = fast
             self.mask = None
             self._out_shape = tuple(y.shape)
             return y
-        xp, cols = self._windows(x)
-        where = xp.argmax(cols, axis=2, keepdims=True)                  # (N, C, 1, L)
-        k = xp.arange(cols.shape[2], device=backends.device_of(x).native)
-        self.mask = xp.astype(xp.reshape(k, (-1, 1)) == where, x.dtype)  # (N, C, kh·kw, L)
-        y = xp.reshape(xp.max(cols, axis=2), self.x_shape[:2] + self.out_hw)
+        xp, cols = self._windows_last(x, -math.inf)                     # (N, C, L, kh·kw)
+        where = xp.argmax(cols, axis=3, keepdims=True)                  # (N, C, L, 1)
+        self.mask = arange(xp, x, cols.shape[3]) == where               # (N, C, L, kh·kw)
+        y = xp.reshape(xp.max(cols, axis=3), self.x_shape[:2] + self.out_hw)
         self._out_shape = tuple(y.shape)
         return y
 
@@ -68,5 +89,8 @@ class MaxPool2D(_Pool2D):
         if self.mask is None:
             return fast_conv.max_pool_backward(grad_output, self.first_max, self.x_shape,
                                                self.kernel_size, self.stride, self.out_hw)
-        g = xp.reshape(grad_output, self.x_shape[:2] + (1, self.out_hw[0] * self.out_hw[1]))
-        return self._to_image(xp, self.mask * g)
+        n, c = self.x_shape[:2]
+        g = xp.reshape(grad_output, (n, c, self.out_hw[0] * self.out_hw[1], 1))
+        dcols = xp.where(self.mask, g, 0.0)                             # (N, C, L, kh·kw)
+        return col2im(dcols, self.x_shape, self.kernel_size, self.stride, self.padding,
+                      self.out_hw, windows_last=True)

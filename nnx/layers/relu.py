@@ -8,7 +8,7 @@ class ReLU(Module):
     def fprop(self, x):
         xp = namespace(x)
         self.mask = x > 0
-        y = xp.maximum(x, 0.0)          # where(x > 0, x, 0) would turn NaN into 0
+        y = xp.clip(x, min=0.0)         # where(x > 0, x, 0) would turn NaN into 0
         self._out_shape = tuple(y.shape)
         return y
 

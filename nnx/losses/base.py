@@ -1,16 +1,25 @@
+import weakref
+
 import array_api_compat
 
 from ..device import check_same_device, dtype_name, index_dtype, namespace, short_dtype
 from ..errors import DTypeError, LabelError, ShapeError, StateError
 
 
+_classes = {}
+
+
 class Loss:
     """``fprop(z, t)`` returns the batch mean (a 0-d array: ``float(loss)`` reads it);
     ``bprop()`` returns dL/dz, already divided by the batch size.
 
-    ``check_labels=False`` skips the checks that read values back to the host (a
-    synchronisation on a GPU): the label range, CrossEntropy's [0, 1] inputs; the trainer
-    checks them once up front instead.
+    Integer labels are checked (range [0, classes)) once per label array: the loss
+    remembers the last arrays it checked, and the same array again costs no readback (a
+    synchronisation on a GPU), so a loop over fixed batches never syncs; a new array is
+    checked once (one flag read back); an array changed in place after its check is not
+    checked again.  ``check_labels=False`` skips the checks that read
+    values back: the label range, CrossEntropy's [0, 1] inputs, Hinge's one-hot targets;
+    ``fit`` checks them once up front instead.
     """
 
     check_labels = True
@@ -18,6 +27,33 @@ class Loss:
     # against the labels); False: the test loss only.  None (your own loss): integer labels
     # of shape (N,) mean classification.
     classifies = None
+    _REMEMBERED = 8                 # label arrays remembered as checked
+
+    def _seen(self, t, what):
+        """Whether ``t`` (the very array object) passed check ``what`` before."""
+        for ref, key in getattr(self, "_checked", ()):
+            if key == what and ref() is t:
+                return True
+        return False
+
+    def _remember(self, t, what):
+        try:
+            ref = weakref.ref(t)
+        except TypeError:               # an array type without weak references: keep it
+            ref = (lambda a: lambda: a)(t)
+        checked = [(r, k) for r, k in getattr(self, "_checked", ()) if r() is not None]
+        self._checked = ([(ref, what)] + checked)[:self._REMEMBERED]
+
+    def _check_range(self, xp, t, c, name, given):
+        """LabelError unless the integer labels ``t`` (``given``, widened) lie in [0, c):
+        one readback per new label array, none for an array checked before (or with
+        ``check_labels`` off)."""
+        if not self.check_labels or self._seen(given, ("range", c)):
+            return
+        if bool(xp.any((t < 0) | (t >= c))):
+            raise LabelError(f"{name}: labels must lie in [0, {c}) for {c} classes, got "
+                             f"values from {int(xp.min(t))} to {int(xp.max(t))}")
+        self._remember(given, ("range", c))
 
     def __call__(self, z, t):
         return self.fprop(z, t)
@@ -42,6 +78,18 @@ class Loss:
             return xp.sum(terms) / n
         return xp.astype(xp.sum(xp.astype(terms, xp.float32)) / n, terms.dtype)
 
+    @staticmethod
+    def _classes(xp, z, c, dtype):
+        """arange(c) on z's device, made once per (c, dtype, device)."""
+        device = array_api_compat.device(z)
+        key = (c, str(dtype), str(device), type(z))
+        hit = _classes.get(key)
+        if hit is None:
+            if len(_classes) > 64:
+                _classes.clear()
+            hit = _classes[key] = xp.arange(c, dtype=dtype, device=device)
+        return hit
+
     # -- target handling shared by the losses --------------------------------------------
     def _check_z(self, z, ndim=2):
         xp = namespace(z)
@@ -64,8 +112,9 @@ class Loss:
             raise DTypeError(f"{name}: targets dtype {short_dtype(t.dtype)} differs from "
                              f"the predictions' {short_dtype(z.dtype)}; convert with nnx.asarray(t, dtype=...)")
 
-    def _targets(self, xp, z, t):
-        """One-hot (or probability) targets of z's shape and dtype, from labels or one-hot."""
+    def _targets(self, xp, z, t, labels=False):
+        """One-hot (or probability) targets of z's shape and dtype, from labels or one-hot;
+        ``labels=True``: integer labels come back as they are (widened), after the checks."""
         name = f"{self!r}.fprop"
         if not hasattr(t, "shape"):
             raise TypeError(f"{name}: targets must be an array, got {type(t).__name__}; "
@@ -76,17 +125,17 @@ class Loss:
             raise DTypeError(f"{name}: targets are booleans; give integer labels of shape "
                              f"({n},) or one-hot floats of shape {tuple(z.shape)}")
         if xp.isdtype(t.dtype, "integral"):
-            wide = index_dtype(xp)      # int64 (int32 on JAX without its x64 switch)
-            if t.dtype != wide:         # narrow or unsigned labels: compare them as wide ints
-                t = xp.astype(t, wide)
             if tuple(t.shape) != (n,):
                 raise ShapeError(f"{name}: integer labels have shape {tuple(t.shape)}, "
                                  f"expected ({n},) for scores of shape {tuple(z.shape)}")
-            if self.check_labels and bool(xp.any((t < 0) | (t >= c))):
-                raise LabelError(f"{name}: labels must lie in [0, {c}) for {c} classes, got "
-                                 f"values from {int(xp.min(t))} to {int(xp.max(t))}")
-            classes = xp.arange(c, dtype=wide, device=array_api_compat.device(z))
-            return xp.astype(t[:, None] == classes, z.dtype)
+            given = t
+            wide = index_dtype(xp)      # int64 (int32 on JAX without its x64 switch)
+            if t.dtype != wide:         # narrow or unsigned labels: compare them as wide ints
+                t = xp.astype(t, wide)
+            self._check_range(xp, t, c, name, given)
+            if labels:
+                return t
+            return xp.astype(t[:, None] == self._classes(xp, z, c, wide), z.dtype)
         if tuple(t.shape) != tuple(z.shape):
             raise ShapeError(f"{name}: targets have shape {tuple(t.shape)}; give integer "
                              f"labels of shape ({n},) or one-hot of shape {tuple(z.shape)}")

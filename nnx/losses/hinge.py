@@ -10,8 +10,8 @@ class Hinge(Loss):
     dL/dz_j = [m_j > 0] / N  (j ≠ y),   dL/dz_y = -Σ_j [m_j > 0] / N
 
     Targets are integer labels or one-hot rows; float targets that are not one-hot raise
-    LabelError (the check reads one flag back per call: a sync on a GPU;
-    ``check_labels=False`` skips it, as it skips the label-range check).
+    LabelError (the check reads one flag back per new target array, none for an array
+    checked before; ``check_labels=False`` skips it, as it skips the label-range check).
     """
 
     classifies = True           # fit reports accuracy and test errors
@@ -22,11 +22,9 @@ class Hinge(Loss):
     def fprop(self, z, t):
         xp = self._check_z(z)
         onehot = self._targets(xp, z, t)
-        if onehot is t and self.check_labels and bool(xp.any((t != 0.0) & (t != 1.0)) |
-                                xp.any(xp.sum(t, axis=1) != 1.0)):
-            raise LabelError(f"{self!r}.fprop: targets must be one-hot (one 1 per row, zeros "
-                             f"elsewhere) or integer labels; for soft targets use "
-                             f"SoftmaxCrossEntropy")
+        if onehot is t and self.check_labels and not self._seen(t, "one-hot"):
+            self._check_one_hot(xp, t)
+            self._remember(t, "one-hot")
         is_true = onehot > 0
         z_true = xp.sum(z * onehot, axis=1, keepdims=True)
         margins = xp.where(is_true, 0.0, z - z_true + self.margin)
@@ -36,3 +34,9 @@ class Hinge(Loss):
         grad /= n
         self._grad = grad
         return self._mean(xp, xp.maximum(margins, 0.0), n)
+
+    def _check_one_hot(self, xp, t):
+        if bool(xp.any((t != 0.0) & (t != 1.0)) | xp.any(xp.sum(t, axis=1) != 1.0)):
+            raise LabelError(f"{self!r}.fprop: targets must be one-hot (one 1 per row, zeros "
+                             f"elsewhere) or integer labels; for soft targets use "
+                             f"SoftmaxCrossEntropy")

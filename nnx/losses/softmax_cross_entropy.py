@@ -1,5 +1,9 @@
-from nnx.backends import fast
+import math
 
+from nnx.backends import fast, gather
+
+from ..device import check_same_device, dtype_name, index_dtype
+from ..errors import DTypeError, ShapeError
 from .base import Loss
 
 
@@ -9,7 +13,14 @@ class SoftmaxCrossEntropy(Loss):
     log p = z - m - log Σ_j e^(z_j - m);   L = -(1/N) Σ t·log p;
     dL/dz = (p·Σ_j t_j - t) / N   (= (p - t)/N for one-hot t or integer labels)
 
+    Scores (N, C) take integer labels (N,) or targets of z's shape.  Scores of a sequence
+    model (N, T, V) take integer labels (N, T): L is the mean over all N·T positions, and
+    dL/dz = (p - onehot)/(N·T).
+
     Integer labels on NumPy skip the one-hot matrix (backends.fast); same formula.
+    Elsewhere integer labels cost a fixed handful of array operations: the label's
+    log-probability is gathered (take_along_axis), and the gradient subtracts 1/N where a
+    cached arange equals the label.
     """
 
     classifies = True           # fit reports accuracy and test errors
@@ -19,19 +30,64 @@ class SoftmaxCrossEntropy(Loss):
         if fused is not None:               # NumPy floats and valid integer labels
             loss, self._grad = fused
             return loss
+        if getattr(z, "ndim", None) == 3:
+            return self._sequence(z, t)
         xp = self._check_z(z)
-        given = t
-        t = self._targets(xp, z, t)             # checks t's type and device first
-        is_labels = xp.isdtype(given.dtype, "integral")
+        t = self._targets(xp, z, t, labels=True)    # checks t's type and device first
+        if xp.isdtype(t.dtype, "integral"):
+            return self._labels(xp, z, t)
         n = float(z.shape[0])
         shifted = z - xp.max(z, axis=1, keepdims=True)
         p = xp.exp(shifted)
         s = xp.sum(p, axis=1, keepdims=True)
         logp = shifted - xp.log(s)
         p /= s                                          # softmax
-        if not is_labels:
-            p *= xp.sum(t, axis=1, keepdims=True)       # 1 for one-hot targets
+        p *= xp.sum(t, axis=1, keepdims=True)           # 1 for one-hot targets
         p -= t
         p /= n
         self._grad = p
         return -self._mean(xp, t * logp, n)
+
+    def _labels(self, xp, z, t):
+        """Loss and gradient for integer labels ``t`` of shape z.shape[:-1] (checked)."""
+        if dtype_name(z.dtype) == "float16":    # float16 sums overflow: work in float32
+            loss = self._labels(xp, xp.astype(z, xp.float32), t)
+            self._grad = xp.astype(self._grad, xp.float16)
+            return xp.astype(loss, xp.float16)
+        count = math.prod(z.shape[:-1])
+        shifted = z - xp.max(z, axis=-1, keepdims=True)
+        e = xp.exp(shifted)
+        s = xp.sum(e, axis=-1, keepdims=True)
+        t = t[..., None]
+        picked = gather.take_along_axis(shifted, t, -1)
+        if picked is not None:
+            pass
+        elif hasattr(xp, "take_along_axis"):
+            picked = xp.take_along_axis(shifted, t, axis=-1)
+        else:                                   # an older namespace: the one-hot product
+            picked = xp.sum(xp.where(t == self._classes(xp, z, z.shape[-1], t.dtype),
+                                     shifted, 0.0), axis=-1, keepdims=True)
+        loss = xp.mean(xp.log(s) - picked)     # NaN for an empty batch, as torch's
+        grad = e / (s * float(max(count, 1)))
+        is_label = t == self._classes(xp, z, z.shape[-1], t.dtype)
+        self._grad = xp.where(is_label, grad - 1.0 / max(count, 1), grad)
+        return loss
+
+    def _sequence(self, z, t):
+        """(N, T, V) scores with (N, T) integer labels: the mean over all N·T positions."""
+        xp = self._check_z(z, ndim=None)
+        name = f"{self!r}.fprop"
+        if hasattr(t, "dtype"):
+            check_same_device(name, t, z, "targets", "scores")
+        if not hasattr(t, "dtype") or not xp.isdtype(t.dtype, "integral") or t.dtype == xp.bool:
+            raise DTypeError(f"{name}: scores of shape {tuple(z.shape)} (batch, time, "
+                             f"classes) take integer labels of shape {tuple(z.shape[:2])}, "
+                             f"got {getattr(t, 'dtype', type(t).__name__)}")
+        if tuple(t.shape) != tuple(z.shape[:2]):
+            raise ShapeError(f"{name}: integer labels have shape {tuple(t.shape)}, expected "
+                             f"{tuple(z.shape[:2])} for scores of shape {tuple(z.shape)}")
+        given, wide = t, index_dtype(xp)
+        if t.dtype != wide:
+            t = xp.astype(t, wide)
+        self._check_range(xp, t, z.shape[2], name, given)
+        return self._labels(xp, z, t)

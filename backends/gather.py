@@ -1,0 +1,97 @@
+"""Gather tables for the portable im2col / col2im / pooling path (nnx/layers/_im2col.py).
+
+Every table is a host int64 array of flat positions into one example's values, built once
+per shape with NumPy here and moved to the device by the caller (then cached there):
+
+- ``im2col_index``: for cols[(c, i, j), (p, q)] the position in the example's flattened
+  (C·H·W) input, or ``zero`` (= C·H·W: a pad value appended after the input) where the
+  window hangs over the padding or past the border;
+- ``col2im_index``: the adjoint, scatter-free: for every input pixel the ≤ K' column
+  entries it was read into (K' = the most windows any pixel falls in), padded with
+  ``zero`` (the position of a zero the caller provides), so that dx is one gather and one
+  sum over the last axis;
+- ``take``: x gathered along ``axis`` by a non-negative 1-D index, in one operation.
+"""
+
+import numpy as np
+
+
+def window_grid(c, h, w, kernel, stride, padding, out_hw):
+    """(row, col) of every cols entry in the unpadded input, shape (C, kh, kw, OH, OW) each
+    (outside [0, h) × [0, w) where the window covers padding or runs past the border)."""
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
+    i = np.arange(kh).reshape(kh, 1, 1, 1)
+    j = np.arange(kw).reshape(1, kw, 1, 1)
+    p = np.arange(oh).reshape(1, 1, oh, 1)
+    q = np.arange(ow).reshape(1, 1, 1, ow)
+    rows = np.broadcast_to(p * sh + i - ph, (c, kh, kw, oh, ow))
+    cols = np.broadcast_to(q * sw + j - pw, (c, kh, kw, oh, ow))
+    return rows, cols
+
+
+def _windows_last(a):
+    """(C, kh, kw, OH, OW) laid out as (C, OH, OW, kh, kw): each window's values side by side."""
+    return a.transpose(0, 3, 4, 1, 2)
+
+
+def im2col_index(c, h, w, kernel, stride, padding, out_hw, windows_last=False):
+    """(index (C·kh·kw·OH·OW,), whether any entry reads the pad value at position C·H·W);
+    in (C, kh·kw, OH·OW) order, or (C, OH·OW, kh·kw) with ``windows_last``."""
+    rows, cols = window_grid(c, h, w, kernel, stride, padding, out_hw)
+    chan = np.arange(c).reshape(c, 1, 1, 1, 1)
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    index = np.where(inside, chan * (h * w) + rows * w + cols, c * h * w)
+    if windows_last:
+        index = _windows_last(index)
+    return np.ascontiguousarray(index).reshape(-1).astype(np.int64), not bool(inside.all())
+
+
+def col2im_index(c, h, w, kernel, stride, padding, out_hw, zero, windows_last=False):
+    """(index (C·H·W, K'), whether some pixel needs the zero at ``zero``): row r lists the
+    flat cols positions (in (C·kh·kw, OH·OW) order, or (C, OH·OW, kh·kw) with
+    ``windows_last``) read from input pixel r of the example."""
+    rows, cols = window_grid(c, h, w, kernel, stride, padding, out_hw)
+    chan = np.arange(c).reshape(c, 1, 1, 1, 1)
+    inside = ((rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)).reshape(-1)
+    pixel = (chan * (h * w) + rows * w + cols).reshape(-1)[inside]
+    source = np.arange(inside.size)
+    if windows_last:                    # where each (c, i, j, p, q) sits in that layout
+        (kh, kw), (oh, ow) = kernel, out_hw
+        source = source.reshape(c, oh, ow, kh, kw).transpose(0, 3, 4, 1, 2).reshape(-1)
+    source = source[inside]
+    order = np.argsort(pixel, kind="stable")
+    pixel, source = pixel[order], source[order]
+    counts = np.bincount(pixel, minlength=c * h * w)
+    k = max(int(counts.max()), 1)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank = np.arange(pixel.size) - starts[pixel]
+    index = np.full((c * h * w, k), zero, dtype=np.int64)
+    index[pixel, rank] = source
+    return index, bool((counts < k).any())
+
+
+def pool_divisor(h, w, kernel, stride, padding, out_hw):
+    """Per window (OH·OW,): how many of its places lie inside the padded input (an
+    average pool's divisor with padding counted, as torch's count_include_pad=True)."""
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
+    r0 = np.arange(oh) * sh - ph
+    c0 = np.arange(ow) * sw - pw
+    rows = np.minimum(r0 + kh, h + ph) - r0
+    cols = np.minimum(c0 + kw, w + pw) - c0
+    return (rows[:, None] * cols[None, :]).reshape(-1).astype(np.float64)
+
+
+def take(x, index, axis):
+    """x gathered along ``axis`` by a 1-D index of non-negative positions: one operation
+    (array-api-compat's torch ``take`` adds three to allow negative indices)."""
+    if type(x).__module__.startswith("torch"):
+        return x.index_select(axis, index)
+    return None
+
+
+def take_along_axis(x, index, axis):
+    """``take_along_axis`` in one operation on torch (array-api-compat's adds three for
+    negative indices); None elsewhere: the caller uses the namespace's."""
+    if type(x).__module__.startswith("torch"):
+        return x.gather(axis, index)
+    return None

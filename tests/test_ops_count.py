@@ -1,0 +1,148 @@
+"""Each layer's fprop + bprop issues a fixed, small number of array operations on the
+portable path (each one a kernel launch on a GPU) and no readback: independent of the kernel
+size, the image size and how many calls came before.  Counted on array-api-strict with
+nnx.testing._count; a rise here is a regression for GPUs."""
+import numpy as np
+import pytest
+
+import nnx
+from nnx import models
+
+pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+from nnx.testing._count import count_strict  # noqa: E402
+
+DEV = "strict"
+
+
+def put(shape, seed=0):
+    return nnx.asarray(np.random.default_rng(seed).standard_normal(shape), device=DEV,
+                       dtype="float64")
+
+
+def layer_counts(make, shape, need_input_grad=True):
+    """(fprop count, bprop count) of the third call (two before warm the caches); the
+    second and third call must cost the same."""
+    layer = make()
+    x = put(shape)
+    got = []
+    for _ in range(3):
+        out = []
+        f = count_strict(lambda: out.append(layer.fprop(x)))
+        g = put(tuple(out[0].shape), 1)
+        b = count_strict(lambda: layer.bprop(g, need_input_grad=need_input_grad))
+        got.append((f, b))
+    (f2, b2), (f3, b3) = got[1], got[2]
+    assert (f2.ops, b2.ops) == (f3.ops, b3.ops), "the count changes from call to call"
+    assert f3.readbacks == b3.readbacks == 0, (f3, b3)
+    return f3.ops, b3.ops
+
+
+# (fprop, bprop) operations; the comments say where they go
+LAYERS = {
+    # take, matmul, += b  |  db: sum; dW: matmul + sum; dx: zero row concat, matmul, take, sum
+    "Conv2D 5x5": (lambda: nnx.Conv2D(3, 4, 5, device=DEV, dtype="float64"), (2, 3, 12, 12),
+                   (3, 7)),
+    "Conv2D 3x3": (lambda: nnx.Conv2D(3, 4, 3, device=DEV, dtype="float64"), (2, 3, 12, 12),
+                   (3, 7)),
+    "Conv2D 7x7 stride 2 pad 3": (lambda: nnx.Conv2D(3, 4, 7, stride=2, padding=3, device=DEV,
+                                                     dtype="float64"), (2, 3, 15, 15), (4, 7)),
+    # take, argmax, ==, max  |  where, take (side-by-side windows: one gather, no sum)
+    "MaxPool2D 2": (lambda: nnx.MaxPool2D(2), (2, 3, 8, 8), (4, 2)),
+    # overlapping windows: concat of a zero, take, sum in bprop
+    "MaxPool2D 3 stride 1": (lambda: nnx.MaxPool2D(3, stride=1), (2, 3, 8, 8), (4, 4)),
+    "MaxPool2D 3 stride 2 pad 1 ceil": (lambda: nnx.MaxPool2D(3, stride=2, padding=1,
+                                                              ceil_mode=True), (2, 3, 8, 8),
+                                        (5, 4)),
+    "AvgPool2D 2": (lambda: nnx.AvgPool2D(2), (2, 3, 8, 8), (2, 2)),
+    "AvgPool2D 3 stride 2 ceil": (lambda: nnx.AvgPool2D(3, stride=2, ceil_mode=True),
+                                  (2, 3, 8, 8), (4, 4)),
+    # mean, var, x − μ, +eps, ^−½, ·inv, ·γ, +β, running mean and var together (concat, 3)  |
+    # Σg, Σg·x̂, g·x̂, γ·inv, two /m, −, x̂·, −=, ·=
+    "BatchNorm images": (lambda: nnx.BatchNorm(3, device=DEV, dtype="float64"),
+                         (4, 3, 5, 5), (12, 10)),
+    "BatchNorm rows": (lambda: nnx.BatchNorm(3, device=DEV, dtype="float64"), (4, 3), (12, 10)),
+    "Flatten": (lambda: nnx.Flatten(), (2, 3, 4, 4), (0, 0)),
+    "Reshape": (lambda: nnx.Reshape((3, 4)), (2, 12), (0, 0)),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_layer_costs_a_fixed_number_of_operations(name):
+    make, shape, want = LAYERS[name]
+    assert layer_counts(make, shape) == want
+
+
+def test_conv_cost_does_not_grow_with_the_kernel_or_the_image():
+    counts = {layer_counts(lambda: nnx.Conv2D(2, 3, k, padding=p, device=DEV,
+                                              dtype="float64"), (2, 2, h, h))
+              for k, p, h in [(3, 1, 9), (5, 2, 9), (5, 2, 20), (7, 3, 12)]}
+    assert counts == {(4, 7)}
+
+
+def test_first_layer_skips_the_input_gradient():
+    make = lambda: nnx.Conv2D(1, 4, 5, device=DEV, dtype="float64")  # noqa: E731
+    assert layer_counts(make, (2, 1, 12, 12), need_input_grad=False) == (3, 3)
+
+
+def loss_counts(loss, z, t):
+    loss.fprop(z, t)
+    c = count_strict(lambda: (loss.fprop(z, t), loss.bprop()))
+    return c.ops, c.readbacks
+
+
+def test_softmax_cross_entropy_with_labels_costs_13_operations_and_no_readback():
+    """Checked once: the second call with the same label array reads nothing back."""
+    z, t = put((6, 5)), nnx.asarray(np.arange(6) % 5, device=DEV)
+    assert loss_counts(nnx.SoftmaxCrossEntropy(), z, t) == (13, 0)
+    z3, t3 = put((2, 3, 5)), nnx.asarray((np.arange(6) % 5).reshape(2, 3), device=DEV)
+    assert loss_counts(nnx.SoftmaxCrossEntropy(), z3, t3) == (13, 0)
+
+
+@pytest.mark.parametrize("make", [nnx.Hinge, nnx.CrossEntropy, nnx.SoftmaxCrossEntropy],
+                         ids=["Hinge", "CrossEntropy", "SoftmaxCrossEntropy"])
+def test_a_label_array_is_checked_once(make):
+    loss = make()
+    z = nnx.asarray(np.full((4, 3), 0.3), device=DEV)
+    t = nnx.asarray(np.array([0, 1, 2, 0]), device=DEV)
+    loss.check_labels = True
+    first = count_strict(lambda: loss.fprop(z, t)).readbacks
+    again = count_strict(lambda: loss.fprop(z, t)).readbacks
+    if make is nnx.CrossEntropy:        # its [0, 1] check reads the inputs, new every step
+        assert (first, again) == (2, 1)
+    else:
+        assert first == 1 and again == 0
+
+
+def step_count(net, batch=8):
+    """Operations of fprop + loss + bprop (no optimiser) at the third step; readbacks."""
+    loss = nnx.SoftmaxCrossEntropy()            # checks on: the same labels are checked once
+    x = nnx.asarray(np.random.default_rng(0).random((batch, 784)), device=DEV,
+                    dtype="float32")
+    t = nnx.asarray(np.arange(batch) % 10, device=DEV)
+
+    def step():
+        loss.fprop(net.fprop(x), t)
+        net.bprop(loss.bprop(), need_input_grad=False)
+    step()
+    step()
+    c = count_strict(step)
+    return c.ops, c.readbacks
+
+
+@pytest.mark.parametrize("name, make, want", [
+    ("mlp", lambda: models.mlp(784, 10, (200,)), 26),
+    ("deep", lambda: models.mlp(784, 10, (1024, 1024)), 35),
+    ("cnn", lambda: models.cnn(), 96)], ids=["mlp", "deep", "cnn"])
+def test_whole_training_step_counts(name, make, want):
+    nnx.seed(0)
+    net = make().to(DEV, "float32")
+    assert step_count(net) == (want, 0)
+    assert step_count(net, batch=32) == (want, 0)       # independent of the batch size
+
+
+def test_hinge_one_hot_targets_are_checked_once():
+    loss = nnx.Hinge()
+    z = put((4, 3))
+    t = nnx.asarray(np.eye(3)[[0, 1, 2, 0]], device=DEV, dtype="float64")
+    assert count_strict(lambda: loss.fprop(z, t)).readbacks == 1
+    assert count_strict(lambda: loss.fprop(z, t)).readbacks == 0
