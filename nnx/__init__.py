@@ -23,7 +23,7 @@ from .layers import (Dropout, L2Normalize, LeakyReLU, Linear, LogSoftmax, PReLU,
 from .layers import AvgPool2D, BatchNorm, Conv2D, Flatten, MaxPool2D, Reshape
 from .losses import MSE, BCEWithLogits, CrossEntropy, Hinge, Loss, SoftmaxCrossEntropy
 from .module import Module
-from .optim import SGD, Adam, Optimizer
+from .optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm
 from .sequential import Sequential
 from . import datasets
 from .checkpoint import CheckpointError, load, save
@@ -59,7 +59,7 @@ __all__ = [
     "Softplus", "Softmax", "LogSoftmax", "Dropout", "L2Normalize",
     "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Reshape", "BatchNorm",
     "Loss", "SoftmaxCrossEntropy", "CrossEntropy", "MSE", "BCEWithLogits", "Hinge",
-    "Optimizer", "SGD", "Adam",
+    "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm",
     "datasets", "DatasetError", "save", "load", "CheckpointError",
     "fit", "evaluate", "EpochStats", "TrainingDiverged",
 ]
