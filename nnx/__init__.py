@@ -28,6 +28,7 @@ from .sequential import Sequential
 from . import datasets
 from .checkpoint import CheckpointError, load, save
 from .datasets import DatasetError
+from .compile import compile_step
 from .train import EpochStats, TrainingDiverged, evaluate, fit
 
 __version__ = "0.1.0"
@@ -61,7 +62,7 @@ __all__ = [
     "Loss", "SoftmaxCrossEntropy", "CrossEntropy", "MSE", "BCEWithLogits", "Hinge",
     "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm",
     "datasets", "DatasetError", "save", "load", "CheckpointError",
-    "fit", "evaluate", "EpochStats", "TrainingDiverged",
+    "compile_step", "fit", "evaluate", "EpochStats", "TrainingDiverged",
 ]
 
 from .graph import (Add, Concat, Cos, Exp, Gaussian, Graph, Log, Multiply, RBFNetwork,

@@ -1,0 +1,241 @@
+"""``nnx.compile_step``: the whole training step (fprop, loss, bprop, update) as one call.
+
+On JAX the step is one ``jax.jit`` program: the parameters, the optimiser's state, the
+buffers (BatchNorm's running statistics) and the learning rates go in as arguments and come
+out as results (the parameter, state and buffer arguments are donated), so the modules'
+fprop/bprop are traced once per batch shape and never leave tracers behind.  Elsewhere the
+step runs eagerly (``mode`` "eager"), with the reason in ``reason``.
+"""
+
+import time
+
+from nnx import backends
+
+from . import _checks
+from .errors import ArgumentError, NNXError
+from .losses import Loss
+from .module import Module
+
+MODES = ("auto", "jit", "eager")
+
+
+def compile_step(net, loss, opt, *, mode="auto"):
+    """``step = compile_step(net, loss, opt)``; ``step(x, t)`` runs ``loss.fprop(net.fprop
+    (x), t)``, ``net.bprop(loss.bprop())`` and ``opt.step()`` and returns the batch loss as
+    a 0-d array on the device (not read back).  Afterwards the modules hold the new
+    parameters, gradients and buffers and the optimiser its new state, as after the eager
+    step, so ``nnx.save``, ``evaluate`` and eager steps mix with compiled ones.
+
+    ``mode``: "auto" (jax.jit on JAX, else eager), "jit" (refuse what cannot be jitted),
+    "eager".  ``step.mode`` and ``step.reason`` say what it does and why;
+    ``step.compile_seconds`` maps each batch shape to the seconds its first call took
+    (empty when eager: nothing is compiled).
+    """
+    _checks.instance("compile_step", "net", net, Module, "an nnx Module")
+    _checks.instance("compile_step", "loss", loss, Loss,
+                     "an nnx Loss (e.g. nnx.SoftmaxCrossEntropy())")
+    if not (callable(getattr(opt, "step", None)) and getattr(opt, "module", None) is net):
+        raise _checks.ArgumentTypeError(f"compile_step: opt must be an nnx optimiser bound to "
+                                        f"net (e.g. nnx.SGD(net, lr=0.1)), got "
+                                        f"{type(opt).__name__}")
+    if mode not in MODES:
+        raise ArgumentError(f"compile_step: mode must be one of {', '.join(MODES)}, "
+                            f"got {mode!r}")
+    return Step(net, loss, opt, mode)
+
+
+class Step:
+    """The callable ``compile_step`` returns (see there)."""
+
+    def __init__(self, net, loss, opt, mode):
+        self.net, self.loss, self.opt = net, loss, opt
+        self.compile_seconds = {}
+        self._cache = {}
+        why = _why_not_jit(net, opt)
+        if mode == "eager":
+            self.mode, self.reason = "eager", "asked for (mode='eager')"
+        elif why is None:
+            self.mode, self.reason = "jit", "one jax.jit program per batch shape"
+        elif mode == "jit":
+            raise ArgumentError(f"compile_step: cannot jit this step: {why}; use "
+                                f"mode='auto' or 'eager'")
+        else:
+            self.mode, self.reason = "eager", why
+
+    def __repr__(self):
+        return f"<nnx step: {self.mode} ({self.reason})>"
+
+    def __call__(self, x, t):
+        if self.mode == "jit":
+            return self._jitted(x, t)
+        return self._eager(x, t)
+
+    def _eager(self, x, t):
+        value = self.loss.fprop(self.net.fprop(x), t)
+        self.net.bprop(self.loss.bprop(), need_input_grad=False)
+        self.opt.step()
+        return value
+
+    # -- JAX ------------------------------------------------------------------------------
+    def _jitted(self, x, t):
+        net, opt = self.net, self.opt
+        slots, bslots = opt._slots, _buffer_slots(net)
+        params = [getattr(m, n) for m, n in slots]
+        _initial_state(opt, params)
+        lr_t = opt.bias_corrected_lr(getattr(opt, "t", 0) + 1) if hasattr(opt, "t") else opt.lr
+        key = (_shape_key(x, t), tuple((tuple(p.shape), str(p.dtype)) for p in params),
+               _state_key(opt.state), tuple(m.training for m in _modules(net)),
+               _hyper(opt), self.loss.check_labels, id(backends.device_of(params[0]).native)
+               if params else None)
+        compiled = self._cache.get(key)
+        args = (params, list(opt.state), [getattr(m, n) for m, n in bslots],
+                (opt.lr, lr_t), x, t)
+        if compiled is None:
+            start = time.perf_counter()
+            compiled = self._trace(slots, bslots, args)
+            self._cache[key] = compiled
+        else:
+            start = None
+        try:
+            value, params, grads, state, buffers = compiled(*args)
+        except Exception as e:     # noqa: BLE001 - a wrong input found by XLA: say so
+            if isinstance(e, NNXError):
+                raise
+            raise ArgumentError(f"compile_step: the jitted step failed: "
+                                f"{str(e).splitlines()[0]}") from None
+        for (m, n), p, g in zip(slots, params, grads):
+            setattr(m, n, p)
+            setattr(m, "d" + n, g)
+        for (m, n), b in zip(bslots, buffers):
+            setattr(m, n, b)
+        opt.state = list(state)
+        opt._placed = list(params)
+        if hasattr(opt, "t"):
+            opt.t += 1
+            opt._lr_t = lr_t
+        if start is not None:
+            value.block_until_ready()
+            self.compile_seconds[_shape_key(x, t)] = time.perf_counter() - start
+        return value
+
+    def _trace(self, slots, bslots, args):
+        """jax.jit(...).lower(...).compile() of the step with every module restored after
+        tracing (no tracer stays on a module, the loss or the optimiser)."""
+        import jax
+        net, loss, opt = self.net, self.loss, self.opt
+        owners = _modules(net) + [loss, opt]
+        saved = [dict(vars(o)) for o in owners]
+        check = loss.check_labels
+        jax_backend = backends.BACKENDS["jax"]
+        device = backends.device_of(args[0][0]) if args[0] else None
+
+        def pure(params, state, buffers, lrs, x, t):
+            for (m, n), p in zip(slots, params):
+                setattr(m, n, p)
+            for (m, n), b in zip(bslots, buffers):
+                setattr(m, n, b)
+            opt.state, opt.lr = list(state), lrs[0]
+            if hasattr(opt, "t"):
+                opt._lr_t = lrs[1]
+            loss.check_labels = False
+            value = loss.fprop(net.fprop(x), t)
+            net.bprop(loss.bprop(), need_input_grad=False)
+            opt._step_per_array()
+            new = ([getattr(m, n) for m, n in slots], [getattr(m, "d" + n) for m, n in slots],
+                   list(opt.state), [getattr(m, n) for m, n in bslots])
+            if check and hasattr(t, "dtype") and jax.numpy.issubdtype(t.dtype, jax.numpy.integer):
+                n_classes = _classes(loss)
+                if n_classes is not None:
+                    import jax.numpy as jnp
+                    bad = jnp.any((t < 0) | (t >= n_classes))
+                    value = jnp.where(bad, jnp.nan, value)
+                    old = (params, None, state, buffers)
+                    new = tuple(n if o is None else jax.tree_util.tree_map(
+                        lambda a, b: jnp.where(bad, b, a), n, o) for n, o in zip(new, old))
+            return (value,) + new
+
+        jax_backend.tracing = None if device is None else device.native
+        try:
+            return jax.jit(pure, donate_argnums=(0, 1, 2)).lower(*args).compile()
+        finally:
+            jax_backend.tracing = None
+            for o, d in zip(owners, saved):
+                vars(o).clear()
+                vars(o).update(d)
+
+
+def _classes(loss):
+    """The number of classes the traced loss saw (its one-hot width), or None."""
+    grad = getattr(loss, "_grad", None)
+    shape = getattr(grad, "shape", None)
+    return int(shape[1]) if shape is not None and len(shape) == 2 else None
+
+
+def _why_not_jit(net, opt):
+    """None when the step can be one jax.jit program, else why not (one line)."""
+    params = net.params()
+    if not params:
+        return "the network has no parameters"
+    device = backends.device_of(params[0])
+    name = device.backend.name
+    if name != "jax":
+        return {"numpy": "NumPy runs each operation as it is called (nothing to compile)",
+                "strict": "array-api-strict runs each operation as it is called",
+                "cupy": "CuPy: cuBLAS calls cannot be captured in a CUDA graph (CuPy issue "
+                        "6290); the flat optimiser keeps the step to few kernels",
+                "torch": "torch: the step runs eagerly (torch.compile of the whole step is "
+                         "not wired up yet)"}.get(name, f"{name} runs eagerly")
+    if any(backends.device_of(p) != device for p in params):
+        return "the parameters live on several devices"
+    if getattr(opt, "_slots", None) is None or not hasattr(opt, "_step_per_array"):
+        return f"{type(opt).__name__} is not an nnx optimiser over the module's own parameters"
+    if "update" in vars(opt):
+        return "the optimiser's update was replaced on the instance"
+    for m in _modules(net):
+        if type(m).__name__ == "Dropout" and getattr(m, "p", 0.0) > 0.0:
+            return (f"{m!r} draws its masks on the host (nnx.seed), which jax.jit would "
+                    f"freeze into the program; train it eagerly")
+    return None
+
+
+def _modules(net):
+    out = [net]
+    for c in net.children():
+        out += _modules(c)
+    return out
+
+
+def _buffer_slots(net):
+    return [(m, n) for m in _modules(net) for n in m.buffer_names]
+
+
+def _initial_state(opt, params):
+    """Zero state where the optimiser has none yet, so that the first call and every later
+    one see the same arguments (v = μ·0 + g is g; Adam's moments start at 0)."""
+    if all(s is not None for s in opt.state):
+        return
+    from .device import namespace
+    for i, p in enumerate(params):
+        if opt.state[i] is not None:
+            continue
+        xp = namespace(p)
+        dtype = opt._state_dtype(p)
+        if hasattr(opt, "beta1"):
+            opt.state[i] = (xp.zeros(p.shape, dtype=dtype), xp.zeros(p.shape, dtype=dtype))
+        elif getattr(opt, "momentum", 0.0):
+            opt.state[i] = xp.zeros(p.shape, dtype=dtype)
+
+
+def _state_key(state):
+    return tuple(None if s is None else len(s) if isinstance(s, tuple) else 1 for s in state)
+
+
+def _hyper(opt):
+    return tuple((k, v) for k, v in sorted(vars(opt).items())
+                 if k in ("momentum", "weight_decay", "beta1", "beta2", "eps", "clip_norm",
+                          "_decoupled"))
+
+
+def _shape_key(x, t):
+    return (tuple(x.shape), str(x.dtype), tuple(getattr(t, "shape", ())),
+            str(getattr(t, "dtype", type(t).__name__)))
