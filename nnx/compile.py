@@ -19,7 +19,7 @@ from .module import Module
 MODES = ("auto", "jit", "eager")
 
 
-def compile_step(net, loss, opt, *, mode="auto"):
+def compile_step(net, loss, opt, *, mode="auto", _count_correct=False):
     """``step = compile_step(net, loss, opt)``; ``step(x, t)`` runs ``loss.fprop(net.fprop
     (x), t)``, ``net.bprop(loss.bprop())`` and ``opt.step()`` and returns the batch loss as
     a 0-d array on the device (not read back).  Afterwards the modules hold the new
@@ -41,14 +41,16 @@ def compile_step(net, loss, opt, *, mode="auto"):
     if mode not in MODES:
         raise ArgumentError(f"compile_step: mode must be one of {', '.join(MODES)}, "
                             f"got {mode!r}")
-    return Step(net, loss, opt, mode)
+    return Step(net, loss, opt, mode, _count_correct)
 
 
 class Step:
     """The callable ``compile_step`` returns (see there)."""
 
-    def __init__(self, net, loss, opt, mode):
+    def __init__(self, net, loss, opt, mode, count_correct=False):
         self.net, self.loss, self.opt = net, loss, opt
+        self.count_correct = count_correct      # fit: also count argmax(z) == t (0-d)
+        self.correct = None
         self.compile_seconds = {}
         self._cache = {}
         why = _why_not_jit(net, opt)
@@ -71,7 +73,10 @@ class Step:
         return self._eager(x, t)
 
     def _eager(self, x, t):
-        value = self.loss.fprop(self.net.fprop(x), t)
+        z = self.net.fprop(x)
+        value = self.loss.fprop(z, t)
+        if self.count_correct:
+            self.correct = _hits(z, t)
         self.net.bprop(self.loss.bprop(), need_input_grad=False)
         self.opt.step()
         return value
@@ -83,7 +88,7 @@ class Step:
         params = [getattr(m, n) for m, n in slots]
         _initial_state(opt, params)
         lr_t = opt.bias_corrected_lr(getattr(opt, "t", 0) + 1) if hasattr(opt, "t") else opt.lr
-        key = (_shape_key(x, t), tuple((tuple(p.shape), str(p.dtype)) for p in params),
+        key = (self.count_correct, _shape_key(x, t), tuple((tuple(p.shape), str(p.dtype)) for p in params),
                _state_key(opt.state), tuple(m.training for m in _modules(net)),
                _hyper(opt), self.loss.check_labels, id(backends.device_of(params[0]).native)
                if params else None)
@@ -97,7 +102,7 @@ class Step:
         else:
             start = None
         try:
-            value, params, grads, state, buffers = compiled(*args)
+            value, hits, params, grads, state, buffers = compiled(*args)
         except Exception as e:     # noqa: BLE001 - a wrong input found by XLA: say so
             if isinstance(e, NNXError):
                 raise
@@ -109,6 +114,7 @@ class Step:
         for (m, n), b in zip(bslots, buffers):
             setattr(m, n, b)
         opt.state = list(state)
+        self.correct = hits
         opt._placed = list(params)
         if hasattr(opt, "t"):
             opt.t += 1
@@ -138,7 +144,9 @@ class Step:
             if hasattr(opt, "t"):
                 opt._lr_t = lrs[1]
             loss.check_labels = False
-            value = loss.fprop(net.fprop(x), t)
+            z = net.fprop(x)
+            value = loss.fprop(z, t)
+            hits = _hits(z, t) if self.count_correct else None
             net.bprop(loss.bprop(), need_input_grad=False)
             opt._step_per_array()
             new = ([getattr(m, n) for m, n in slots], [getattr(m, "d" + n) for m, n in slots],
@@ -152,7 +160,7 @@ class Step:
                     old = (params, None, state, buffers)
                     new = tuple(n if o is None else jax.tree_util.tree_map(
                         lambda a, b: jnp.where(bad, b, a), n, o) for n, o in zip(new, old))
-            return (value,) + new
+            return (value, hits) + new
 
         jax_backend.tracing = None if device is None else device.native
         try:
@@ -162,6 +170,13 @@ class Step:
             for o, d in zip(owners, saved):
                 vars(o).clear()
                 vars(o).update(d)
+
+
+def _hits(z, t):
+    """How many rows of z have their largest score at label t (a 0-d device array)."""
+    from .device import index_dtype, namespace
+    xp = namespace(z)
+    return xp.sum(xp.astype(xp.argmax(z, axis=1) == t, index_dtype(xp)))
 
 
 def _classes(loss):

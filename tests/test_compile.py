@@ -155,3 +155,40 @@ def test_wrong_input_shape_is_an_nnx_error_in_jit_mode():
             step(nnx.asarray(np.ones((4, 5))), nnx.asarray(np.zeros(4, dtype=int)))
         x, t = next(_batches("float32"))
         assert np.isfinite(float(step(x, t)))       # the failed trace left nothing behind
+
+
+def test_fit_compiled_equals_fit_eager(device):
+    rng = np.random.default_rng(5)
+    x = nnx.asarray(rng.standard_normal((45, 6)), dtype="float64")
+    t = nnx.asarray(rng.integers(0, 4, 45))
+    runs = []
+    for compile in (True, False):
+        net, loss, opt = _setup("float64", OPTS["sgd-momentum"])
+        nnx.seed(9)                                 # the same shuffles
+        history = nnx.fit(net, loss, opt, x, t, epochs=3, batch_size=10, x_test=x, t_test=t,
+                          verbose=False, compile=compile)
+        runs.append((history, _arrays(net)))
+    (h1, a1), (h2, a2) = runs
+    for s1, s2 in zip(h1, h2):
+        assert s1.test_errors == s2.test_errors and s1.train_accuracy == s2.train_accuracy
+        np.testing.assert_allclose(s1.train_loss, s2.train_loss, rtol=1e-12)
+    for a, b in zip(a1, a2):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_fit_refuses_compile_with_distributed():
+    net, loss, opt = _setup("float32", OPTS["adam"])
+    x, t = next(_batches("float32"))
+    with pytest.raises(ArgumentError, match="compile=True does not combine with distributed"):
+        nnx.fit(net, loss, opt, x, t, epochs=1, verbose=False, compile=True, distributed=True)
+
+
+@pytest.mark.mnist
+def test_cli_train_compile(capsys, mnist_dir):
+    pytest.importorskip("jax")
+    from nnx.cli import main
+    code = main(["train", "--model", "linear", "--epochs", "1", "--device", "jax:cpu",
+                 "--compile", "--batch-size", "1000", "--data", str(mnist_dir)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "compiled step: jit" in out and out.strip().splitlines()[-1].startswith("test errors")
