@@ -52,7 +52,11 @@ class Step:
         self.count_correct = count_correct      # fit: also count argmax(z) == t (0-d)
         self.correct = None
         self.compile_seconds = {}
-        self._cache = {}
+        self._program = None
+        self.traces = 0                         # how often jax traced the step (per shape)
+        self._all = _modules(net)               # the tree as it is now (a new step after
+        self._bslots = _buffer_slots(net)       # changing its structure)
+        self._owners = self._all + [loss, opt]
         why = _why_not_jit(net, opt)
         if mode == "eager":
             self.mode, self.reason = "eager", "asked for (mode='eager')"
@@ -84,30 +88,31 @@ class Step:
     # -- JAX ------------------------------------------------------------------------------
     def _jitted(self, x, t):
         net, opt = self.net, self.opt
-        slots, bslots = opt._slots, _buffer_slots(net)
+        if self._program is None:
+            self._program = self._make_program()
+        slots, bslots = opt._slots, self._bslots
         params = [getattr(m, n) for m, n in slots]
-        _initial_state(opt, params)
-        lr_t = opt.bias_corrected_lr(getattr(opt, "t", 0) + 1) if hasattr(opt, "t") else opt.lr
-        key = (self.count_correct, _shape_key(x, t), tuple((tuple(p.shape), str(p.dtype)) for p in params),
-               _state_key(opt.state), tuple(m.training for m in _modules(net)),
-               _hyper(opt), self.loss.check_labels, id(backends.device_of(params[0]).native)
-               if params else None)
-        compiled = self._cache.get(key)
+        if any(s is None for s in opt.state):
+            _initial_state(opt, params)
+        lr_t = opt.bias_corrected_lr(opt.t + 1) if hasattr(opt, "t") else opt.lr
+        static = (tuple(m.training for m in self._all), _hyper(opt), self.loss.check_labels)
         args = (params, list(opt.state), [getattr(m, n) for m, n in bslots],
-                (opt.lr, lr_t), x, t)
-        if compiled is None:
-            start = time.perf_counter()
-            compiled = self._trace(slots, bslots, args)
-            self._cache[key] = compiled
-        else:
-            start = None
+                (opt.lr, lr_t), x, t, static)
+        saved = [dict(vars(o)) for o in self._owners]     # restored if this call traces
+        self._traced = False
+        start = time.perf_counter()
         try:
-            value, hits, params, grads, state, buffers = compiled(*args)
-        except Exception as e:     # noqa: BLE001 - a wrong input found by XLA: say so
+            out = self._program(*args)
+        except Exception as e:     # noqa: BLE001 - what went wrong, in nnx's words
+            if self._traced:
+                self._restore(saved)
             if isinstance(e, NNXError):
                 raise
             raise ArgumentError(f"compile_step: the jitted step failed: "
                                 f"{str(e).splitlines()[0]}") from None
+        if self._traced:                        # the modules hold tracers now: undo that
+            self._restore(saved)
+        value, hits, params, grads, state, buffers = out
         for (m, n), p, g in zip(slots, params, grads):
             setattr(m, n, p)
             setattr(m, "d" + n, g)
@@ -119,57 +124,63 @@ class Step:
         if hasattr(opt, "t"):
             opt.t += 1
             opt._lr_t = lr_t
-        if start is not None:
+        if self._traced:
             value.block_until_ready()
             self.compile_seconds[_shape_key(x, t)] = time.perf_counter() - start
         return value
 
-    def _trace(self, slots, bslots, args):
-        """jax.jit(...).lower(...).compile() of the step with every module restored after
-        tracing (no tracer stays on a module, the loss or the optimiser)."""
-        import jax
-        net, loss, opt = self.net, self.loss, self.opt
-        owners = _modules(net) + [loss, opt]
-        saved = [dict(vars(o)) for o in owners]
-        check = loss.check_labels
-        jax_backend = backends.BACKENDS["jax"]
-        device = backends.device_of(args[0][0]) if args[0] else None
+    def _restore(self, saved):
+        for o, d in zip(self._owners, saved):
+            vars(o).clear()
+            vars(o).update(d)
 
-        def pure(params, state, buffers, lrs, x, t):
-            for (m, n), p in zip(slots, params):
-                setattr(m, n, p)
-            for (m, n), b in zip(bslots, buffers):
-                setattr(m, n, b)
-            opt.state, opt.lr = list(state), lrs[0]
-            if hasattr(opt, "t"):
-                opt._lr_t = lrs[1]
-            loss.check_labels = False
-            z = net.fprop(x)
-            value = loss.fprop(z, t)
-            hits = _hits(z, t) if self.count_correct else None
-            net.bprop(loss.bprop(), need_input_grad=False)
-            opt._step_per_array()
-            new = ([getattr(m, n) for m, n in slots], [getattr(m, "d" + n) for m, n in slots],
-                   list(opt.state), [getattr(m, n) for m, n in bslots])
-            if check and hasattr(t, "dtype") and jax.numpy.issubdtype(t.dtype, jax.numpy.integer):
+    def _make_program(self):
+        """jax.jit of the pure step (params, state, buffers, lrs, x, t) -> (loss, hits,
+        params, grads, state, buffers); the first three arguments are donated.  The static
+        last argument (training flags, hyper-parameters, label checking) retraces when it
+        changes; jax's own cache compiles once per batch shape."""
+        import jax
+        import jax.numpy as jnp
+        net, loss, opt = self.net, self.loss, self.opt
+        slots, bslots = opt._slots, self._bslots
+        jax_backend = backends.BACKENDS["jax"]
+        device = backends.device_of(getattr(*slots[0]))
+        step = self
+
+        def pure(params, state, buffers, lrs, x, t, static):
+            step._traced = True
+            step.traces += 1
+            jax_backend.tracing = device.native
+            check = static[2]
+            try:
+                for (m, n), p in zip(slots, params):
+                    setattr(m, n, p)
+                for (m, n), b in zip(bslots, buffers):
+                    setattr(m, n, b)
+                opt.state, opt.lr = list(state), lrs[0]
+                if hasattr(opt, "t"):
+                    opt._lr_t = lrs[1]
+                loss.check_labels = False
+                z = net.fprop(x)
+                value = loss.fprop(z, t)
+                hits = _hits(z, t) if step.count_correct else None
+                net.bprop(loss.bprop(), need_input_grad=False)
+                opt._step_per_array()
+                new = ([getattr(m, n) for m, n in slots],
+                       [getattr(m, "d" + n) for m, n in slots],
+                       list(opt.state), [getattr(m, n) for m, n in bslots])
                 n_classes = _classes(loss)
-                if n_classes is not None:
-                    import jax.numpy as jnp
-                    bad = jnp.any((t < 0) | (t >= n_classes))
-                    value = jnp.where(bad, jnp.nan, value)
-                    old = (params, None, state, buffers)
-                    new = tuple(n if o is None else jax.tree_util.tree_map(
-                        lambda a, b: jnp.where(bad, b, a), n, o) for n, o in zip(new, old))
+            finally:
+                jax_backend.tracing = None
+            if check and n_classes is not None and jnp.issubdtype(t.dtype, jnp.integer):
+                bad = jnp.any((t < 0) | (t >= n_classes))   # no update, and a NaN loss
+                value = jnp.where(bad, jnp.nan, value)
+                old = (params, None, state, buffers)
+                new = tuple(n if o is None else jax.tree_util.tree_map(
+                    lambda a, b: jnp.where(bad, b, a), n, o) for n, o in zip(new, old))
             return (value, hits) + new
 
-        jax_backend.tracing = None if device is None else device.native
-        try:
-            return jax.jit(pure, donate_argnums=(0, 1, 2)).lower(*args).compile()
-        finally:
-            jax_backend.tracing = None
-            for o, d in zip(owners, saved):
-                vars(o).clear()
-                vars(o).update(d)
+        return jax.jit(pure, donate_argnums=(0, 1, 2), static_argnums=(6,))
 
 
 def _hits(z, t):
