@@ -12,6 +12,7 @@ import time
 from nnx import backends
 
 from . import _checks
+from .device import check_same_device
 from .errors import ArgumentError, NNXError
 from .losses import Loss
 from .module import Module
@@ -57,6 +58,8 @@ class Step:
         self._all = _modules(net)               # the tree as it is now (a new step after
         self._bslots = _buffer_slots(net)       # changing its structure)
         self._owners = self._all + [loss, opt]
+        params = net.params()
+        self._kind = type(params[0]) if params else None
         why = _why_not_jit(net, opt)
         if mode == "eager":
             self.mode, self.reason = "eager", "asked for (mode='eager')"
@@ -92,6 +95,14 @@ class Step:
             self._program = self._make_program()
         slots, bslots = opt._slots, self._bslots
         params = [getattr(m, n) for m, n in slots]
+        kind = type(params[0])
+        if kind is not self._kind:              # moved off JAX since (net.to): say so, go on
+            self.mode = "eager"
+            self.reason = f"the parameters moved off JAX ({_why_not_jit(net, opt)})"
+            return self._eager(x, t)
+        for what, a in (("input", x), ("targets", t)):
+            if type(a) is not kind:             # jax.jit would take it silently
+                check_same_device("compile_step", a, params[0], what)
         if any(s is None for s in opt.state):
             _initial_state(opt, params)
         lr_t = opt.bias_corrected_lr(opt.t + 1) if hasattr(opt, "t") else opt.lr
@@ -112,7 +123,7 @@ class Step:
                                 f"{str(e).splitlines()[0]}") from None
         if self._traced:                        # the modules hold tracers now: undo that
             self._restore(saved)
-        value, hits, params, grads, state, buffers = out
+        value, hits, grad_norm, params, grads, state, buffers = out
         for (m, n), p, g in zip(slots, params, grads):
             setattr(m, n, p)
             setattr(m, "d" + n, g)
@@ -120,6 +131,8 @@ class Step:
             setattr(m, n, b)
         opt.state = list(state)
         self.correct = hits
+        if grad_norm is not None:
+            opt.grad_norm = grad_norm
         opt._placed = list(params)
         if hasattr(opt, "t"):
             opt.t += 1
@@ -170,6 +183,7 @@ class Step:
                        [getattr(m, "d" + n) for m, n in slots],
                        list(opt.state), [getattr(m, n) for m, n in bslots])
                 n_classes = _classes(loss)
+                grad_norm = opt.grad_norm if opt.clip_norm is not None else None
             finally:
                 jax_backend.tracing = None
             if check and n_classes is not None and jnp.issubdtype(t.dtype, jnp.integer):
@@ -178,7 +192,7 @@ class Step:
                 old = (params, None, state, buffers)
                 new = tuple(n if o is None else jax.tree_util.tree_map(
                     lambda a, b: jnp.where(bad, b, a), n, o) for n, o in zip(new, old))
-            return (value, hits) + new
+            return (value, hits, grad_norm) + new
 
         return jax.jit(pure, donate_argnums=(0, 1, 2), static_argnums=(6,))
 
@@ -213,8 +227,10 @@ def _why_not_jit(net, opt):
                          "not wired up yet)"}.get(name, f"{name} runs eagerly")
     if any(backends.device_of(p) != device for p in params):
         return "the parameters live on several devices"
-    if getattr(opt, "_slots", None) is None or not hasattr(opt, "_step_per_array"):
-        return f"{type(opt).__name__} is not an nnx optimiser over the module's own parameters"
+    from .optim import Optimizer
+    if not isinstance(opt, Optimizer) or opt._slots is None:
+        return (f"{type(opt).__name__} is not an nnx optimiser over the module's own "
+                f"parameters (a wrapper such as DataParallel steps eagerly)")
     if "update" in vars(opt):
         return "the optimiser's update was replaced on the instance"
     for m in _modules(net):

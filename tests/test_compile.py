@@ -192,3 +192,19 @@ def test_cli_train_compile(capsys, mnist_dir):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "compiled step: jit" in out and out.strip().splitlines()[-1].startswith("test errors")
+
+
+def test_jit_mode_checks_what_jax_would_take_silently():
+    pytest.importorskip("jax")
+    with nnx.device("jax:cpu"):
+        net, loss, opt = _setup("float32", lambda n: nnx.SGD(n, lr=0.1, clip_norm=0.01))
+        step = nnx.compile_step(net, loss, opt)
+        x, t = next(_batches("float32"))
+        with pytest.raises(nnx.DeviceError, match="compile_step: input is on cpu"):
+            step(np.asarray(nnx.to_numpy(x)), t)
+        step(x, t)
+        assert opt.grad_norm is not None and float(opt.grad_norm) > 0.01   # not a tracer
+        net.to("cpu")                                  # off JAX: it says so and goes on
+        value = step(nnx.to_numpy(x), nnx.to_numpy(t))
+        assert step.mode == "eager" and "moved off JAX" in step.reason
+        assert isinstance(value, np.ndarray) or np.isscalar(value)
