@@ -226,17 +226,25 @@ def _views_of(xp, flat, shapes):
 
 
 def _shares(view, flat):
-    """Whether ``view`` writes through to ``flat`` (NumPy/CuPy ``base``, torch ``_base``,
-    array-api-strict's wrapped NumPy array)."""
+    """Whether ``view`` writes through to ``flat``: ``flat`` is on the chain of its bases
+    (NumPy/CuPy ``base``, torch ``_base``; array-api-strict wraps a NumPy array)."""
     for a, b in ((view, flat), (getattr(view, "_array", None), getattr(flat, "_array", None))):
         if a is None or b is None:
             continue
-        base = getattr(a, "_base", None)
-        if base is None:
-            base = getattr(a, "base", None)
-        if base is not None and not isinstance(base, (bytes, memoryview)) and \
-                (base is b or base is getattr(b, "base", None) or base is getattr(b, "_base", None)):
-            return True
+        roots = {id(b)}
+        own = getattr(b, "_base", None) if getattr(b, "_base", None) is not None else \
+            getattr(b, "base", None)
+        if own is not None:
+            roots.add(id(own))
+        for _ in range(4):
+            base = getattr(a, "_base", None)
+            if base is None:
+                base = getattr(a, "base", None)
+            if base is None or isinstance(base, (bytes, memoryview)):
+                break
+            if id(base) in roots:
+                return True
+            a = base
     return False
 
 
