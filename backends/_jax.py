@@ -41,11 +41,23 @@ class JaxBackend(Backend):
     def to_host(self, x):
         return np.asarray(x)
 
+    tracing = None      # the device a step is being traced for (set by nnx.compile_step)
+
     def native_device(self, x):
-        return next(iter(x.devices()))
+        try:
+            return next(iter(x.devices()))
+        except Exception:
+            if self.tracing is None or not _is_tracer(x):
+                raise
+            return self.tracing     # an abstract array inside jax.jit: where the step runs
 
     def spec_of(self, native):
         return f"jax:{native.platform}:{native.id}" if native.id else f"jax:{native.platform}"
 
     def synchronize(self, native):
         pass  # nnx calls block_until_ready on the results it times
+
+
+def _is_tracer(x):
+    import jax
+    return isinstance(x, jax.core.Tracer)

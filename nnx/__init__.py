@@ -23,11 +23,12 @@ from .layers import (Dropout, L2Normalize, LeakyReLU, Linear, LogSoftmax, PReLU,
 from .layers import AvgPool2D, BatchNorm, Conv2D, Flatten, MaxPool2D, Reshape
 from .losses import MSE, BCEWithLogits, CrossEntropy, Hinge, Loss, SoftmaxCrossEntropy
 from .module import Module
-from .optim import SGD, Adam, Optimizer
+from .optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm
 from .sequential import Sequential
 from . import datasets
 from .checkpoint import CheckpointError, load, save
 from .datasets import DatasetError
+from .compile import compile_step
 from .train import EpochStats, TrainingDiverged, evaluate, fit
 
 __version__ = "0.1.0"
@@ -59,9 +60,9 @@ __all__ = [
     "Softplus", "Softmax", "LogSoftmax", "Dropout", "L2Normalize",
     "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Reshape", "BatchNorm",
     "Loss", "SoftmaxCrossEntropy", "CrossEntropy", "MSE", "BCEWithLogits", "Hinge",
-    "Optimizer", "SGD", "Adam",
+    "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm",
     "datasets", "DatasetError", "save", "load", "CheckpointError",
-    "fit", "evaluate", "EpochStats", "TrainingDiverged",
+    "compile_step", "fit", "evaluate", "EpochStats", "TrainingDiverged",
 ]
 
 from .graph import (Add, Concat, Cos, Exp, Gaussian, Graph, Log, Multiply, RBFNetwork,

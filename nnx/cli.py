@@ -142,6 +142,9 @@ def build_parser():
     train.add_argument("--distributed", action="store_true",
                        help="data-parallel over MPI ranks: mpirun -n N nnx train --distributed; "
                             "each rank takes its part of every global batch (--batch-size)")
+    train.add_argument("--compile", action="store_true",
+                       help="compile the whole step (one jax.jit program on JAX devices; "
+                            "eager elsewhere, and it says why)")
     train.add_argument("--plot", metavar="FILE.png", help="draw the learning curves")
     train.add_argument("--log", metavar="FILE.csv|FILE.jsonl",
                        help="write one row of metrics per epoch, CSV or JSON lines by the "
@@ -260,6 +263,9 @@ def cmd_train(args):
     from .optim import SGD, Adam
     _check_outputs(args)                        # before training, not after it
     _check_size(args)                           # before allocating anything
+    if args.compile and args.distributed:
+        raise UsageError("nnx train: error: --compile does not combine with --distributed "
+                         "yet; drop one of them")
     data = _setup(args)
     if args.malloc_tuning:
         from . import tune_malloc
@@ -289,6 +295,10 @@ def cmd_train(args):
     ranks = f" x {count(distributed.size(), 'rank')}" if args.distributed else ""
     say(f"nnx train: {args.model} {_describe(net)} on {get_device()}{ranks}, "
         f"{hyperparameters(args)}")
+    if args.compile:
+        from .compile import compile_step
+        step = compile_step(net, SoftmaxCrossEntropy(), opt)
+        say(f"compiled step: {step.mode} ({step.reason})")
     log = MetricsLog(args.log, _log_fields()) if args.log and lead else None
 
     def on_epoch(s):
@@ -312,7 +322,8 @@ def cmd_train(args):
                 net, SoftmaxCrossEntropy(), opt, x, t, epochs=args.epochs,
                 batch_size=args.batch_size, x_test=x_test, t_test=t_test,
                 lr_schedule=training.schedule(args.schedule, args.lr, args.epochs),
-                on_epoch=on_epoch, verbose=lead, distributed=args.distributed)
+                on_epoch=on_epoch, verbose=lead, distributed=args.distributed,
+                compile=args.compile)
     except training.TrainingDiverged as e:
         kept = (f"; the checkpoint of epoch {saved[-1]} in {args.save} is intact" if saved
                 else "; no checkpoint was written" if args.save else "")

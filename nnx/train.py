@@ -148,7 +148,8 @@ def _check_pair(where, x, t):
 
 
 def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=None,
-        lr_schedule=None, on_epoch=None, progress=None, distributed=False, verbose=True):
+        lr_schedule=None, on_epoch=None, progress=None, distributed=False, verbose=True,
+        compile=False):
     """Train ``net`` with the classic loop; return a list of EpochStats.
 
     Targets: integer labels (N,) or one-hot / probability rows (N, classes) for the
@@ -174,6 +175,9 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
     classifier starts near log(classes) (2.3 for 10), so that is a loss in the thousands:
     no learning run gets there, an exploding one passes it within steps.  Inputs with NaN
     or infinite values are refused up front (one check per call, not per step).
+
+    ``compile=True``: each step is ``nnx.compile_step(net, loss, opt)`` (one jax.jit program
+    on JAX, compiled once per batch shape; eager elsewhere, see its ``mode`` and ``reason``).
 
     ``distributed=True`` (under mpirun, with ``opt`` a ``nnx.distributed.DataParallel``):
     every rank draws the same shuffle, trains on its rows of each global batch, and the
@@ -222,6 +226,13 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
         if t_test is not None:
             _check_finite("test", t_test, "targets")
     split, total = _parallel(distributed)
+    compiled = None
+    if compile:
+        if distributed:
+            raise ArgumentError("fit: compile=True does not combine with distributed=True "
+                                "yet; drop one of them")
+        from .compile import compile_step
+        compiled = compile_step(net, loss, opt, _count_correct=True)
     show = None
     if verbose:
         from .epoch_log import Printer
@@ -261,6 +272,11 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
             for step in step_range:
                 idx = split(order[step * batch_size:min((step + 1) * batch_size, n)])
                 xb, tb = xp.take(x, idx, axis=0), xp.take(t, idx, axis=0)
+                if compiled is not None:
+                    losses.append(compiled(xb, tb))
+                    counts.append(int(idx.shape[0]))
+                    correct = compiled.correct if correct is None else correct + compiled.correct
+                    continue
                 z = net.fprop(xb)
                 losses.append(loss.fprop(z, tb))
                 counts.append(int(idx.shape[0]))

@@ -140,3 +140,11 @@ def test_the_quoted_messages_are_nnx_s_own():
 
 def test_every_block_is_collected():
     assert len(BLOCKS) == README.count("```python\n") >= 6
+
+
+@pytest.mark.parametrize("marker", ["nnx.AdamW(", "nnx.compile_step("])
+def test_optimiser_and_compiled_step_snippets_say_what_they_show(marker, capsys):
+    (code,) = [c for c, _ in BLOCKS if marker in c]
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert ("gradient norm" in out) if "AdamW" in marker else ("eager - NumPy" in out)

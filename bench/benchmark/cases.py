@@ -122,6 +122,78 @@ def nnx_net_case(net, device, data, dtype):
                 device.backend.name in ("numpy", "strict"))
 
 
+def nnx_compiled_case(net, device, data, dtype):
+    """nnx's whole step through ``nnx.compile_step`` (one jax.jit program on JAX); None
+    where it would run eagerly (the nnx row already times that)."""
+    loss = nnx.SoftmaxCrossEntropy()
+    loss.check_labels = False
+    opt = nnx.SGD(net, lr=LR)
+    step = nnx.compile_step(net, loss, opt)
+    if step.mode == "eager":
+        return None
+    batches = itertools.cycle([(nnx.asarray(x, device=device, dtype=dtype),
+                                nnx.asarray(t, device=device)) for x, t in zip(*data)])
+    last = [None]
+
+    def train():
+        if not net.training:
+            net.train()
+        last[0] = step(*next(batches))
+
+    def infer():
+        if net.training:
+            net.eval()
+        last[0] = net.fprop(next(batches)[0])
+
+    return Case("nnx compiled", device.spec, train, infer,
+                _syncer(device, lambda: [last[0]] + net.params()[:1]), False)
+
+
+def jax_case(sizes, data, dtype, spec="jax:cpu"):
+    """The step a JAX user writes: jax.jit of jax.value_and_grad of the loss, plus the SGD
+    update, over a list of (W, b); the parameter buffers donated."""
+    import jax
+    import jax.numpy as jnp
+    device = backends.resolve(spec)
+    if dtype == "float64":
+        device.backend.has_float64(device.native)           # the x64 switch, as nnx does
+    params = [jax.device_put(w, device.native) for w in initial_weights(sizes, dtype)]
+
+    def forward(params, x):
+        h = x
+        for i in range(0, len(params), 2):
+            if i:
+                h = jnp.tanh(h)
+            h = h @ params[i] + params[i + 1]
+        return h
+
+    def loss_fn(params, x, t):
+        z = forward(params, x)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(z), t[:, None], axis=1))
+
+    @jax.jit
+    def predict(params, x):
+        return forward(params, x)
+
+    def sgd(params, x, t):
+        value, grads = jax.value_and_grad(loss_fn)(params, x, t)
+        return value, [p - LR * g for p, g in zip(params, grads)]
+
+    step = jax.jit(sgd, donate_argnums=0)
+    batches = itertools.cycle([(jax.device_put(x, device.native), jax.device_put(t, device.native))
+                               for x, t in zip(*data)])
+    state = {"params": params, "out": None}
+
+    def train():
+        state["out"], state["params"] = step(state["params"], *next(batches))
+
+    def infer():
+        state["out"] = predict(state["params"], next(batches)[0])
+
+    return Case("jax.jit(grad)", spec, train, infer,
+                _syncer(device, lambda: [state["out"]] + state["params"][:1]), False)
+
+
 def numpy_case(sizes, data, dtype):
     """The same step written directly in NumPy, as a user would without a framework."""
     params = [p.copy() for p in initial_weights(sizes, dtype)]

@@ -18,19 +18,31 @@ def _torch_devices(specs):
 def build(model, batch, settings):
     sizes, dtype = cases.MODELS[model], settings["dtype"]
     data = cases.make_data(batch, dtype)
+    from nnx import backends
     if sizes == "cnn":
         from . import cnn_cases
         out = [cnn_cases.nnx_case(spec, data, dtype) for spec in settings["devices"]]
+        out += _present(cases.nnx_compiled_case(cnn_cases.build_net(dtype, d), d, data, dtype)
+                        for d in map(backends.resolve, settings["devices"]))
         if settings["references"]:
             out += [cnn_cases.torch_case(data, dtype, d) for d in _torch_devices(settings["devices"])]
             out += [cnn_cases.floor_case(spec, data, dtype) for spec in settings["devices"]]
         return out
     out = [cases.nnx_case(sizes, spec, data, dtype) for spec in settings["devices"]]
+    out += _present(cases.nnx_compiled_case(cases.build_net(sizes, dtype, d), d, data, dtype)
+                    for d in map(backends.resolve, settings["devices"]))
     if settings["references"]:
         out.append(cases.numpy_case(sizes, data, dtype))
+        out += [cases.jax_case(sizes, data, dtype, spec) for spec in settings["devices"]
+                if spec.startswith("jax")]
         out += [cases.torch_case(sizes, data, dtype, d) for d in _torch_devices(settings["devices"])]
         out += [cases.floor_case(sizes, spec, data, dtype) for spec in settings["devices"]]
     return out
+
+
+def _present(cases_or_none):
+    """The cases that exist (a compiled case is None where the step stays eager)."""
+    return [c for c in cases_or_none if c is not None]
 
 
 def run_all(settings, meta, progress=print):

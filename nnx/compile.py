@@ -1,0 +1,284 @@
+"""``nnx.compile_step``: the whole training step (fprop, loss, bprop, update) as one call.
+
+On JAX the step is one ``jax.jit`` program: the parameters, the optimiser's state, the
+buffers (BatchNorm's running statistics) and the learning rates go in as arguments and come
+out as results (the parameter, state and buffer arguments are donated), so the modules'
+fprop/bprop are traced once per batch shape and never leave tracers behind.  Elsewhere the
+step runs eagerly (``mode`` "eager"), with the reason in ``reason``.
+"""
+
+import time
+
+from nnx import backends
+
+from . import _checks
+from .device import check_same_device
+from .errors import ArgumentError, NNXError
+from .losses import Loss
+from .module import Module
+
+MODES = ("auto", "jit", "eager")
+
+
+def compile_step(net, loss, opt, *, mode="auto", _count_correct=False):
+    """``step = compile_step(net, loss, opt)``; ``step(x, t)`` runs ``loss.fprop(net.fprop
+    (x), t)``, ``net.bprop(loss.bprop())`` and ``opt.step()`` and returns the batch loss as
+    a 0-d array on the device (not read back).  Afterwards the modules hold the new
+    parameters, gradients and buffers and the optimiser its new state, as after the eager
+    step, so ``nnx.save``, ``evaluate`` and eager steps mix with compiled ones.
+
+    ``mode``: "auto" (jax.jit on JAX, else eager), "jit" (refuse what cannot be jitted),
+    "eager".  ``step.mode`` and ``step.reason`` say what it does and why;
+    ``step.compile_seconds`` maps each batch shape to the seconds its first call took
+    (empty when eager: nothing is compiled).
+    """
+    _checks.instance("compile_step", "net", net, Module, "an nnx Module")
+    _checks.instance("compile_step", "loss", loss, Loss,
+                     "an nnx Loss (e.g. nnx.SoftmaxCrossEntropy())")
+    if not (callable(getattr(opt, "step", None)) and getattr(opt, "module", None) is net):
+        raise _checks.ArgumentTypeError(f"compile_step: opt must be an nnx optimiser bound to "
+                                        f"net (e.g. nnx.SGD(net, lr=0.1)), got "
+                                        f"{type(opt).__name__}")
+    if mode not in MODES:
+        raise ArgumentError(f"compile_step: mode must be one of {', '.join(MODES)}, "
+                            f"got {mode!r}")
+    return Step(net, loss, opt, mode, _count_correct)
+
+
+class Step:
+    """The callable ``compile_step`` returns (see there)."""
+
+    def __init__(self, net, loss, opt, mode, count_correct=False):
+        self.net, self.loss, self.opt = net, loss, opt
+        self.count_correct = count_correct      # fit: also count argmax(z) == t (0-d)
+        self.correct = None
+        self.compile_seconds = {}
+        self._program = None
+        self.traces = 0                         # how often jax traced the step (per shape)
+        self._all = _modules(net)               # the tree as it is now (a new step after
+        self._bslots = _buffer_slots(net)       # changing its structure)
+        self._owners = self._all + [loss, opt]
+        params = net.params()
+        self._kind = type(params[0]) if params else None
+        why = _why_not_jit(net, opt)
+        if mode == "eager":
+            self.mode, self.reason = "eager", "asked for (mode='eager')"
+        elif why is None:
+            self.mode, self.reason = "jit", "one jax.jit program per batch shape"
+        elif mode == "jit":
+            raise ArgumentError(f"compile_step: cannot jit this step: {why}; use "
+                                f"mode='auto' or 'eager'")
+        else:
+            self.mode, self.reason = "eager", why
+
+    def __repr__(self):
+        return f"<nnx step: {self.mode} ({self.reason})>"
+
+    def __call__(self, x, t):
+        if self.mode == "jit":
+            return self._jitted(x, t)
+        return self._eager(x, t)
+
+    def _eager(self, x, t):
+        z = self.net.fprop(x)
+        value = self.loss.fprop(z, t)
+        if self.count_correct:
+            self.correct = _hits(z, t)
+        self.net.bprop(self.loss.bprop(), need_input_grad=False)
+        self.opt.step()
+        return value
+
+    # -- JAX ------------------------------------------------------------------------------
+    def _jitted(self, x, t):
+        net, opt = self.net, self.opt
+        if self._program is None:
+            self._program = self._make_program()
+        slots, bslots = opt._slots, self._bslots
+        params = [getattr(m, n) for m, n in slots]
+        kind = type(params[0])
+        if kind is not self._kind:              # moved off JAX since (net.to): say so, go on
+            self.mode = "eager"
+            self.reason = f"the parameters moved off JAX ({_why_not_jit(net, opt)})"
+            return self._eager(x, t)
+        for what, a in (("input", x), ("targets", t)):
+            if type(a) is not kind:             # jax.jit would take it silently
+                check_same_device("compile_step", a, params[0], what)
+        if any(s is None for s in opt.state):
+            _initial_state(opt, params)
+        lr_t = opt.bias_corrected_lr(opt.t + 1) if hasattr(opt, "t") else opt.lr
+        static = (tuple(m.training for m in self._all), _hyper(opt), self.loss.check_labels)
+        args = (params, list(opt.state), [getattr(m, n) for m, n in bslots],
+                (opt.lr, lr_t), x, t, static)
+        saved = [dict(vars(o)) for o in self._owners]     # restored if this call traces
+        self._traced = False
+        start = time.perf_counter()
+        try:
+            out = self._program(*args)
+        except Exception as e:     # noqa: BLE001 - what went wrong, in nnx's words
+            if self._traced:
+                self._restore(saved)
+            if isinstance(e, NNXError):
+                raise
+            raise ArgumentError(f"compile_step: the jitted step failed: "
+                                f"{str(e).splitlines()[0]}") from None
+        if self._traced:                        # the modules hold tracers now: undo that
+            self._restore(saved)
+        value, hits, grad_norm, params, grads, state, buffers = out
+        for (m, n), p, g in zip(slots, params, grads):
+            setattr(m, n, p)
+            setattr(m, "d" + n, g)
+        for (m, n), b in zip(bslots, buffers):
+            setattr(m, n, b)
+        opt.state = list(state)
+        self.correct = hits
+        if grad_norm is not None:
+            opt.grad_norm = grad_norm
+        opt._placed = list(params)
+        if hasattr(opt, "t"):
+            opt.t += 1
+            opt._lr_t = lr_t
+        if self._traced:
+            value.block_until_ready()
+            self.compile_seconds[_shape_key(x, t)] = time.perf_counter() - start
+        return value
+
+    def _restore(self, saved):
+        for o, d in zip(self._owners, saved):
+            vars(o).clear()
+            vars(o).update(d)
+
+    def _make_program(self):
+        """jax.jit of the pure step (params, state, buffers, lrs, x, t) -> (loss, hits,
+        params, grads, state, buffers); the first three arguments are donated.  The static
+        last argument (training flags, hyper-parameters, label checking) retraces when it
+        changes; jax's own cache compiles once per batch shape."""
+        import jax
+        import jax.numpy as jnp
+        net, loss, opt = self.net, self.loss, self.opt
+        slots, bslots = opt._slots, self._bslots
+        jax_backend = backends.BACKENDS["jax"]
+        device = backends.device_of(getattr(*slots[0]))
+        step = self
+
+        def pure(params, state, buffers, lrs, x, t, static):
+            step._traced = True
+            step.traces += 1
+            jax_backend.tracing = device.native
+            check = static[2]
+            try:
+                for (m, n), p in zip(slots, params):
+                    setattr(m, n, p)
+                for (m, n), b in zip(bslots, buffers):
+                    setattr(m, n, b)
+                opt.state, opt.lr = list(state), lrs[0]
+                if hasattr(opt, "t"):
+                    opt._lr_t = lrs[1]
+                loss.check_labels = False
+                z = net.fprop(x)
+                value = loss.fprop(z, t)
+                hits = _hits(z, t) if step.count_correct else None
+                net.bprop(loss.bprop(), need_input_grad=False)
+                opt._step_per_array()
+                new = ([getattr(m, n) for m, n in slots],
+                       [getattr(m, "d" + n) for m, n in slots],
+                       list(opt.state), [getattr(m, n) for m, n in bslots])
+                n_classes = _classes(loss)
+                grad_norm = opt.grad_norm if opt.clip_norm is not None else None
+            finally:
+                jax_backend.tracing = None
+            if check and n_classes is not None and jnp.issubdtype(t.dtype, jnp.integer):
+                bad = jnp.any((t < 0) | (t >= n_classes))   # no update, and a NaN loss
+                value = jnp.where(bad, jnp.nan, value)
+                old = (params, None, state, buffers)
+                new = tuple(n if o is None else jax.tree_util.tree_map(
+                    lambda a, b: jnp.where(bad, b, a), n, o) for n, o in zip(new, old))
+            return (value, hits, grad_norm) + new
+
+        return jax.jit(pure, donate_argnums=(0, 1, 2), static_argnums=(6,))
+
+
+def _hits(z, t):
+    """How many rows of z have their largest score at label t (a 0-d device array)."""
+    from .device import index_dtype, namespace
+    xp = namespace(z)
+    return xp.sum(xp.astype(xp.argmax(z, axis=1) == t, index_dtype(xp)))
+
+
+def _classes(loss):
+    """The number of classes the traced loss saw (its one-hot width), or None."""
+    grad = getattr(loss, "_grad", None)
+    shape = getattr(grad, "shape", None)
+    return int(shape[1]) if shape is not None and len(shape) == 2 else None
+
+
+def _why_not_jit(net, opt):
+    """None when the step can be one jax.jit program, else why not (one line)."""
+    params = net.params()
+    if not params:
+        return "the network has no parameters"
+    device = backends.device_of(params[0])
+    name = device.backend.name
+    if name != "jax":
+        return {"numpy": "NumPy runs each operation as it is called (nothing to compile)",
+                "strict": "array-api-strict runs each operation as it is called",
+                "cupy": "CuPy: cuBLAS calls cannot be captured in a CUDA graph (CuPy issue "
+                        "6290); the flat optimiser keeps the step to few kernels",
+                "torch": "torch: eager (torch.compile of the whole step took minutes to "
+                         "compile on a CPU and ran no faster: it breaks its graph in "
+                         "array-api-compat; a CUDA graph of the step is not built yet)"}.get(name, f"{name} runs eagerly")
+    if any(backends.device_of(p) != device for p in params):
+        return "the parameters live on several devices"
+    from .optim import Optimizer
+    if not isinstance(opt, Optimizer) or opt._slots is None:
+        return (f"{type(opt).__name__} is not an nnx optimiser over the module's own "
+                f"parameters (a wrapper such as DataParallel steps eagerly)")
+    if "update" in vars(opt):
+        return "the optimiser's update was replaced on the instance"
+    for m in _modules(net):
+        if type(m).__name__ == "Dropout" and getattr(m, "p", 0.0) > 0.0:
+            return (f"{m!r} draws its masks on the host (nnx.seed), which jax.jit would "
+                    f"freeze into the program; train it eagerly")
+    return None
+
+
+def _modules(net):
+    out = [net]
+    for c in net.children():
+        out += _modules(c)
+    return out
+
+
+def _buffer_slots(net):
+    return [(m, n) for m in _modules(net) for n in m.buffer_names]
+
+
+def _initial_state(opt, params):
+    """Zero state where the optimiser has none yet, so that the first call and every later
+    one see the same arguments (v = μ·0 + g is g; Adam's moments start at 0)."""
+    if all(s is not None for s in opt.state):
+        return
+    from .device import namespace
+    for i, p in enumerate(params):
+        if opt.state[i] is not None:
+            continue
+        xp = namespace(p)
+        dtype = opt._state_dtype(p)
+        if hasattr(opt, "beta1"):
+            opt.state[i] = (xp.zeros(p.shape, dtype=dtype), xp.zeros(p.shape, dtype=dtype))
+        elif getattr(opt, "momentum", 0.0):
+            opt.state[i] = xp.zeros(p.shape, dtype=dtype)
+
+
+def _state_key(state):
+    return tuple(None if s is None else len(s) if isinstance(s, tuple) else 1 for s in state)
+
+
+def _hyper(opt):
+    return tuple((k, v) for k, v in sorted(vars(opt).items())
+                 if k in ("momentum", "weight_decay", "beta1", "beta2", "eps", "clip_norm",
+                          "_decoupled"))
+
+
+def _shape_key(x, t):
+    return (tuple(x.shape), str(x.dtype), tuple(getattr(t, "shape", ())),
+            str(getattr(t, "dtype", type(t).__name__)))

@@ -1,0 +1,210 @@
+"""nnx.compile_step: the compiled whole step equals the eager one, on every backend."""
+
+import numpy as np
+import pytest
+
+import nnx
+from nnx.errors import ArgumentError
+
+
+def _setup(dtype, make_opt, dropout=False, seed=0):
+    nnx.seed(seed)
+    layers = [nnx.Linear(6, 9, dtype=dtype), nnx.Tanh(), nnx.BatchNorm(9, dtype=dtype)]
+    layers += [nnx.Dropout(0.5)] if dropout else []
+    net = nnx.Sequential(*layers, nnx.Linear(9, 4, dtype=dtype))
+    return net, nnx.SoftmaxCrossEntropy(), make_opt(net)
+
+
+OPTS = {"sgd-momentum": lambda n: nnx.SGD(n, lr=0.1, momentum=0.9, weight_decay=0.01),
+        "adam": lambda n: nnx.Adam(n, lr=0.01),
+        "adamw-clip": lambda n: nnx.AdamW(n, lr=0.01, clip_norm=0.5)}
+
+
+def _batches(dtype, sizes=(8, 8, 5, 8)):
+    rng = np.random.default_rng(2)
+    for n in sizes:
+        yield (nnx.asarray(rng.standard_normal((n, 6)), dtype=dtype),
+               nnx.asarray(rng.integers(0, 4, n)))
+
+
+def _eager_step(net, loss, opt, x, t):
+    value = loss.fprop(net.fprop(x), t)
+    net.bprop(loss.bprop(), need_input_grad=False)
+    opt.step()
+    return value
+
+
+def _arrays(net):
+    return [nnx.to_numpy(a) for a in net.params() + net.grads() + net.buffers()]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("opt", list(OPTS))
+def test_compiled_step_equals_the_eager_step(device, dtype, opt):
+    compiled, eager = _setup(dtype, OPTS[opt]), _setup(dtype, OPTS[opt])
+    step = nnx.compile_step(*compiled)
+    assert step.mode == ("jit" if device.startswith("jax") else "eager") and step.reason
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    for x, t in _batches(dtype):
+        value = step(x, t)
+        expected = _eager_step(*eager, x, t)
+        assert tuple(value.shape) == () and nnx.device_of(value) == nnx.get_device()
+        np.testing.assert_allclose(float(value), float(expected), rtol=tol)
+        for a, b in zip(_arrays(compiled[0]), _arrays(eager[0])):
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    assert len(step.compile_seconds) == (2 if step.mode == "jit" else 0)   # one per shape
+
+
+def test_compiled_steps_mix_with_eager_steps_save_and_evaluate(device, tmp_path):
+    dtype = "float64"
+    compiled, eager = _setup(dtype, OPTS["adam"]), _setup(dtype, OPTS["adam"])
+    step = nnx.compile_step(*compiled)
+    for i, (x, t) in enumerate(_batches(dtype, (8,) * 6)):
+        if i % 2:
+            _eager_step(*compiled, x, t)
+        else:
+            step(x, t)
+        _eager_step(*eager, x, t)
+        assert nnx.evaluate(compiled[0], x, t) == nnx.evaluate(eager[0], x, t)
+    assert compiled[2].t == eager[2].t == 6
+    nnx.save(compiled[0], tmp_path / "c.nnx")
+    loaded, net = nnx.load(tmp_path / "c.nnx"), eager[0]
+    for a, b in zip(loaded.params() + loaded.buffers(), net.params() + net.buffers()):
+        np.testing.assert_allclose(nnx.to_numpy(a), nnx.to_numpy(b), rtol=1e-12, atol=1e-12)
+
+
+def test_no_tracer_is_left_on_the_modules():
+    jax = pytest.importorskip("jax")
+    with nnx.device("jax:cpu"):
+        net, loss, opt = _setup("float32", OPTS["adam"])
+        step = nnx.compile_step(net, loss, opt)
+        x, t = next(_batches("float32"))
+        step(x, t)
+
+        def tracers(value):
+            if isinstance(value, (list, tuple)):
+                return any(tracers(v) for v in value)
+            if isinstance(value, dict):
+                return any(tracers(v) for v in value.values())
+            return isinstance(value, jax.core.Tracer)
+        owners = [net, loss, opt] + [m for m in net.children()]
+        leaked = [(type(o).__name__, k) for o in owners for k, v in vars(o).items() if tracers(v)]
+        assert leaked == []
+        assert not tracers(opt.state) and opt.t == 1
+
+
+def test_a_new_batch_shape_compiles_once():
+    pytest.importorskip("jax")
+    with nnx.device("jax:cpu"):
+        net, loss, opt = _setup("float32", OPTS["sgd-momentum"])
+        step = nnx.compile_step(net, loss, opt)
+        for _ in range(3):                      # three "epochs" of 8, 8, 5
+            for x, t in _batches("float32", (8, 8, 5)):
+                step(x, t)
+        assert step.traces == 2 and len(step.compile_seconds) == 2
+        assert all(s > 0 for s in step.compile_seconds.values())
+
+
+def test_dropout_cannot_be_jitted_and_says_why():
+    pytest.importorskip("jax")
+    with nnx.device("jax:cpu"):
+        net, loss, opt = _setup("float32", OPTS["adam"], dropout=True)
+        with pytest.raises(ArgumentError, match="cannot jit this step: Dropout.*host"):
+            nnx.compile_step(net, loss, opt, mode="jit")
+        step = nnx.compile_step(net, loss, opt)
+        assert step.mode == "eager" and "Dropout" in step.reason
+        x, t = next(_batches("float32"))
+        assert np.isfinite(float(step(x, t)))
+
+
+def test_out_of_range_labels_give_nan_and_no_update():
+    pytest.importorskip("jax")
+    with nnx.device("jax:cpu"):
+        net, loss, opt = _setup("float32", OPTS["adam"])
+        step = nnx.compile_step(net, loss, opt)
+        x, t = next(_batches("float32"))
+        step(x, t)
+        before = _arrays(net)[:len(net.params())]
+        bad = nnx.asarray(np.array([0, 1, 2, 7, 0, 1, 2, 3]))
+        assert np.isnan(float(step(x, bad)))      # never a silent wrong answer
+        for a, b in zip(net.params(), before):
+            np.testing.assert_array_equal(nnx.to_numpy(a), b)
+
+
+def test_eager_fallback_on_the_cpu_and_bad_arguments():
+    net, loss, opt = _setup("float32", OPTS["adam"])
+    step = nnx.compile_step(net, loss, opt)
+    assert step.mode == "eager" and "NumPy" in step.reason and "eager" in repr(step)
+    assert nnx.compile_step(net, loss, opt, mode="eager").reason.startswith("asked")
+    with pytest.raises(ArgumentError, match="cannot jit this step: NumPy"):
+        nnx.compile_step(net, loss, opt, mode="jit")
+    with pytest.raises(ArgumentError, match="mode must be one of auto, jit, eager, got 'fast'"):
+        nnx.compile_step(net, loss, opt, mode="fast")
+    with pytest.raises(TypeError, match="opt must be an nnx optimiser bound to net"):
+        nnx.compile_step(net, loss, nnx.SGD(nnx.Linear(2, 2)))
+    with pytest.raises(TypeError, match="loss must be an nnx Loss"):
+        nnx.compile_step(net, "mse", opt)
+
+
+def test_wrong_input_shape_is_an_nnx_error_in_jit_mode():
+    pytest.importorskip("jax")
+    with nnx.device("jax:cpu"):
+        net, loss, opt = _setup("float32", OPTS["adam"])
+        step = nnx.compile_step(net, loss, opt)
+        with pytest.raises(nnx.ShapeError, match="expected \\(batch, 6\\)"):
+            step(nnx.asarray(np.ones((4, 5))), nnx.asarray(np.zeros(4, dtype=int)))
+        x, t = next(_batches("float32"))
+        assert np.isfinite(float(step(x, t)))       # the failed trace left nothing behind
+
+
+def test_fit_compiled_equals_fit_eager(device):
+    rng = np.random.default_rng(5)
+    x = nnx.asarray(rng.standard_normal((45, 6)), dtype="float64")
+    t = nnx.asarray(rng.integers(0, 4, 45))
+    runs = []
+    for compile in (True, False):
+        net, loss, opt = _setup("float64", OPTS["sgd-momentum"])
+        nnx.seed(9)                                 # the same shuffles
+        history = nnx.fit(net, loss, opt, x, t, epochs=3, batch_size=10, x_test=x, t_test=t,
+                          verbose=False, compile=compile)
+        runs.append((history, _arrays(net)))
+    (h1, a1), (h2, a2) = runs
+    for s1, s2 in zip(h1, h2):
+        assert s1.test_errors == s2.test_errors and s1.train_accuracy == s2.train_accuracy
+        np.testing.assert_allclose(s1.train_loss, s2.train_loss, rtol=1e-12)
+    for a, b in zip(a1, a2):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_fit_refuses_compile_with_distributed():
+    net, loss, opt = _setup("float32", OPTS["adam"])
+    x, t = next(_batches("float32"))
+    with pytest.raises(ArgumentError, match="compile=True does not combine with distributed"):
+        nnx.fit(net, loss, opt, x, t, epochs=1, verbose=False, compile=True, distributed=True)
+
+
+@pytest.mark.mnist
+def test_cli_train_compile(capsys, mnist_dir):
+    pytest.importorskip("jax")
+    from nnx.cli import main
+    code = main(["train", "--model", "linear", "--epochs", "1", "--device", "jax:cpu",
+                 "--compile", "--batch-size", "1000", "--data", str(mnist_dir)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "compiled step: jit" in out and out.strip().splitlines()[-1].startswith("test errors")
+
+
+def test_jit_mode_checks_what_jax_would_take_silently():
+    pytest.importorskip("jax")
+    with nnx.device("jax:cpu"):
+        net, loss, opt = _setup("float32", lambda n: nnx.SGD(n, lr=0.1, clip_norm=0.01))
+        step = nnx.compile_step(net, loss, opt)
+        x, t = next(_batches("float32"))
+        with pytest.raises(nnx.DeviceError, match="compile_step: input is on cpu"):
+            step(np.asarray(nnx.to_numpy(x)), t)
+        step(x, t)
+        assert opt.grad_norm is not None and float(opt.grad_norm) > 0.01   # not a tracer
+        net.to("cpu")                                  # off JAX: it says so and goes on
+        value = step(nnx.to_numpy(x), nnx.to_numpy(t))
+        assert step.mode == "eager" and "moved off JAX" in step.reason
+        assert isinstance(value, np.ndarray) or np.isscalar(value)
