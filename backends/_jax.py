@@ -36,7 +36,10 @@ class JaxBackend(Backend):
 
     def from_host(self, host_array, native):
         import jax
-        return jax.device_put(host_array, native)
+        # host data is a constant: a concrete array even while a step is being traced (a
+        # tracer would leak into whatever caches it, e.g. the gather indices)
+        with jax.ensure_compile_time_eval():
+            return jax.device_put(host_array, native)
 
     def to_host(self, x):
         return np.asarray(x)

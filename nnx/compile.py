@@ -120,7 +120,7 @@ class Step:
             if isinstance(e, NNXError):
                 raise
             raise ArgumentError(f"compile_step: the jitted step failed: "
-                                f"{str(e).splitlines()[0]}") from None
+                                f"{str(e).splitlines()[0]}") from e
         if self._traced:                        # the modules hold tracers now: undo that
             self._restore(saved)
         value, hits, grad_norm, params, grads, state, buffers = out

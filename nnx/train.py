@@ -208,6 +208,9 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
         if x_test.shape[0] == 0:
             raise ArgumentError("fit: the test set is empty (x_test has 0 rows); give test "
                                 "examples, or leave x_test and t_test out")
+    if distributed and compile:
+        raise ArgumentError("fit: compile=True does not combine with distributed=True "
+                            "yet; drop one of them")
     if distributed:
         from .distributed import DataParallel
         if not isinstance(opt, DataParallel):
@@ -228,9 +231,6 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
     split, total = _parallel(distributed)
     compiled = None
     if compile:
-        if distributed:
-            raise ArgumentError("fit: compile=True does not combine with distributed=True "
-                                "yet; drop one of them")
         from .compile import compile_step
         compiled = compile_step(net, loss, opt, _count_correct=True)
     show = None

@@ -25,6 +25,7 @@ from nnx import backends
 from nnx.backends import fast_conv, gather
 
 from .. import _checks
+from .._constants import on_device as _on_device
 from ..device import namespace
 from ..errors import ShapeError
 
@@ -65,23 +66,6 @@ def output_size(module, shape, kernel, stride, padding, channels=None, ceil_mode
     return oh, ow
 
 
-def _on_device(key, like, build):
-    """The cached device copy of ``build()`` (host arrays), keyed by ``key`` and the device
-    of ``like``; built and moved once per shape and device (``from_host`` places it on that
-    device, CuPy included)."""
-    device = backends.device_of(like)
-    key = key + (device.spec,)
-    hit = _cache.get(key)
-    if hit is None:
-        if len(_cache) > 256:
-            _cache.clear()
-        host = build()
-        hit = _cache[key] = tuple(backends.from_host(a, device) if hasattr(a, "dtype") else a
-                                  for a in host)
-    return hit
-
-
-_cache = {}
 
 
 def _index_dtype(index):

@@ -1,12 +1,12 @@
 import weakref
 
-import array_api_compat
+
+from nnx import backends
 
 from ..device import check_same_device, dtype_name, index_dtype, namespace, short_dtype
 from ..errors import DTypeError, LabelError, ShapeError, StateError
 
 
-_classes = {}
 
 
 class Loss:
@@ -80,15 +80,11 @@ class Loss:
 
     @staticmethod
     def _classes(xp, z, c, dtype):
-        """arange(c) on z's device, made once per (c, dtype, device)."""
-        device = array_api_compat.device(z)
-        key = (c, str(dtype), str(device), type(z))
-        hit = _classes.get(key)
-        if hit is None:
-            if len(_classes) > 64:
-                _classes.clear()
-            hit = _classes[key] = xp.arange(c, dtype=dtype, device=device)
-        return hit
+        """arange(c) in ``dtype`` on z's device, made once per (c, dtype, device)."""
+        from .._constants import on_device
+        name = short_dtype(dtype).replace("dtype(", "").strip("')")     # 'int64', 'uint8'
+        return on_device(("classes", c, name), z, lambda: (backends.host.scale(
+            backends.host.as_array(range(c)), 1, name),))[0]
 
     # -- target handling shared by the losses --------------------------------------------
     def _check_z(self, z, ndim=2):
