@@ -85,3 +85,14 @@ def pair(where, name, value, what="a pair"):
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
         _fail(where, name, f"be {what}", value, ArgumentTypeError)
     return value[0], value[1]
+
+
+def axis_of(module, x, axis):
+    """``axis`` as a non-negative index into ``x``'s axes (ShapeError naming the module
+    when ``x`` has no such axis)."""
+    from .errors import ShapeError
+    ndim = len(tuple(x.shape))
+    if not -ndim <= axis < ndim:
+        raise ShapeError(f"{module!r}.fprop: input has shape {tuple(x.shape)}, which has no "
+                         f"axis {axis}; give an axis in [{-ndim}, {ndim})")
+    return axis % ndim
