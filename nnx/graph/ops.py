@@ -111,7 +111,7 @@ class Multiply(_MultiInput):
 
 def _axis_slice(axis, start, stop):
     """An index picking [start:stop] along non-negative ``axis``."""
-    return (slice(None),) * axis + (slice(start, stop),)
+    return (slice(None),) * axis + (slice(start, stop), Ellipsis)
 
 
 class Concat(_MultiInput):

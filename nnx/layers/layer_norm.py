@@ -1,6 +1,7 @@
 from nnx import backends
 
 from .. import _checks
+from ..device import short_dtype
 from ..errors import ShapeError
 from ..module import Module
 
@@ -37,32 +38,32 @@ class LayerNorm(Module):
             raise ShapeError(f"{self!r}.fprop: input has shape {shape}, expected "
                              f"(batch, ..., {self.features}) with the features last")
         xp = self._check_array(x)
-        self.half = x.dtype == xp.float16
+        self.half = x.dtype if short_dtype(x.dtype) == "float16" else None
         gamma, beta = self.gamma, self.beta
-        if self.half:                               # statistics in float32
+        if self.half is not None:                               # statistics in float32
             x, gamma, beta = (xp.astype(a, xp.float32) for a in (x, gamma, beta))
         xc = x - xp.mean(x, axis=-1, keepdims=True)
         self.r = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=-1, keepdims=True) + self.eps)
         self.xhat = xc * self.r
         y = self.xhat * gamma
         y += beta
-        if self.half:
-            y = xp.astype(y, xp.float16)
+        if self.half is not None:
+            y = xp.astype(y, self.half)
         self._out_shape = shape
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
         xp = self._check_grad(grad_output)
-        g = xp.astype(grad_output, xp.float32) if self.half else grad_output
+        g = xp.astype(grad_output, xp.float32) if self.half is not None else grad_output
         axes = tuple(range(g.ndim - 1))
         dgamma = xp.sum(g * self.xhat, axis=axes)
         dbeta = xp.sum(g, axis=axes)
-        self.dgamma, self.dbeta = (xp.astype(d, xp.float16) if self.half else d
+        self.dgamma, self.dbeta = (xp.astype(d, self.half) if self.half is not None else d
                                    for d in (dgamma, dbeta))
         if not need_input_grad:
             return None
-        gh = g * (xp.astype(self.gamma, xp.float32) if self.half else self.gamma)
+        gh = g * (xp.astype(self.gamma, xp.float32) if self.half is not None else self.gamma)
         dx = gh - xp.mean(gh, axis=-1, keepdims=True)
         dx -= self.xhat * xp.mean(gh * self.xhat, axis=-1, keepdims=True)
         dx *= self.r
-        return xp.astype(dx, xp.float16) if self.half else dx
+        return xp.astype(dx, self.half) if self.half is not None else dx

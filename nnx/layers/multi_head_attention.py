@@ -78,8 +78,8 @@ class MultiHeadAttention(Module):
         qkv = x @ self.W_qkv
         qkv += self.b_qkv
         qkv = xp.permute_dims(xp.reshape(qkv, (N, T, 3, H, D)), (2, 0, 3, 1, 4))
-        self.qs = qkv[0] * (1.0 / math.sqrt(D))               # (N, H, T, D)
-        self.k, self.v = qkv[1], qkv[2]
+        self.qs = qkv[0, ...] * (1.0 / math.sqrt(D))               # (N, H, T, D)
+        self.k, self.v = qkv[1, ...], qkv[2, ...]
         s = self.qs @ xp.matrix_transpose(self.k)             # (N, H, T, T)
         if self.causal:
             s += self._causal_mask(xp, T, x)

@@ -39,7 +39,7 @@ class PositionalEmbedding(Module):
                                 f"larger)"))
         self._check_array(x)
         self.T = shape[1]
-        y = x + self.P[:self.T]
+        y = x + self.P[:self.T, :]
         self._out_shape = shape
         return y
 
@@ -47,6 +47,6 @@ class PositionalEmbedding(Module):
         xp = self._check_grad(grad_output)
         dP = xp.sum(grad_output, axis=0)
         if self.T < self.max_len:
-            dP = xp.concat([dP, xp.zeros_like(self.P[self.T:])], axis=0)
+            dP = xp.concat([dP, xp.zeros_like(self.P[self.T:, :])], axis=0)
         self.dP = dP
         return grad_output if need_input_grad else None
