@@ -12,7 +12,7 @@ class MultiHeadAttention(Module):
 
     fprop, with H heads of size D = d_model / H and every head at once (batched matmuls):
         [Q | K | V] = x·W_qkv + b_qkv          one matmul, W_qkv: (d_model, 3·d_model)
-        Q, K, V as (N, H, T, D);   S = (Q/√D)·Kᵀ  (+ M: −∞ above the diagonal if causal)
+        Q, K, V as (N, H, T, D);   S = (Q/√D)·Kᵀ  (−∞ above the diagonal if causal)
         P = softmax(S) along the last axis;  O = P·V, heads joined back to (N, T, d_model)
         y = O·W_out + b_out
     bprop, with g = dL/dy:
@@ -53,15 +53,15 @@ class MultiHeadAttention(Module):
         return {**args, "causal": True} if self.causal else args
 
     def _causal_mask(self, xp, T, like):
-        """M: (T, T), 0 on and below the diagonal, −∞ above it; made once per length."""
+        """(allowed, −∞): (T, T) arrays, allowed[t, u] = u <= t; made once per length."""
         dev = backends.device_of(like)
         key = (T, like.dtype, dev)
         if self._mask is None or self._mask[0] != key:
             i = xp.arange(T, device=dev.native)
-            ok = xp.reshape(i, (T, 1)) >= xp.reshape(i, (1, T))
-            zero = xp.zeros((T, T), dtype=like.dtype, device=dev.native)
-            self._mask = (key, xp.where(ok, zero, zero - math.inf))
-        return self._mask[1]
+            allowed = xp.reshape(i, (T, 1)) >= xp.reshape(i, (1, T))
+            self._mask = (key, allowed, xp.full((T, T), -math.inf, dtype=like.dtype,
+                                                device=dev.native))
+        return self._mask[1], self._mask[2]
 
     def fprop(self, x):
         shape = tuple(x.shape)
@@ -82,7 +82,8 @@ class MultiHeadAttention(Module):
         self.k, self.v = qkv[1, ...], qkv[2, ...]
         s = self.qs @ xp.matrix_transpose(self.k)             # (N, H, T, T)
         if self.causal:
-            s += self._causal_mask(xp, T, x)
+            allowed, minus_inf = self._causal_mask(xp, T, x)
+            s = xp.where(allowed, s, minus_inf)
         s -= xp.max(s, axis=-1, keepdims=True)
         p = xp.exp(s)
         p /= xp.sum(p, axis=-1, keepdims=True)
