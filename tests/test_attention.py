@@ -218,7 +218,7 @@ def test_optimiser_steps_of_a_small_transformer_track_torch(torch, optimizer):
                                                    torch.tensor(t))
         tvalue.backward()
         topt.step()
-        assert value == pytest.approx(float(tvalue), rel=1e-12 if optimizer == "sgd" else 1e-10)
+        assert value == pytest.approx(tvalue.item(), rel=1e-12 if optimizer == "sgd" else 1e-10)
     np.testing.assert_allclose(nnx.to_numpy(head.W), fc.weight.detach().numpy().T, rtol=1e-10,
                                atol=1e-12)
 
@@ -410,3 +410,20 @@ def test_operations_do_not_grow_with_steps_or_heads(monkeypatch, name, make, pin
     if pinned is not None:
         assert counts[(3, 2)] == pinned, counts[(3, 2)]
     print(name, "fprop, bprop operations:", counts[(3, 2)])
+
+
+def test_the_benchmark_reference_computes_the_same_transformer(torch):
+    """nnx-bench's torch model of models.transformer gives the same scores and gradients."""
+    from nnx.benchmark import transformer_cases
+    net = transformer_cases.build_net(F64, "cpu")
+    theirs = transformer_cases.torch_model(net)
+    x = host((3, 784), 1)
+    result = run(net, x)
+    yt, dxt, grads = torch_run(torch, theirs, list(theirs.parameters()), x, result[3])
+    np.testing.assert_allclose(result[0], yt, **TIGHT)
+    np.testing.assert_allclose(result[1], dxt, rtol=1e-12, atol=1e-12)
+    assert len(grads) == len(result[2])
+    # torch lists the positional table (its own parameter) before its submodules'
+    np.testing.assert_allclose(result[2][2], grads[0], rtol=1e-10, atol=1e-12)      # P
+    np.testing.assert_allclose(result[2][0], grads[1].T, rtol=1e-10, atol=1e-12)    # first W
+    np.testing.assert_allclose(result[2][-2], grads[-2].T, rtol=1e-10, atol=1e-12)  # head W
