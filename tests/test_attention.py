@@ -427,3 +427,31 @@ def test_the_benchmark_reference_computes_the_same_transformer(torch):
     np.testing.assert_allclose(result[2][2], grads[0], rtol=1e-10, atol=1e-12)      # P
     np.testing.assert_allclose(result[2][0], grads[1].T, rtol=1e-10, atol=1e-12)    # first W
     np.testing.assert_allclose(result[2][-2], grads[-2].T, rtol=1e-10, atol=1e-12)  # head W
+
+
+# -- nnx train --model transformer -------------------------------------------------------------
+from test_trust_files import cli, one_line, tiny_data  # noqa: E402,F401  (the fixture)
+
+
+def transformer_args(data, *more):
+    return ["train", "--model", "transformer", "--epochs", "1", "--batch-size", "20",
+            "--hidden", "8", "--layers", "1", "--data", data, "--no-malloc-tuning", *more]
+
+
+def test_nnx_train_transformer_with_adam_by_default_saves_and_evaluates(capsys, tiny_data,
+                                                                         tmp_path):
+    save = tmp_path / "t.npz"
+    code, out, err = cli(capsys, *transformer_args(tiny_data, "--save", save))
+    assert code == 0, err
+    assert "TransformerBlock" in out and "adam lr 0.001" in out and "schedule cosine" in out
+    code, out, err = cli(capsys, "evaluate", save, "--data", tiny_data)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("more, message", [
+    (["--activation", "relu"], "--activation shapes the MLPs; the transformer's feed-forward"),
+    (["--hidden", "10"], "--hidden 10 is the transformer's d_model, split over 4 heads"),
+    (["--momentum", "0.9"], "--momentum is SGD's")])
+def test_nnx_train_transformer_usage_errors(capsys, tiny_data, more, message):
+    code, out, err = cli(capsys, *transformer_args(tiny_data, *more))
+    assert code == 2 and one_line(err) and message in err, err
