@@ -23,3 +23,9 @@ def test_graph_snippet_builds_a_residual_mlp():
     exec("import nnx\n" + BLOCKS[1], scope)
     text = scope["nnx"].summary(scope["g"], input_shape=(1, 784))
     assert "Total params: 199,210" in text          # 784·200+200 + 200·200+200 + 200·10+10
+
+
+def test_attention_snippet_runs(capsys):
+    block = next(b for b in BLOCKS if "TransformerBlock" in b)
+    exec(compile(block, "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == "(2, 3) True"
