@@ -76,6 +76,7 @@ MODULES.update({      # convolutional networks; their inputs are in INPUTS
 MODULES.update({      # sequence models on (N, T, features); their inputs are in INPUTS
     "Linear-sequence": lambda: nnx.Linear(WIDTH, CLASSES),
     "Softmax-axis1": lambda: nnx.Softmax(axis=1),
+    "Dropout-sequence": lambda: nnx.Dropout(0.3),
     "LayerNorm": lambda: nnx.LayerNorm(WIDTH),
     "LayerNorm-rows": lambda: nnx.LayerNorm(WIDTH, eps=1e-3),
     "GELU": nnx.GELU,
@@ -107,6 +108,7 @@ INPUTS = {   # name: host input maker (default: away_from_zero((BATCH, WIDTH)))
     "CNN-small": lambda r: r.standard_normal((3, 1, 4, 4)),
     "Linear-sequence": lambda r: r.standard_normal(SEQUENCES),
     "Softmax-axis1": lambda r: r.standard_normal(SEQUENCES),
+    "Dropout-sequence": lambda r: r.standard_normal(SEQUENCES),
     "LayerNorm": lambda r: r.standard_normal(SEQUENCES),
     "GELU": lambda r: 2 * r.standard_normal(SEQUENCES),
     "PositionalEmbedding": lambda r: r.standard_normal(SEQUENCES),
