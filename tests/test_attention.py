@@ -455,3 +455,14 @@ def test_nnx_train_transformer_with_adam_by_default_saves_and_evaluates(capsys, 
 def test_nnx_train_transformer_usage_errors(capsys, tiny_data, more, message):
     code, out, err = cli(capsys, *transformer_args(tiny_data, *more))
     assert code == 2 and one_line(err) and message in err, err
+
+
+def test_axes_survive_a_checkpoint(tmp_path):
+    net = nnx.Sequential(nnx.Linear(4, 4, dtype=F64), nnx.Softmax(axis=1), nnx.LogSoftmax(axis=0))
+    g = nnx.Graph("x", [("s", nnx.Split([1, 2], axis=1), "x"),
+                        ("c", nnx.Concat(axis=1), ["s:1", "s:0"]), ("n", net, "c")], "n")
+    nnx.save(g, tmp_path / "g.npz")
+    back = nnx.load(tmp_path / "g.npz")
+    assert "Softmax(axis=1)" in repr(back) and "Split([1, 2], axis=1)" in repr(back)
+    x = arr(host((2, 3, 4), 1))
+    np.testing.assert_array_equal(nnx.to_numpy(back.fprop(x)), nnx.to_numpy(g.fprop(x)))
