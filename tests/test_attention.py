@@ -466,3 +466,19 @@ def test_axes_survive_a_checkpoint(tmp_path):
     assert "Softmax(axis=1)" in repr(back) and "Split([1, 2], axis=1)" in repr(back)
     x = arr(host((2, 3, 4), 1))
     np.testing.assert_array_equal(nnx.to_numpy(back.fprop(x)), nnx.to_numpy(g.fprop(x)))
+
+
+def test_char_transformer_is_a_causal_language_model():
+    """(N, T, vocab) one-hot characters → (N, T, vocab) scores; no score sees a later step."""
+    nnx.seed(0)
+    lm = nnx.models.char_transformer(7, max_len=6, d_model=8, heads=2, d_ff=16,
+                                     blocks=2).to(dtype=F64)
+    rng = np.random.default_rng(1)
+    chars = rng.integers(0, 7, (3, 5))
+    y1 = nnx.to_numpy(lm.fprop(arr(np.eye(7)[chars])))
+    chars[:, -1] = (chars[:, -1] + 1) % 7
+    y2 = nnx.to_numpy(lm.fprop(arr(np.eye(7)[chars])))
+    assert y1.shape == (3, 5, 7)
+    np.testing.assert_allclose(y1[:, :-1], y2[:, :-1], rtol=1e-13, atol=1e-13)
+    assert not np.allclose(y1[:, -1], y2[:, -1])
+    assert nnx.gradcheck(lm, arr(np.eye(7)[chars]), mode="direction", dtype=F64).ok
