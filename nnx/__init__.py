@@ -21,6 +21,8 @@ from .gradcheck import GradcheckResult, gradcheck
 from .layers import (Dropout, L2Normalize, LeakyReLU, Linear, LogSoftmax, PReLU, ReLU,
                      Sigmoid, Softmax, Softplus, Tanh)
 from .layers import AvgPool2D, BatchNorm, Conv2D, Flatten, MaxPool2D, Reshape
+from .layers import (GELU, LayerNorm, MeanOverTime, MultiHeadAttention, PositionalEmbedding,
+                     TransformerBlock)
 from .losses import MSE, BCEWithLogits, CrossEntropy, Hinge, Loss, SoftmaxCrossEntropy
 from .module import Module
 from .optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm
@@ -59,6 +61,8 @@ __all__ = [
     "Module", "Sequential", "Linear", "Tanh", "Sigmoid", "ReLU", "LeakyReLU", "PReLU",
     "Softplus", "Softmax", "LogSoftmax", "Dropout", "L2Normalize",
     "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Reshape", "BatchNorm",
+    "LayerNorm", "GELU", "PositionalEmbedding", "MultiHeadAttention", "TransformerBlock",
+    "MeanOverTime",
     "Loss", "SoftmaxCrossEntropy", "CrossEntropy", "MSE", "BCEWithLogits", "Hinge",
     "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm",
     "datasets", "DatasetError", "save", "load", "CheckpointError",

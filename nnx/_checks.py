@@ -90,3 +90,14 @@ def pair(where, name, value, what="a pair"):
 def count(n, word, plural=None):
     """'1 epoch', '2 epochs', '1,000 examples': a number with its noun, in messages."""
     return f"{n:,} {word if n == 1 else plural or word + 's'}"
+
+
+def axis_of(module, x, axis):
+    """``axis`` as a non-negative index into ``x``'s axes (ShapeError naming the module
+    when ``x`` has no such axis)."""
+    from .errors import ShapeError
+    ndim = len(tuple(x.shape))
+    if not -ndim <= axis < ndim:
+        raise ShapeError(f"{module!r}.fprop: input has shape {tuple(x.shape)}, which has no "
+                         f"axis {axis}; give an axis in [{-ndim}, {ndim})")
+    return axis % ndim

@@ -90,11 +90,15 @@ def fraction(text):
 
 # defaults of the options left at None, per model (the cnn's: 87 MNIST test errors, seed 0)
 MODEL_DEFAULTS = {"cnn": {"epochs": 10, "lr": 0.05, "momentum": 0.9, "schedule": "cosine"},
+                  # --hidden is d_model, --layers the blocks; 4 heads, d_ff = 4·d_model
+                  "transformer": {"epochs": 10, "optimizer": "adam", "schedule": "cosine",
+                                  "hidden": 64, "layers": 2},
                   None: {"epochs": 20, "lr": 0.1, "momentum": 0.0, "schedule": "constant"}}
 
 
 MLP_DEFAULTS = {"hidden": 200, "layers": 1, "activation": "tanh"}   # not for the cnn
 ADAM_LR = 1e-3                  # --lr's default with --optimizer adam (every model)
+TRANSFORMER_HEADS = 4
 
 
 def build_parser():
@@ -107,23 +111,28 @@ def build_parser():
     train = sub.add_parser("train", help="train a model on MNIST",
                            description="Train on MNIST (or Fashion-MNIST) and report the "
                                        "test errors out of 10000.")
-    train.add_argument("--model", choices=["linear", "mlp", "resmlp", "cnn"], default="mlp",
+    train.add_argument("--model", choices=["linear", "mlp", "resmlp", "cnn", "transformer"],
+                       default="mlp",
                        help="linear: 784-10; mlp: 784-(hidden x layers)-10; resmlp: mlp whose "
                             "hidden layers after the first are residual blocks; cnn: "
                             "2 x (conv 5x5, batch norm, max-pool 2, ReLU), linear (defaults: "
                             + ", ".join(f"--{k} {v}" for k, v in MODEL_DEFAULTS["cnn"].items())
-                            + ")")
+                            + "); transformer: the 28 rows as a sequence, --layers pre-LN "
+                              "blocks of width --hidden with 4 heads, mean over the rows (defaults: "
+                            + ", ".join(f"--{k} {v}" for k, v in
+                                        MODEL_DEFAULTS["transformer"].items()) + ")")
     train.add_argument("--hidden", type=positive(int), default=None,
-                       help="units per hidden layer (default: 200; not with cnn)")
+                       help="units per hidden layer (default: 200; transformer: d_model, 64; not with cnn)")
     train.add_argument("--layers", type=positive(int), default=None,
-                       help="hidden layers (mlp, resmlp; default: 1)")
+                       help="hidden layers (mlp, resmlp; default: 1; transformer: blocks, 2)")
     train.add_argument("--activation", choices=sorted(models.ACTIVATIONS), default=None,
                        help="activation of the hidden layers (default: tanh; not with cnn)")
     train.add_argument("--epochs", type=positive(int), default=None,
                        help="passes over the data (default: 20; cnn: 10)")
     train.add_argument("--batch-size", type=positive(int), default=100,
                        help="examples per step (the global batch with --distributed)")
-    train.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="optimiser")
+    train.add_argument("--optimizer", choices=["sgd", "adam"], default=None,
+                       help="optimiser (default: sgd; transformer: adam)")
     train.add_argument("--lr", type=positive(float), default=None,
                        help="learning rate (default: 0.1; cnn: 0.05; adam: 0.001)")
     train.add_argument("--momentum", type=fraction, default=None,
@@ -241,6 +250,8 @@ def _setup(args, before_data=None, train=True):
 
 
 def cmd_train(args):
+    if args.optimizer is None:
+        args.optimizer = MODEL_DEFAULTS.get(args.model, {}).get("optimizer", "sgd")
     if args.optimizer == "adam":
         if args.momentum is not None:
             raise UsageError("nnx train: error: --momentum is SGD's; Adam keeps its own "
@@ -248,6 +259,14 @@ def cmd_train(args):
         args.momentum = 0.0
         if args.lr is None:
             args.lr = ADAM_LR
+    if args.model == "transformer":
+        if args.activation is not None:
+            raise UsageError("nnx train: error: --activation shapes the MLPs; the "
+                             "transformer's feed-forward layers use GELU (drop --activation)")
+        if args.hidden is not None and args.hidden % TRANSFORMER_HEADS:
+            raise UsageError(f"nnx train: error: --hidden {args.hidden} is the transformer's "
+                             f"d_model, split over {TRANSFORMER_HEADS} heads: give a multiple "
+                             f"of {TRANSFORMER_HEADS} (e.g. 64)")
     if args.model == "cnn":
         for key in ("hidden", "layers", "activation"):
             if getattr(args, key) is not None:
@@ -275,6 +294,9 @@ def cmd_train(args):
     seed(args.seed)
     if args.model == "cnn":
         net = models.cnn(10)
+    elif args.model == "transformer":
+        net = models.transformer(10, d_model=args.hidden, heads=TRANSFORMER_HEADS,
+                                 d_ff=4 * args.hidden, blocks=args.layers)
     elif args.model == "resmlp":
         net = models.residual_mlp(784, 10, args.hidden, args.layers, args.activation)
     else:
@@ -511,6 +533,9 @@ def _check_size(args):
     elif args.model == "mlp":
         count = 784 * h + h + (layers - 1) * (h * h + h) + 10 * h + 10
         widths = [h] * layers + [10]
+    elif args.model == "transformer":            # 28 steps: attention (heads x 28 x 28), FFN
+        count = 57 * h + layers * (12 * h * h + 13 * h) + 13 * h + 10
+        widths = [28 * (h * 16 + TRANSFORMER_HEADS * 28 * 2)] * layers + [28 * h, 10]
     elif args.model == "cnn":                    # models.cnn(): its im2col columns dominate
         count, widths = 6_100, [8 * 24 * 24 * 25, 16 * 8 * 8 * 200, 8 * 24 * 24 * 6, 10]
     else:                                        # resmlp: first layer + blocks + output

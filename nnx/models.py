@@ -1,5 +1,6 @@
 """The models ``nnx train --model`` names: ``linear`` (784-10) and ``mlp`` (784-200-10 with tanh);
-``resmlp`` and ``cnn`` (a small LeNet-like convolutional network for 28x28 images)."""
+``resmlp``, ``cnn`` (a small LeNet-like convolutional network for 28x28 images) and
+``transformer`` (MNIST read as 28 rows of 28 pixels); ``char_transformer`` for text."""
 
 from .layers import (BatchNorm, Conv2D, Flatten, LeakyReLU, Linear, MaxPool2D, ReLU, Reshape,
                      Sigmoid, Softplus, Tanh)
@@ -51,3 +52,28 @@ def cnn(n_out=10, channels=(8, 16), image=(1, 28, 28), batch_norm=True):
                   [MaxPool2D(2), ReLU()]
         c, h, w = width, (h - 4) // 2, (w - 4) // 2
     return Sequential(*layers, Flatten(), Linear(c * h * w, n_out))
+
+
+def transformer(n_out=10, steps=28, features=28, d_model=64, heads=4, d_ff=128, blocks=2):
+    """A small transformer classifier of sequences, for MNIST read row by row: Reshape rows
+    (N, steps·features) to sequences (N, steps, features), Linear to d_model,
+    PositionalEmbedding, ``blocks`` pre-LN TransformerBlocks, LayerNorm, the mean over the
+    steps, Linear(d_model, n_out) scores.  For MNIST (N, 784) → (N, 28, 28) → (N, 28, 64)
+    → (N, 64) → (N, 10)."""
+    from .layers import LayerNorm, MeanOverTime, PositionalEmbedding, TransformerBlock
+    return Sequential(Reshape((steps, features)), Linear(features, d_model),
+                      PositionalEmbedding(steps, d_model),
+                      *[TransformerBlock(d_model, heads, d_ff) for _ in range(blocks)],
+                      LayerNorm(d_model), MeanOverTime(), Linear(d_model, n_out))
+
+
+def char_transformer(vocab, max_len=128, d_model=128, heads=4, d_ff=512, blocks=2):
+    """A small causal transformer language model over characters: one-hot rows
+    (N, T, vocab) → Linear(vocab, d_model) (an embedding table: one-hot·W picks a row),
+    PositionalEmbedding(max_len), ``blocks`` causal pre-LN TransformerBlocks, LayerNorm,
+    Linear(d_model, vocab) scores (N, T, vocab) of the next character at every position."""
+    from .layers import LayerNorm, PositionalEmbedding, TransformerBlock
+    return Sequential(Linear(vocab, d_model), PositionalEmbedding(max_len, d_model),
+                      *[TransformerBlock(d_model, heads, d_ff, causal=True)
+                        for _ in range(blocks)],
+                      LayerNorm(d_model), Linear(d_model, vocab))

@@ -211,13 +211,16 @@ class Module:
     def dtype(self):
         return getattr(self, self.param_names[0]).dtype if self.param_names else None
 
-    def _check_input(self, x, width):
-        """The namespace of ``x`` after checking its shape (batch, width), dtype and device."""
+    def _check_input(self, x, width, leading=False):
+        """The namespace of ``x`` after checking its shape (batch, width), dtype and device;
+        ``leading=True`` also takes (batch, ..., width), e.g. sequences (N, T, width)."""
         xp = namespace(x)
         shape = tuple(x.shape)
-        if len(shape) != 2 or shape[1] != width:
+        if len(shape) != 2 and not (leading and len(shape) > 2) or shape[-1] != width:
             raise ShapeError(f"{self!r}.fprop: input has shape {shape}, expected "
-                             f"(batch, {width})")
+                             f"(batch, {width})"
+                             + (f" or (batch, ..., {width}) such as (batch, steps, {width})"
+                                if leading else ""))
         return self._check_array(x)
 
     def _check_array(self, x):

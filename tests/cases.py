@@ -77,6 +77,23 @@ MODULES.update({      # convolutional networks; their inputs are in INPUTS
         nnx.BatchNorm(3), nnx.Flatten(), nnx.Linear(3, CLASSES)),
 })
 
+MODULES.update({      # sequence models on (N, T, features); their inputs are in INPUTS
+    "Linear-sequence": lambda: nnx.Linear(WIDTH, CLASSES),
+    "Softmax-axis1": lambda: nnx.Softmax(axis=1),
+    "Dropout-sequence": lambda: nnx.Dropout(0.3),
+    "LayerNorm": lambda: nnx.LayerNorm(WIDTH),
+    "LayerNorm-rows": lambda: nnx.LayerNorm(WIDTH, eps=1e-3),
+    "GELU": nnx.GELU,
+    "PositionalEmbedding": lambda: nnx.PositionalEmbedding(5, WIDTH),
+    "MultiHeadAttention": lambda: nnx.MultiHeadAttention(6, 2),
+    "MultiHeadAttention-causal": lambda: nnx.MultiHeadAttention(6, 3, causal=True),
+    "MultiHeadAttention-causal-T1": lambda: nnx.MultiHeadAttention(6, 2, causal=True),
+    "TransformerBlock": lambda: nnx.TransformerBlock(6, 2, 8),
+    "TransformerBlock-causal": lambda: nnx.TransformerBlock(6, 3, 7, causal=True),
+    "MeanOverTime": nnx.MeanOverTime,
+})
+SEQUENCES = (2, 3, WIDTH)
+
 IMAGES = (2, 2, 4, 4)
 INPUTS = {   # name: host input maker (default: away_from_zero((BATCH, WIDTH)))
     "Conv2D": lambda r: r.standard_normal((2, 2, 5, 5)),
@@ -96,6 +113,18 @@ INPUTS = {   # name: host input maker (default: away_from_zero((BATCH, WIDTH)))
     "BatchNorm-images": lambda r: 1 + 2 * r.standard_normal((3, 2, 2, 3)),
     "BatchNorm-eval": lambda r: 1 + 2 * r.standard_normal((3, 2, 2, 3)),
     "CNN-small": lambda r: r.standard_normal((3, 1, 4, 4)),
+    "Linear-sequence": lambda r: r.standard_normal(SEQUENCES),
+    "Softmax-axis1": lambda r: r.standard_normal(SEQUENCES),
+    "Dropout-sequence": lambda r: r.standard_normal(SEQUENCES),
+    "LayerNorm": lambda r: r.standard_normal(SEQUENCES),
+    "GELU": lambda r: 2 * r.standard_normal(SEQUENCES),
+    "PositionalEmbedding": lambda r: r.standard_normal(SEQUENCES),
+    "MultiHeadAttention": lambda r: r.standard_normal((2, 3, 6)),
+    "MultiHeadAttention-causal": lambda r: r.standard_normal((2, 4, 6)),
+    "MultiHeadAttention-causal-T1": lambda r: r.standard_normal((3, 1, 6)),
+    "TransformerBlock": lambda r: r.standard_normal((2, 3, 6)),
+    "TransformerBlock-causal": lambda r: r.standard_normal((2, 3, 6)),
+    "MeanOverTime": lambda r: r.standard_normal(SEQUENCES),
 }
 
 

@@ -148,3 +148,4 @@ def test_optimiser_and_compiled_step_snippets_say_what_they_show(marker, capsys)
     exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert ("gradient norm" in out) if "AdamW" in marker else ("eager - NumPy" in out)
+

@@ -34,37 +34,69 @@ class _MultiInput(Module):
         return xp
 
 
+def broadcast_shape(module, xs):
+    """The shape the Array API's broadcasting gives ``xs`` (axes aligned on the right, each
+    equal or 1), or a ShapeError naming the module and every shape."""
+    ndim = max(x.ndim for x in xs)
+    shapes = [(1,) * (ndim - x.ndim) + tuple(x.shape) for x in xs]
+    out = []
+    for sizes in zip(*shapes):
+        big = {n for n in sizes if n != 1}
+        if len(big) > 1:
+            raise ShapeError(f"{module!r}.fprop: inputs have shapes {_shapes(xs)}, which do "
+                             f"not broadcast (no broadcasting rule joins them: aligned on the "
+                             f"right, each axis must agree or be 1)")
+        out.append(big.pop() if big else 1)
+    return tuple(out)
+
+
+def unbroadcast(xp, g, shape):
+    """The gradient of an input of ``shape`` broadcast to g's shape: g summed over the axes
+    broadcasting added or stretched from 1 (g itself when the shapes agree)."""
+    if tuple(g.shape) == tuple(shape):
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                      if n == 1 and g.shape[lead + i] != 1)
+    return xp.reshape(xp.sum(g, axis=axes), shape) if axes else g
+
+
 class Add(_MultiInput):
-    """y = x1 + x2 + ...   (same shapes);   dx_k = g"""
+    """y = x1 + x2 + ...   (shapes broadcast as the Array API standard says);
+    dx_k = g summed over the axes broadcasting stretched for x_k (g itself for equal shapes)"""
 
     def fprop(self, x1, x2, *more):
         xs = (x1, x2) + more
-        self._check_inputs(xs)
+        self._check_inputs(xs, same_shape=False)
+        self._out_shape = broadcast_shape(self, xs)
         y = x1 + x2
         for x in more:
-            y += x
-        self._out_shape, self.n = tuple(y.shape), len(xs)
+            y = y + x
+        self.shapes = [tuple(x.shape) for x in xs]
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
-        return (grad_output,) * self.n if need_input_grad else None
+        xp = self._check_grad(grad_output)
+        if not need_input_grad:
+            return None
+        return tuple(unbroadcast(xp, grad_output, s) for s in self.shapes)
 
 
 class Multiply(_MultiInput):
-    """y = x1·x2·...  (elementwise, same shapes);   dx_k = g·Π_{j≠k} x_j"""
+    """y = x1·x2·...  (elementwise; shapes broadcast as the Array API standard says);
+    dx_k = g·Π_{j≠k} x_j, summed over the axes broadcasting stretched for x_k"""
 
     def fprop(self, x1, x2, *more):
         self.xs = (x1, x2) + more
-        self._check_inputs(self.xs)
+        self._check_inputs(self.xs, same_shape=False)
+        self._out_shape = broadcast_shape(self, self.xs)
         y = x1 * x2
         for x in more:
-            y *= x
-        self._out_shape = tuple(y.shape)
+            y = y * x
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
+        xp = self._check_grad(grad_output)
         if not need_input_grad:
             return None
         grads = []
@@ -73,21 +105,38 @@ class Multiply(_MultiInput):
             for j, x in enumerate(self.xs):
                 if j != k:
                     d = d * x
-            grads.append(d)
+            grads.append(unbroadcast(xp, d, tuple(self.xs[k].shape)))
         return tuple(grads)
 
 
+def _axis_slice(axis, start, stop):
+    """An index picking [start:stop] along non-negative ``axis``."""
+    return (slice(None),) * axis + (slice(start, stop), Ellipsis)
+
+
 class Concat(_MultiInput):
-    """y = [x1, x2, ...] joined along the last (feature) axis;   dx_k = g[..., slice k]"""
+    """y = [x1, x2, ...] joined along ``axis`` (default the last, the features);
+    dx_k = g[slice k along axis]"""
+
+    def __init__(self, axis=-1):
+        self.axis = _checks.integer("Concat", "axis", axis, -(1 << 30), "be an integer")
+
+    def config(self):
+        return {} if self.axis == -1 else {"axis": self.axis}
 
     def fprop(self, x1, x2, *more):
         xs = (x1, x2) + more
         xp = self._check_inputs(xs, same_shape=False)
-        if any(x.ndim < 1 or tuple(x.shape[:-1]) != tuple(x1.shape[:-1]) for x in xs):
-            raise ShapeError(f"{self!r}.fprop: inputs have shapes {_shapes(xs)}; all but the "
-                             f"last axis must agree")
-        self.widths = [x.shape[-1] for x in xs]
-        y = xp.concat(xs, axis=-1)
+        ndim = x1.ndim
+        a = self.axis % ndim if ndim and -ndim <= self.axis < ndim else None
+        if a is None or any(x.ndim != ndim or tuple(x.shape[:a]) + tuple(x.shape[a + 1:]) !=
+                            tuple(x1.shape[:a]) + tuple(x1.shape[a + 1:]) for x in xs):
+            which = "the last axis" if self.axis == -1 else f"axis {self.axis}"
+            raise ShapeError(f"{self!r}.fprop: inputs have shapes {_shapes(xs)}; all but "
+                             f"{which} must agree")
+        self.a = a
+        self.widths = [x.shape[a] for x in xs]
+        y = xp.concat(xs, axis=a)
         self._out_shape = tuple(y.shape)
         return y
 
@@ -97,18 +146,19 @@ class Concat(_MultiInput):
             return None
         grads, start = [], 0
         for w in self.widths:
-            grads.append(grad_output[..., start:start + w])
+            grads.append(grad_output[_axis_slice(self.a, start, start + w)])
             start += w
         return tuple(grads)
 
 
 class Split(Module):
-    """(y1, y2, ...) = x cut along the last axis into widths ``sizes``;  dx = [g1, g2, ...]
+    """(y1, y2, ...) = x cut along ``axis`` (default the last) into widths ``sizes``;
+    dx = [g1, g2, ...] joined along that axis
 
     A graph node refers to its k-th output as "name:k".
     """
 
-    def __init__(self, sizes):
+    def __init__(self, sizes, axis=-1):
         what = "a list of two or more positive integers"
         try:
             self.sizes = [_checks.positive_int("Split", "sizes", s) for s in sizes]
@@ -118,20 +168,25 @@ class Split(Module):
             raise ArgumentError(f"Split: sizes must be {what}, got {sizes!r}") from None
         if len(self.sizes) < 2:
             raise ArgumentError(f"Split: sizes must be {what}, got {sizes!r}")
+        self.axis = _checks.integer("Split", "axis", axis, -(1 << 30), "be an integer")
         self.n_outputs = len(self.sizes)
 
     def config(self):
-        return {"_sizes": self.sizes}
+        return {"_sizes": self.sizes} if self.axis == -1 else \
+            {"_sizes": self.sizes, "axis": self.axis}
 
     def fprop(self, x):
         namespace(x)
-        if x.ndim < 1 or x.shape[-1] != sum(self.sizes):
-            raise ShapeError(f"{self!r}.fprop: input has shape {tuple(x.shape)}, expected a "
-                             f"last axis of {sum(self.sizes)} = {' + '.join(map(str, self.sizes))}")
-        self.x = x
+        ndim = x.ndim
+        a = self.axis % ndim if ndim and -ndim <= self.axis < ndim else None
+        if a is None or x.shape[a] != sum(self.sizes):
+            which = "a last axis" if self.axis == -1 else f"an axis {self.axis}"
+            raise ShapeError(f"{self!r}.fprop: input has shape {tuple(x.shape)}, expected "
+                             f"{which} of {sum(self.sizes)} = {' + '.join(map(str, self.sizes))}")
+        self.x, self.a = x, a
         ys, start = [], 0
         for w in self.sizes:
-            ys.append(x[..., start:start + w])
+            ys.append(x[_axis_slice(a, start, start + w)])
             start += w
         self._out_shape = tuple(tuple(y.shape) for y in ys)
         return tuple(ys)
@@ -149,12 +204,12 @@ class Split(Module):
         parts = []
         for k, (g, shape) in enumerate(zip(grads, self._out_shape)):
             if g is None:
-                g = xp.zeros_like(self.x[..., :shape[-1]])
+                g = xp.zeros_like(self.x[_axis_slice(self.a, 0, shape[self.a])])
             elif tuple(g.shape) != shape:
                 raise ShapeError(f"{self!r}.bprop: grad {k} has shape {tuple(g.shape)}, but "
                                  f"output {k} had {shape}")
             parts.append(g)
-        return xp.concat(parts, axis=-1)
+        return xp.concat(parts, axis=self.a)
 
 
 class Residual(Module):

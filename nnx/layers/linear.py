@@ -7,10 +7,12 @@ from ..module import Module
 
 
 class Linear(Module):
-    """Fully connected layer.
+    """Fully connected layer, on rows (N, n_in) or on any leading axes (N, T, n_in).
 
-    fprop:  y = x·W + b                      x: (N, n_in), W: (n_in, n_out), b: (n_out,)
-    bprop:  dW = xᵀ·g,  db = Σ_batch g,  dx = g·Wᵀ      g = dL/dy: (N, n_out)
+    fprop:  y = x·W + b                      x: (..., n_in), W: (n_in, n_out), b: (n_out,)
+    bprop:  dW = xᵀ·g,  db = Σ g,  dx = g·Wᵀ      g = dL/dy: (..., n_out)
+            (with leading axes, x and g are read as (M, n_in) and (M, n_out) rows, M their
+            product: dW is one matmul and db one sum over every row)
 
     W ~ N(0, sqrt(2/(n_in+n_out))) drawn on the host (the same on every backend), b = 0.
     """
@@ -29,7 +31,7 @@ class Linear(Module):
         return {"_n_in": self.n_in, "_n_out": self.n_out}
 
     def fprop(self, x):
-        self._check_input(x, self.n_in)
+        self._check_input(x, self.n_in, leading=True)
         self.x = x
         y = x @ self.W
         y += self.b
@@ -38,7 +40,11 @@ class Linear(Module):
 
     def bprop(self, grad_output, *, need_input_grad=True):
         xp = self._check_grad(grad_output)
-        g = grad_output
-        self.dW = self.x.T @ g
+        g, x = grad_output, self.x
+        if g.ndim > 2:                      # (N, T, ...) as rows: one matmul, one sum
+            rows = math.prod(g.shape[:-1])
+            g = xp.reshape(g, (rows, self.n_out))
+            x = xp.reshape(x, (rows, self.n_in))
+        self.dW = x.T @ g
         self.db = xp.sum(g, axis=0)
-        return g @ self.W.T if need_input_grad else None
+        return grad_output @ self.W.T if need_input_grad else None
