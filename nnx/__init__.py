@@ -21,6 +21,7 @@ from .gradcheck import GradcheckResult, gradcheck
 from .layers import (Dropout, L2Normalize, LeakyReLU, Linear, LogSoftmax, PReLU, ReLU,
                      Sigmoid, Softmax, Softplus, Tanh)
 from .layers import AvgPool2D, BatchNorm, Conv2D, Flatten, MaxPool2D, Reshape
+from .layers import GRU, LSTM, RNN, Embedding, TimeStep
 from .losses import MSE, BCEWithLogits, CrossEntropy, Hinge, Loss, SoftmaxCrossEntropy
 from .module import Module
 from .optim import SGD, Adam, Optimizer
@@ -58,6 +59,7 @@ __all__ = [
     "Module", "Sequential", "Linear", "Tanh", "Sigmoid", "ReLU", "LeakyReLU", "PReLU",
     "Softplus", "Softmax", "LogSoftmax", "Dropout", "L2Normalize",
     "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Reshape", "BatchNorm",
+    "Embedding", "RNN", "LSTM", "GRU", "TimeStep",
     "Loss", "SoftmaxCrossEntropy", "CrossEntropy", "MSE", "BCEWithLogits", "Hinge",
     "Optimizer", "SGD", "Adam",
     "datasets", "DatasetError", "save", "load", "CheckpointError",

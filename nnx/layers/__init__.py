@@ -4,20 +4,26 @@ from .avg_pool2d import AvgPool2D
 from .batch_norm import BatchNorm
 from .conv2d import Conv2D
 from .dropout import Dropout
+from .embedding import Embedding
 from .flatten import Flatten
+from .gru import GRU
 from .l2_normalize import L2Normalize
 from .leaky_relu import LeakyReLU
 from .linear import Linear
 from .log_softmax import LogSoftmax
+from .lstm import LSTM
 from .max_pool2d import MaxPool2D
 from .prelu import PReLU
 from .relu import ReLU
 from .reshape import Reshape
+from .rnn import RNN
 from .sigmoid import Sigmoid
 from .softmax import Softmax
 from .softplus import Softplus
 from .tanh import Tanh
+from .time_step import TimeStep
 
 __all__ = ["Dropout", "L2Normalize", "LeakyReLU", "Linear", "LogSoftmax", "PReLU", "ReLU",
            "Sigmoid", "Softmax", "Softplus", "Tanh",
-           "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Reshape", "BatchNorm"]
+           "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Reshape", "BatchNorm",
+           "Embedding", "RNN", "LSTM", "GRU", "TimeStep"]
