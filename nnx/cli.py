@@ -89,6 +89,8 @@ def fraction(text):
 
 # defaults of the options left at None, per model (the cnn's: 87 MNIST test errors, seed 0)
 MODEL_DEFAULTS = {"cnn": {"epochs": 10, "lr": 0.05, "momentum": 0.9, "schedule": "cosine"},
+                  "lstm": {"optimizer": "adam", "epochs": 10, "hidden": 128, "schedule": "cosine"},
+                  "gru": {"optimizer": "adam", "epochs": 10, "hidden": 128, "schedule": "cosine"},
                   None: {"epochs": 20, "lr": 0.1, "momentum": 0.0, "schedule": "constant"}}
 
 
@@ -106,14 +108,18 @@ def build_parser():
     train = sub.add_parser("train", help="train a model on MNIST",
                            description="Train on MNIST (or Fashion-MNIST) and report the "
                                        "test errors out of 10000.")
-    train.add_argument("--model", choices=["linear", "mlp", "resmlp", "cnn"], default="mlp",
+    train.add_argument("--model", choices=["linear", "mlp", "resmlp", "cnn", "lstm", "gru"],
+                       default="mlp",
                        help="linear: 784-10; mlp: 784-(hidden x layers)-10; resmlp: mlp whose "
                             "hidden layers after the first are residual blocks; cnn: "
                             "2 x (conv 5x5, batch norm, max-pool 2, ReLU), linear (defaults: "
                             + ", ".join(f"--{k} {v}" for k, v in MODEL_DEFAULTS["cnn"].items())
+                            + "); lstm, gru: each image as 28 steps of 28 pixels, the "
+                              "recurrent layer's last state, linear (defaults: "
+                            + ", ".join(f"--{k} {v}" for k, v in MODEL_DEFAULTS["lstm"].items())
                             + ")")
     train.add_argument("--hidden", type=positive(int), default=None,
-                       help="units per hidden layer (default: 200; not with cnn)")
+                       help="units per hidden layer (default: 200; lstm, gru: 128; not with cnn)")
     train.add_argument("--layers", type=positive(int), default=None,
                        help="hidden layers (mlp, resmlp; default: 1)")
     train.add_argument("--activation", choices=sorted(models.ACTIVATIONS), default=None,
@@ -122,7 +128,8 @@ def build_parser():
                        help="passes over the data (default: 20; cnn: 10)")
     train.add_argument("--batch-size", type=positive(int), default=100,
                        help="examples per step (the global batch with --distributed)")
-    train.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="optimiser")
+    train.add_argument("--optimizer", choices=["sgd", "adam"], default=None,
+                       help="optimiser (default: sgd; lstm, gru: adam)")
     train.add_argument("--lr", type=positive(float), default=None,
                        help="learning rate (default: 0.1; cnn: 0.05; adam: 0.001)")
     train.add_argument("--momentum", type=fraction, default=None,
@@ -231,6 +238,8 @@ def _setup(args):
 
 
 def cmd_train(args):
+    if args.optimizer is None:
+        args.optimizer = MODEL_DEFAULTS.get(args.model, {}).get("optimizer", "sgd")
     if args.optimizer == "adam":
         if args.momentum is not None:
             raise UsageError("nnx train: error: --momentum is SGD's; Adam keeps its own "
@@ -238,6 +247,12 @@ def cmd_train(args):
         args.momentum = 0.0
         if args.lr is None:
             args.lr = ADAM_LR
+    if args.model in ("lstm", "gru"):
+        for key in ("layers", "activation"):
+            if getattr(args, key) is not None:
+                raise UsageError(f"nnx train: error: --{key} shapes the MLPs; the "
+                                 f"{args.model} has one recurrent layer of --hidden units "
+                                 f"(drop --{key})")
     if args.model == "cnn":
         for key in ("hidden", "layers", "activation"):
             if getattr(args, key) is not None:
@@ -262,6 +277,8 @@ def cmd_train(args):
     seed(args.seed)
     if args.model == "cnn":
         net = models.cnn(10)
+    elif args.model in ("lstm", "gru"):
+        net = getattr(models, args.model)(10, args.hidden)
     elif args.model == "resmlp":
         net = models.residual_mlp(784, 10, args.hidden, args.layers, args.activation)
     else:
@@ -491,6 +508,9 @@ def _check_size(args):
         widths = [h] * layers + [10]
     elif args.model == "cnn":                    # models.cnn(): its im2col columns dominate
         count, widths = 6_100, [8 * 24 * 24 * 25, 16 * 8 * 8 * 200, 8 * 24 * 24 * 6, 10]
+    elif args.model in ("lstm", "gru"):          # per step: the gates, c, h (and caches)
+        g = 4 if args.model == "lstm" else 3
+        count, widths = g * (28 * h + h * h + 2 * h) + 10 * h + 10, [28 * (3 * g + 2) * h, 10]
     else:                                        # resmlp: first layer + blocks + output
         count = 784 * h + h + layers * (h * h + h) + 10 * h + 10
         widths = [h] * (layers + 1) + [10]

@@ -1,8 +1,9 @@
 """The seeds' models by name: ``linear`` (784-10) and ``mlp`` (784-200-10 with tanh);
-``resmlp`` and ``cnn`` (a small LeNet-like convolutional network for 28x28 images)."""
+``resmlp`` and ``cnn`` (a small LeNet-like convolutional network for 28x28 images);
+``lstm`` and ``gru`` (each image read row by row, as 28 steps of 28 pixels)."""
 
-from .layers import (BatchNorm, Conv2D, Flatten, LeakyReLU, Linear, MaxPool2D, ReLU, Reshape,
-                     Sigmoid, Softplus, Tanh)
+from .layers import (GRU, LSTM, BatchNorm, Conv2D, Flatten, LeakyReLU, Linear, MaxPool2D, ReLU,
+                     Reshape, Sigmoid, Softplus, Tanh, TimeStep)
 from .sequential import Sequential
 
 ACTIVATIONS = {"tanh": Tanh, "relu": ReLU, "sigmoid": Sigmoid, "softplus": Softplus,
@@ -51,3 +52,19 @@ def cnn(n_out=10, channels=(8, 16), image=(1, 28, 28), batch_norm=True):
                   [MaxPool2D(2), ReLU()]
         c, h, w = width, (h - 4) // 2, (w - 4) // 2
     return Sequential(*layers, Flatten(), Linear(c * h * w, n_out))
+
+
+def _sequence_classifier(recurrent, n_out, hidden, steps, features):
+    return Sequential(Reshape((steps, features)), recurrent(features, hidden), TimeStep(-1),
+                      Linear(hidden, n_out))
+
+
+def lstm(n_out=10, hidden=128, steps=28, features=28):
+    """Sequential MNIST read row by row: Reshape (N, 784) → (N, 28, 28), LSTM(28, hidden),
+    its last step (TimeStep(-1)), Linear(hidden, n_out) scores."""
+    return _sequence_classifier(LSTM, n_out, hidden, steps, features)
+
+
+def gru(n_out=10, hidden=128, steps=28, features=28):
+    """As ``lstm``, with a GRU(28, hidden)."""
+    return _sequence_classifier(GRU, n_out, hidden, steps, features)

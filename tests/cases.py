@@ -73,6 +73,18 @@ MODULES.update({      # convolutional networks; their inputs are in INPUTS
         nnx.BatchNorm(3), nnx.Flatten(), nnx.Linear(3, CLASSES)),
 })
 
+MODULES.update({      # sequence models: batch-first (N, T, features) inputs in INPUTS
+    "Embedding": lambda: nnx.Embedding(7, 3),
+    "RNN": lambda: nnx.RNN(3, 4),
+    "LSTM": lambda: nnx.LSTM(3, 4),
+    "GRU": lambda: nnx.GRU(3, 4),
+    "LSTM-T1": lambda: nnx.LSTM(3, 2),
+    "TimeStep": nnx.TimeStep,
+    "LSTM-classifier": lambda: nnx.Sequential(nnx.LSTM(3, 4), nnx.TimeStep(0),
+                                              nnx.Linear(4, CLASSES)),
+    "Embedding-GRU": lambda: nnx.Sequential(nnx.Embedding(6, 3), nnx.GRU(3, 2)),
+})
+
 IMAGES = (2, 2, 4, 4)
 INPUTS = {   # name: host input maker (default: away_from_zero((BATCH, WIDTH)))
     "Conv2D": lambda r: r.standard_normal((2, 2, 5, 5)),
@@ -89,6 +101,14 @@ INPUTS = {   # name: host input maker (default: away_from_zero((BATCH, WIDTH)))
     "BatchNorm-images": lambda r: 1 + 2 * r.standard_normal((3, 2, 2, 3)),
     "BatchNorm-eval": lambda r: 1 + 2 * r.standard_normal((3, 2, 2, 3)),
     "CNN-small": lambda r: r.standard_normal((3, 1, 4, 4)),
+    "Embedding": lambda r: r.integers(0, 7, (2, 3)),
+    "RNN": lambda r: r.standard_normal((2, 3, 3)),
+    "LSTM": lambda r: r.standard_normal((2, 3, 3)),
+    "GRU": lambda r: r.standard_normal((2, 3, 3)),
+    "LSTM-T1": lambda r: r.standard_normal((2, 1, 3)),
+    "TimeStep": lambda r: r.standard_normal((2, 3, 2)),
+    "LSTM-classifier": lambda r: r.standard_normal((2, 3, 3)),
+    "Embedding-GRU": lambda r: r.integers(0, 6, (2, 4)),
 }
 
 
