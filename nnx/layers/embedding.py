@@ -40,6 +40,8 @@ class Embedding(Module):
         """Raise LabelError unless every index in ``k`` lies in [0, num_embeddings): one
         readback."""
         xp = self._check_indices(k)
+        wide = index_dtype(xp)      # narrow ints compared with V wrap around (torch uint8)
+        k = k if k.dtype == wide else xp.astype(k, wide)
         if math.prod(k.shape) and bool(xp.any((k < 0) | (k >= self.num_embeddings))):
             raise LabelError(f"{self!r}: indices must lie in [0, {self.num_embeddings}), got "
                              f"values from {int(xp.min(k))} to {int(xp.max(k))}; the table "
@@ -83,3 +85,12 @@ class Embedding(Module):
         onehot = xp.astype(xp.reshape(self.k, (-1, 1)) == rows, self.W.dtype)   # (N·T, V)
         self.dW = xp.matrix_transpose(onehot) @ xp.reshape(grad_output, (-1, self.dim))
         return None
+
+
+def first_embedding(net):
+    """The Embedding that reads ``net``'s input directly (net itself, or the first module of
+    nested Sequentials), else None: its input is indices, not floats."""
+    from ..sequential import Sequential
+    while isinstance(net, Sequential) and net.children():
+        net = net.children()[0]
+    return net if isinstance(net, Embedding) else None
