@@ -25,6 +25,12 @@ def build(model, batch, settings):
             out += [cnn_cases.torch_case(data, dtype, d) for d in _torch_devices(settings["devices"])]
             out += [cnn_cases.floor_case(spec, data, dtype) for spec in settings["devices"]]
         return out
+    if sizes == "lstm":
+        from . import lstm_cases
+        out = [lstm_cases.nnx_case(spec, data, dtype) for spec in settings["devices"]]
+        if settings["references"]:
+            out += [lstm_cases.torch_case(data, dtype, d) for d in _torch_devices(settings["devices"])]
+        return out
     out = [cases.nnx_case(sizes, spec, data, dtype) for spec in settings["devices"]]
     if settings["references"]:
         out.append(cases.numpy_case(sizes, data, dtype))
