@@ -327,3 +327,43 @@ def test_sequential_mnist_models(model):
     net = getattr(nnx.models, model)(10, 16)
     assert [type(m).__name__ for m in net] == ["Reshape", model.upper(), "TimeStep", "Linear"]
     assert tuple(net.fprop(nnx.asarray(np.zeros((3, 784)))).shape) == (3, 10)
+
+
+def test_readme_sequence_snippet_runs():
+    import re
+    from conftest import REPO
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    code = next(b for b in blocks if "nnx.LSTM(" in b)
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert tuple(scope["scores"].shape) == (8, 2) and tuple(scope["h"].shape) == (2, 4)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "lstm", "--layers", "2"], "--layers shapes the MLPs; the lstm has one "
+                                           "recurrent layer of --hidden units"),
+    (["--model", "gru", "--activation", "relu"], "--activation shapes the MLPs"),
+    (["--model", "lstm", "--momentum", "0.9"], "--momentum is SGD's"),
+])
+def test_train_lstm_usage_errors(capsys, argv, message):
+    from nnx.cli import main
+    code = main(["train", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err
+
+
+def test_train_lstm_defaults(monkeypatch):
+    """--model lstm/gru default to Adam, 10 epochs, cosine, hidden 128 (stops before data)."""
+    from nnx import cli
+    seen = {}
+
+    def stop(args):
+        seen.update(vars(args))
+        raise SystemExit(0)
+    monkeypatch.setattr(cli, "_check_outputs", stop)
+    for model in ("lstm", "gru"):
+        assert cli.main(["train", "--model", model]) == 0
+        assert (seen["optimizer"], seen["epochs"], seen["schedule"], seen["hidden"]) == \
+            ("adam", 10, "cosine", 128)
+    assert cli.main(["train", "--model", "mlp"]) == 0
+    assert seen["optimizer"] == "sgd" and seen["hidden"] == 200
