@@ -243,6 +243,9 @@ def test_embedding_indices_are_checked(device):
         with pytest.raises(nnx.LabelError, match=rf"indices must lie in \[0, 5\), got values "
                                                  rf"from {low} to {high}"):
             e.fprop(nnx.asarray(np.array(bad)))
+    with pytest.raises(nnx.ArgumentTypeError, match=r"indices must be an integer array, got "
+                                                    r"list; convert with nnx.asarray\(k\)"):
+        e.fprop([[1, 2]])
     with pytest.raises(nnx.ShapeError, match=r"indices have shape \(\)"):
         e.fprop(nnx.asarray(np.array(3)))
     assert tuple(e.fprop(nnx.asarray(np.zeros((2, 0), dtype="int64"))).shape) == (2, 0, 2)

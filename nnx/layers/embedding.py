@@ -6,8 +6,8 @@ import array_api_compat
 from nnx import backends
 
 from .. import _checks
-from ..device import check_same_device, index_dtype, short_dtype
-from ..errors import DTypeError, LabelError, ShapeError
+from ..device import check_same_device, index_dtype, namespace, short_dtype
+from ..errors import ArgumentTypeError, DTypeError, LabelError, ShapeError
 from ..module import Module
 
 
@@ -48,10 +48,12 @@ class Embedding(Module):
                              f"has one row per index (raise num_embeddings or fix the data)")
 
     def _check_indices(self, k):
-        xp = array_api_compat.array_namespace(k)
-        if not hasattr(k, "dtype") or k.dtype == xp.bool or \
-                not xp.isdtype(k.dtype, "integral"):
-            got = short_dtype(k.dtype) if hasattr(k, "dtype") else type(k).__name__
+        if not hasattr(k, "dtype") or not hasattr(k, "shape"):
+            raise ArgumentTypeError(f"{self!r}.fprop: indices must be an integer array, got "
+                                    f"{type(k).__name__}; convert with nnx.asarray(k)")
+        xp = namespace(k)
+        if k.dtype == xp.bool or not xp.isdtype(k.dtype, "integral"):
+            got = short_dtype(k.dtype)
             raise DTypeError(f"{self!r}.fprop: indices must be integers, got {got}; "
                              f"convert with nnx.asarray(k, dtype='int64') (float indices are "
                              f"refused: 2.7 has no row)")
