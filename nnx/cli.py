@@ -89,13 +89,15 @@ def fraction(text):
 
 # defaults of the options left at None, per model (the cnn's: 87 MNIST test errors, seed 0)
 MODEL_DEFAULTS = {"cnn": {"epochs": 10, "lr": 0.05, "momentum": 0.9, "schedule": "cosine"},
-                  "lstm": {"optimizer": "adam", "epochs": 10, "hidden": 128, "schedule": "cosine"},
-                  "gru": {"optimizer": "adam", "epochs": 10, "hidden": 128, "schedule": "cosine"},
+                  "lstm": {"optimizer": "adam", "lr": 0.002, "epochs": 10, "hidden": 128,
+                           "schedule": "cosine"},
+                  "gru": {"optimizer": "adam", "lr": 0.002, "epochs": 10, "hidden": 128,
+                          "schedule": "cosine"},
                   None: {"epochs": 20, "lr": 0.1, "momentum": 0.0, "schedule": "constant"}}
 
 
 MLP_DEFAULTS = {"hidden": 200, "layers": 1, "activation": "tanh"}   # not for the cnn
-ADAM_LR = 1e-3                  # --lr's default with --optimizer adam (every model)
+ADAM_LR = 1e-3                  # --lr's default with --optimizer adam (lstm, gru: their own)
 
 
 def build_parser():
@@ -131,7 +133,7 @@ def build_parser():
     train.add_argument("--optimizer", choices=["sgd", "adam"], default=None,
                        help="optimiser (default: sgd; lstm, gru: adam)")
     train.add_argument("--lr", type=positive(float), default=None,
-                       help="learning rate (default: 0.1; cnn: 0.05; adam: 0.001)")
+                       help="learning rate (default: 0.1; cnn: 0.05; adam: 0.001; lstm, gru: 0.002)")
     train.add_argument("--momentum", type=fraction, default=None,
                        help="SGD momentum, in [0, 1) (default: 0; cnn: 0.9; not with adam)")
     train.add_argument("--weight-decay", type=fraction, default=0.0,
@@ -245,8 +247,9 @@ def cmd_train(args):
             raise UsageError("nnx train: error: --momentum is SGD's; Adam keeps its own "
                              "moment estimates (drop --momentum or use --optimizer sgd)")
         args.momentum = 0.0
-        if args.lr is None:
-            args.lr = ADAM_LR
+        if args.lr is None:                     # the model's own lr if Adam is its default
+            own = MODEL_DEFAULTS.get(args.model, {})
+            args.lr = own["lr"] if own.get("optimizer") == "adam" else ADAM_LR
     if args.model in ("lstm", "gru"):
         for key in ("layers", "activation"):
             if getattr(args, key) is not None:
@@ -258,8 +261,10 @@ def cmd_train(args):
             if getattr(args, key) is not None:
                 raise UsageError(f"nnx train: error: --{key} shapes the MLPs; the cnn's "
                                  f"layers are fixed (drop --{key} or use --model mlp)")
-    for key, value in {**MLP_DEFAULTS, **MODEL_DEFAULTS.get(args.model,
-                                                          MODEL_DEFAULTS[None])}.items():
+    table = {**MLP_DEFAULTS, **MODEL_DEFAULTS[None], **MODEL_DEFAULTS.get(args.model, {})}
+    if table.get("optimizer", "sgd") != args.optimizer:     # lstm with --optimizer sgd
+        table["lr"] = MODEL_DEFAULTS[None]["lr"]
+    for key, value in table.items():
         if getattr(args, key) is None:              # the options the user left out
             setattr(args, key, value)
     from . import train as training

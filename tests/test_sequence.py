@@ -356,7 +356,8 @@ def test_train_lstm_usage_errors(capsys, argv, message):
 
 
 def test_train_lstm_defaults(monkeypatch):
-    """--model lstm/gru default to Adam, 10 epochs, cosine, hidden 128 (stops before data)."""
+    """--model lstm/gru default to Adam lr 0.002, 10 epochs, cosine, hidden 128 (stops
+    before the data)."""
     from nnx import cli
     seen = {}
 
@@ -366,7 +367,13 @@ def test_train_lstm_defaults(monkeypatch):
     monkeypatch.setattr(cli, "_check_outputs", stop)
     for model in ("lstm", "gru"):
         assert cli.main(["train", "--model", model]) == 0
-        assert (seen["optimizer"], seen["epochs"], seen["schedule"], seen["hidden"]) == \
-            ("adam", 10, "cosine", 128)
+        assert (seen["optimizer"], seen["lr"], seen["epochs"], seen["schedule"],
+                seen["hidden"]) == ("adam", 0.002, 10, "cosine", 128)
     assert cli.main(["train", "--model", "mlp"]) == 0
     assert seen["optimizer"] == "sgd" and seen["hidden"] == 200
+    assert cli.main(["train", "--model", "mlp", "--optimizer", "adam"]) == 0
+    assert seen["lr"] == 0.001
+    assert cli.main(["train", "--model", "cnn", "--optimizer", "adam"]) == 0
+    assert seen["lr"] == 0.001                      # the cnn's lr 0.05 is for its SGD
+    assert cli.main(["train", "--model", "lstm", "--optimizer", "sgd"]) == 0
+    assert (seen["lr"], seen["momentum"]) == (0.1, 0.0)
