@@ -23,6 +23,7 @@ from .layers import (Dropout, L2Normalize, LeakyReLU, Linear, LogSoftmax, PReLU,
 from .layers import AvgPool2D, BatchNorm, Conv2D, Flatten, MaxPool2D, Reshape
 from .layers import (GELU, LayerNorm, MeanOverTime, MultiHeadAttention, PositionalEmbedding,
                      TransformerBlock)
+from .layers import GRU, LSTM, RNN, Embedding, TimeStep
 from .losses import MSE, BCEWithLogits, CrossEntropy, Hinge, Loss, SoftmaxCrossEntropy
 from .module import Module
 from .optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm
@@ -62,7 +63,7 @@ __all__ = [
     "Softplus", "Softmax", "LogSoftmax", "Dropout", "L2Normalize",
     "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Reshape", "BatchNorm",
     "LayerNorm", "GELU", "PositionalEmbedding", "MultiHeadAttention", "TransformerBlock",
-    "MeanOverTime",
+    "MeanOverTime", "Embedding", "RNN", "LSTM", "GRU", "TimeStep",
     "Loss", "SoftmaxCrossEntropy", "CrossEntropy", "MSE", "BCEWithLogits", "Hinge",
     "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm",
     "datasets", "DatasetError", "save", "load", "CheckpointError",

@@ -90,6 +90,10 @@ def fraction(text):
 
 # defaults of the options left at None, per model (the cnn's: 87 MNIST test errors, seed 0)
 MODEL_DEFAULTS = {"cnn": {"epochs": 10, "lr": 0.05, "momentum": 0.9, "schedule": "cosine"},
+                  "lstm": {"optimizer": "adam", "lr": 0.002, "epochs": 10, "hidden": 128,
+                           "schedule": "cosine"},
+                  "gru": {"optimizer": "adam", "lr": 0.002, "epochs": 10, "hidden": 128,
+                          "schedule": "cosine"},
                   # --hidden is d_model, --layers the blocks; 4 heads, d_ff = 4·d_model
                   "transformer": {"epochs": 10, "optimizer": "adam", "schedule": "cosine",
                                   "hidden": 64, "layers": 2},
@@ -97,7 +101,7 @@ MODEL_DEFAULTS = {"cnn": {"epochs": 10, "lr": 0.05, "momentum": 0.9, "schedule":
 
 
 MLP_DEFAULTS = {"hidden": 200, "layers": 1, "activation": "tanh"}   # not for the cnn
-ADAM_LR = 1e-3                  # --lr's default with --optimizer adam (every model)
+ADAM_LR = 1e-3                  # --lr's default with --optimizer adam (lstm, gru: their own)
 TRANSFORMER_HEADS = 4
 
 
@@ -111,18 +115,23 @@ def build_parser():
     train = sub.add_parser("train", help="train a model on MNIST",
                            description="Train on MNIST (or Fashion-MNIST) and report the "
                                        "test errors out of 10000.")
-    train.add_argument("--model", choices=["linear", "mlp", "resmlp", "cnn", "transformer"],
+    train.add_argument("--model", choices=["linear", "mlp", "resmlp", "cnn", "lstm", "gru",
+                                            "transformer"],
                        default="mlp",
                        help="linear: 784-10; mlp: 784-(hidden x layers)-10; resmlp: mlp whose "
                             "hidden layers after the first are residual blocks; cnn: "
                             "2 x (conv 5x5, batch norm, max-pool 2, ReLU), linear (defaults: "
                             + ", ".join(f"--{k} {v}" for k, v in MODEL_DEFAULTS["cnn"].items())
+                            + "); lstm, gru: each image as 28 steps of 28 pixels, the "
+                              "recurrent layer's last state, linear (defaults: "
+                            + ", ".join(f"--{k} {v}" for k, v in MODEL_DEFAULTS["lstm"].items())
                             + "); transformer: the 28 rows as a sequence, --layers pre-LN "
                               "blocks of width --hidden with 4 heads, mean over the rows (defaults: "
                             + ", ".join(f"--{k} {v}" for k, v in
                                         MODEL_DEFAULTS["transformer"].items()) + ")")
     train.add_argument("--hidden", type=positive(int), default=None,
-                       help="units per hidden layer (default: 200; transformer: d_model, 64; not with cnn)")
+                       help="units per hidden layer (default: 200; lstm, gru: 128; "
+                            "transformer: d_model, 64; not with cnn)")
     train.add_argument("--layers", type=positive(int), default=None,
                        help="hidden layers (mlp, resmlp; default: 1; transformer: blocks, 2)")
     train.add_argument("--activation", choices=sorted(models.ACTIVATIONS), default=None,
@@ -132,9 +141,9 @@ def build_parser():
     train.add_argument("--batch-size", type=positive(int), default=100,
                        help="examples per step (the global batch with --distributed)")
     train.add_argument("--optimizer", choices=["sgd", "adam"], default=None,
-                       help="optimiser (default: sgd; transformer: adam)")
+                       help="optimiser (default: sgd; lstm, gru, transformer: adam)")
     train.add_argument("--lr", type=positive(float), default=None,
-                       help="learning rate (default: 0.1; cnn: 0.05; adam: 0.001)")
+                       help="learning rate (default: 0.1; cnn: 0.05; adam: 0.001; lstm, gru: 0.002)")
     train.add_argument("--momentum", type=fraction, default=None,
                        help="SGD momentum, in [0, 1) (default: 0; cnn: 0.9; not with adam)")
     train.add_argument("--weight-decay", type=fraction, default=0.0,
@@ -257,8 +266,15 @@ def cmd_train(args):
             raise UsageError("nnx train: error: --momentum is SGD's; Adam keeps its own "
                              "moment estimates (drop --momentum or use --optimizer sgd)")
         args.momentum = 0.0
-        if args.lr is None:
-            args.lr = ADAM_LR
+        if args.lr is None:                     # the model's own lr if Adam is its default
+            own = MODEL_DEFAULTS.get(args.model, {})
+            args.lr = own.get("lr", ADAM_LR) if own.get("optimizer") == "adam" else ADAM_LR
+    if args.model in ("lstm", "gru"):
+        for key in ("layers", "activation"):
+            if getattr(args, key) is not None:
+                raise UsageError(f"nnx train: error: --{key} shapes the MLPs; the "
+                                 f"{args.model} has one recurrent layer of --hidden units "
+                                 f"(drop --{key})")
     if args.model == "transformer":
         if args.activation is not None:
             raise UsageError("nnx train: error: --activation shapes the MLPs; the "
@@ -272,8 +288,10 @@ def cmd_train(args):
             if getattr(args, key) is not None:
                 raise UsageError(f"nnx train: error: --{key} shapes the MLPs; the cnn's "
                                  f"layers are fixed (drop --{key} or use --model mlp)")
-    for key, value in {**MLP_DEFAULTS, **MODEL_DEFAULTS.get(args.model,
-                                                          MODEL_DEFAULTS[None])}.items():
+    table = {**MLP_DEFAULTS, **MODEL_DEFAULTS[None], **MODEL_DEFAULTS.get(args.model, {})}
+    if table.get("optimizer", "sgd") != args.optimizer:     # lstm with --optimizer sgd
+        table["lr"] = MODEL_DEFAULTS[None]["lr"]
+    for key, value in table.items():
         if getattr(args, key) is None:              # the options the user left out
             setattr(args, key, value)
     from . import train as training
@@ -297,6 +315,8 @@ def cmd_train(args):
     elif args.model == "transformer":
         net = models.transformer(10, d_model=args.hidden, heads=TRANSFORMER_HEADS,
                                  d_ff=4 * args.hidden, blocks=args.layers)
+    elif args.model in ("lstm", "gru"):
+        net = getattr(models, args.model)(10, args.hidden)
     elif args.model == "resmlp":
         net = models.residual_mlp(784, 10, args.hidden, args.layers, args.activation)
     else:
@@ -538,6 +558,9 @@ def _check_size(args):
         widths = [28 * (h * 16 + TRANSFORMER_HEADS * 28 * 2)] * layers + [28 * h, 10]
     elif args.model == "cnn":                    # models.cnn(): its im2col columns dominate
         count, widths = 6_100, [8 * 24 * 24 * 25, 16 * 8 * 8 * 200, 8 * 24 * 24 * 6, 10]
+    elif args.model in ("lstm", "gru"):          # per step: the gates, c, h (and caches)
+        g = 4 if args.model == "lstm" else 3
+        count, widths = g * (28 * h + h * h + 2 * h) + 10 * h + 10, [28 * (3 * g + 2) * h, 10]
     else:                                        # resmlp: first layer + blocks + output
         count = 784 * h + h + layers * (h * h + h) + 10 * h + 10
         widths = [h] * (layers + 1) + [10]

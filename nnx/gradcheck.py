@@ -12,6 +12,7 @@ v over that tensor alone, which a single wrong entry anywhere moves.  The result
 what was covered.  Inputs and parameters must be finite; a non-finite Jacobian entry fails.
 
 Multi-input modules and graphs: pass a tuple of inputs (x1, x2, ...); each is checked like x.
+Integer inputs (an Embedding's indices) are held fixed: no Jacobian columns for them.
 Several outputs (y1, y2, ...) are checked as one output, their entries end to end
 (L = Σ_k u_k·y_k).
 """
@@ -87,7 +88,7 @@ def gradcheck(module, x, t=None, *, dtype=None, samples=None, budget=4000, mode=
     module = copy.deepcopy(module)
     xp = device.xp
     want = getattr(xp, dtype)
-    xs = tuple(xp.astype(a, want) for a in xs)
+    xs = tuple(a if xp.isdtype(a.dtype, "integral") else xp.astype(a, want) for a in xs)
     x = xs if isinstance(x, (tuple, list)) else xs[0]
     if t is not None and xp.isdtype(t.dtype, "real floating"):
         t = xp.astype(t, want)
@@ -171,8 +172,11 @@ class _Check:
     def __init__(self, module, is_loss, x, t, xp, seed):
         self.multi_in = isinstance(x, tuple)
         self.xs = x if self.multi_in else (x,)
-        self.x = self.xs[0]                 # sets device and dtype of the unit vectors
         self.module, self.is_loss, self.t, self.xp = module, is_loss, t, xp
+        floats = [a for a in self.xs if not xp.isdtype(a.dtype, "integral")]
+        self.x = (floats or [p for _, p in module.named_params()] or self.xs)[0]
+        # self.x sets the device and dtype of the unit vectors; integer inputs (indices)
+        # are held fixed: they have no gradient and no Jacobian columns
         self.rng_state = backends.host.get_state()       # same dropout mask every fprop
         backends.host.seed(seed)
         self.seed_state = backends.host.get_state()
@@ -243,7 +247,8 @@ class _Check:
         """(rows, {tensor number: columns}): every entry while the calls fit the budget
         (smallest tensors first), else ``samples`` (default SAMPLES) spread-out ones."""
         y_size = sum(math.prod(s) for s in self.y_shapes)
-        sizes = [math.prod(tuple(a.shape)) for _, a in self.tensors()]
+        sizes = [0 if self.xp.isdtype(a.dtype, "integral") else math.prod(tuple(a.shape))
+                 for _, a in self.tensors()]
         if samples is not None:
             return (_sample(y_size, samples, 1),
                     {w: _sample(n, samples, 2 + w) for w, n in enumerate(sizes)})
@@ -271,9 +276,11 @@ class _Check:
             else:
                 us = [1.0]
             gxs, gps = self.bprop(us)
-            rows_data.append([_flat(to_numpy(g)) for g in gxs + gps])
+            rows_data.append([None if g is None else _flat(to_numpy(g)) for g in gxs + gps])
         pairs, full, partial = [], [], []
         for which, (label, a) in enumerate(self.tensors()):
+            if self.xp.isdtype(a.dtype, "integral"):
+                continue                            # indices: held fixed
             shape = tuple(a.shape)
             values = _flat(to_numpy(a))
             for i in cols[which]:
@@ -315,7 +322,8 @@ class _Check:
             us.append(self.xp.astype(u, self.x.dtype) if self.y_shape else 1.0)
         gxs, gps = self.bprop(us)
         tensors = self.tensors()
-        which = range(len(tensors)) if which is None else which
+        which = [w for w in (range(len(tensors)) if which is None else which)
+                 if not self.xp.isdtype(tensors[w][1].dtype, "integral")]
         analytic, directions = 0.0, {}
         for w in which:
             label, a = tensors[w]

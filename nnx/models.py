@@ -1,9 +1,10 @@
 """The models ``nnx train --model`` names: ``linear`` (784-10) and ``mlp`` (784-200-10 with tanh);
-``resmlp``, ``cnn`` (a small LeNet-like convolutional network for 28x28 images) and
-``transformer`` (MNIST read as 28 rows of 28 pixels); ``char_transformer`` for text."""
+``resmlp``, ``cnn`` (a small LeNet-like convolutional network for 28x28 images), ``lstm`` and
+``gru`` (each image read row by row, as 28 steps of 28 pixels) and ``transformer`` (the same
+28 rows as a sequence); ``char_transformer`` for text."""
 
-from .layers import (BatchNorm, Conv2D, Flatten, LeakyReLU, Linear, MaxPool2D, ReLU, Reshape,
-                     Sigmoid, Softplus, Tanh)
+from .layers import (GRU, LSTM, BatchNorm, Conv2D, Flatten, LeakyReLU, Linear, MaxPool2D, ReLU,
+                     Reshape, Sigmoid, Softplus, Tanh, TimeStep)
 from .sequential import Sequential
 
 ACTIVATIONS = {"tanh": Tanh, "relu": ReLU, "sigmoid": Sigmoid, "softplus": Softplus,
@@ -77,3 +78,19 @@ def char_transformer(vocab, max_len=128, d_model=128, heads=4, d_ff=512, blocks=
                       *[TransformerBlock(d_model, heads, d_ff, causal=True)
                         for _ in range(blocks)],
                       LayerNorm(d_model), Linear(d_model, vocab))
+
+
+def _sequence_classifier(recurrent, n_out, hidden, steps, features):
+    return Sequential(Reshape((steps, features)), recurrent(features, hidden), TimeStep(-1),
+                      Linear(hidden, n_out))
+
+
+def lstm(n_out=10, hidden=128, steps=28, features=28):
+    """Sequential MNIST read row by row: Reshape (N, 784) → (N, 28, 28), LSTM(28, hidden),
+    its last step (TimeStep(-1)), Linear(hidden, n_out) scores."""
+    return _sequence_classifier(LSTM, n_out, hidden, steps, features)
+
+
+def gru(n_out=10, hidden=128, steps=28, features=28):
+    """As ``lstm``, with a GRU(28, hidden)."""
+    return _sequence_classifier(GRU, n_out, hidden, steps, features)

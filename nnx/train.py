@@ -23,6 +23,7 @@ from nnx import backends
 
 from . import _checks
 from .device import asarray, get_device, index_dtype, namespace, permutation, short_dtype
+from .layers.embedding import first_embedding
 from .errors import ArgumentError, LabelError, NNXError, NonFiniteError, ShapeError
 from .losses import Loss
 from .module import Module
@@ -252,6 +253,12 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
             test_labels = _labels(t_test, n_classes, "test labels")
     checked = loss.check_labels
     loss.check_labels = False           # checked once above; restored when fit returns
+    table = first_embedding(net)        # an Embedding reading x: its indices checked once
+    tables = table.check_indices if table is not None else None
+    if tables:
+        for data in (x,) if x_test is None else (x, x_test):
+            table.check(data)
+        table.check_indices = False
     try:
         device = backends.device_of(x)
         steps = math.ceil(n / batch_size)
@@ -323,6 +330,9 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
         return history
     finally:
         loss.check_labels = checked
+        if tables:
+            table.check_indices = True
+
 
 
 def _check_batches(net, n, batch_size):

@@ -93,6 +93,17 @@ MODULES.update({      # sequence models on (N, T, features); their inputs are in
     "MeanOverTime": nnx.MeanOverTime,
 })
 SEQUENCES = (2, 3, WIDTH)
+MODULES.update({      # sequence models: batch-first (N, T, features) inputs in INPUTS
+    "Embedding": lambda: nnx.Embedding(7, 3),
+    "RNN": lambda: nnx.RNN(3, 4),
+    "LSTM": lambda: nnx.LSTM(3, 4),
+    "GRU": lambda: nnx.GRU(3, 4),
+    "LSTM-T1": lambda: nnx.LSTM(3, 2),
+    "TimeStep": nnx.TimeStep,
+    "LSTM-classifier": lambda: nnx.Sequential(nnx.LSTM(3, 4), nnx.TimeStep(0),
+                                              nnx.Linear(4, CLASSES)),
+    "Embedding-GRU": lambda: nnx.Sequential(nnx.Embedding(6, 3), nnx.GRU(3, 2)),
+})
 
 IMAGES = (2, 2, 4, 4)
 INPUTS = {   # name: host input maker (default: away_from_zero((BATCH, WIDTH)))
@@ -125,6 +136,14 @@ INPUTS = {   # name: host input maker (default: away_from_zero((BATCH, WIDTH)))
     "TransformerBlock": lambda r: r.standard_normal((2, 3, 6)),
     "TransformerBlock-causal": lambda r: r.standard_normal((2, 3, 6)),
     "MeanOverTime": lambda r: r.standard_normal(SEQUENCES),
+    "Embedding": lambda r: r.integers(0, 7, (2, 3)),
+    "RNN": lambda r: r.standard_normal((2, 3, 3)),
+    "LSTM": lambda r: r.standard_normal((2, 3, 3)),
+    "GRU": lambda r: r.standard_normal((2, 3, 3)),
+    "LSTM-T1": lambda r: r.standard_normal((2, 1, 3)),
+    "TimeStep": lambda r: r.standard_normal((2, 3, 2)),
+    "LSTM-classifier": lambda r: r.standard_normal((2, 3, 3)),
+    "Embedding-GRU": lambda r: r.integers(0, 6, (2, 4)),
 }
 
 

@@ -34,6 +34,12 @@ def build(model, batch, settings):
         if settings["references"]:
             out += [tc.torch_case(data, dtype, d) for d in _torch_devices(settings["devices"])]
         return out
+    if sizes == "lstm":
+        from . import lstm_cases
+        out = [lstm_cases.nnx_case(spec, data, dtype) for spec in settings["devices"]]
+        if settings["references"]:
+            out += [lstm_cases.torch_case(data, dtype, d) for d in _torch_devices(settings["devices"])]
+        return out
     out = [cases.nnx_case(sizes, spec, data, dtype) for spec in settings["devices"]]
     out += _present(cases.nnx_compiled_case(cases.build_net(sizes, dtype, d), d, data, dtype)
                     for d in map(backends.resolve, settings["devices"]))

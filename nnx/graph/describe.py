@@ -9,7 +9,7 @@ import warnings
 from nnx import backends
 
 from .. import _checks
-from ..device import get_default_dtype, get_device, resolve_dtype, short_dtype
+from ..device import get_default_dtype, get_device, index_dtype, resolve_dtype, short_dtype
 
 _BYTES = {"float16": 2, "float32": 4, "float64": 8}
 
@@ -93,7 +93,12 @@ def _record_shapes(module, shapes, rows):
     params = module.params()
     device = backends.device_of(params[0]) if params else get_device()
     dtype = params[0].dtype if params else resolve_dtype(get_default_dtype(), device)
-    xs = [device.xp.ones(s, dtype=dtype, device=device.native) for s in shapes]
+    from ..layers.embedding import first_embedding
+    if first_embedding(module) is not None:         # indices: row 0 of the table
+        xs = [device.xp.zeros(s, dtype=index_dtype(device.xp), device=device.native)
+              for s in shapes]
+    else:
+        xs = [device.xp.ones(s, dtype=dtype, device=device.native) for s in shapes]
     state = backends.host.get_state()
     try:
         with warnings.catch_warnings():

@@ -1,0 +1,143 @@
+"""What RNN, LSTM and GRU share: parameters in PyTorch's layout, input checks, the state.
+
+Parameters (G gates: 1 for RNN, 4 for LSTM, 3 for GRU), exchangeable with torch.nn.RNN/LSTM/GRU
+as they are: ``weight_ih`` (G·H, n_in), ``weight_hh`` (G·H, H), ``bias_ih`` (G·H,),
+``bias_hh`` (G·H,), all drawn from U(−1/√H, 1/√H) on the host, as torch draws them.
+
+State.  Every fprop starts from an initial state: zeros, or the one given by ``set_state``
+(kept for every later fprop until ``reset_state()``).  With ``stateful=True`` the last state
+of each fprop becomes the initial state of the next (truncated backprop through time: the
+gradient stops at the batch boundary).  ``last_state`` is the last fprop's final state;
+``state_grad`` the gradient of the loss with respect to its initial state, after bprop.
+"""
+
+import math
+
+from nnx import backends
+
+from .. import _checks
+from ..device import check_same_device, short_dtype
+from ..errors import ArgumentTypeError, DTypeError, ShapeError
+from ..module import Module
+
+
+class Recurrent(Module):
+    param_names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    gates = 1
+    state_names = ("h",)
+
+    def __init__(self, n_in, n_hidden, *, stateful=False, dtype=None, device=None):
+        name = type(self).__name__
+        self.n_in = _checks.positive_int(name, "n_in", n_in)
+        self.n_hidden = _checks.positive_int(name, "n_hidden", n_hidden)
+        if not isinstance(stateful, bool):
+            raise ArgumentTypeError(f"{name}: stateful must be True or False, got {stateful!r}")
+        self.stateful = stateful
+        rows, k = self.gates * self.n_hidden, 1.0 / math.sqrt(self.n_hidden)
+        host = backends.host
+        self._init_params(dtype, device,
+                          weight_ih=host.uniform((rows, self.n_in), -k, k, "float64"),
+                          weight_hh=host.uniform((rows, self.n_hidden), -k, k, "float64"),
+                          bias_ih=host.uniform((rows,), -k, k, "float64"),
+                          bias_hh=host.uniform((rows,), -k, k, "float64"))
+        self._state = None          # the initial state of the next fprop; None: zeros
+        self.last_state = self.state_grad = None
+
+    def config(self):
+        return {"_n_in": self.n_in, "_n_hidden": self.n_hidden, "stateful": self.stateful}
+
+    # -- the state -------------------------------------------------------------------------
+    def set_state(self, *state):
+        """Start the following fprops from ``state`` ((h,) or, for an LSTM, (h, c)), each of
+        shape (batch, n_hidden), on the parameters' device and dtype."""
+        names = self.state_names
+        if len(state) != len(names):
+            raise ArgumentTypeError(f"{self!r}.set_state: takes {len(names)} array"
+                                    f"{'s' if len(names) > 1 else ''} ({', '.join(names)}), "
+                                    f"got {len(state)}")
+        shapes = [tuple(getattr(s, "shape", ())) for s in state]
+        for name, s, shape in zip(names, state, shapes):
+            if len(shape) != 2 or shape[1] != self.n_hidden or shape != shapes[0]:
+                raise ShapeError(f"{self!r}.set_state: {name} has shape {shape}, expected "
+                                 f"(batch, {self.n_hidden}) for every state array")
+            check_same_device(f"{self!r}.set_state", s, self.weight_hh, name)
+            if s.dtype != self.weight_hh.dtype:
+                raise DTypeError(f"{self!r}.set_state: {name} dtype {short_dtype(s.dtype)} "
+                                 f"differs from the parameters' "
+                                 f"{short_dtype(self.weight_hh.dtype)}")
+        self._state = tuple(state)
+
+    def reset_state(self):
+        """The next fprop starts from zeros (and, if stateful, carries on from there)."""
+        self._state = None
+
+    def to(self, device=None, dtype=None):
+        self._state = None          # a state on the old device or dtype would not fit
+        return super().to(device, dtype)
+
+    # -- helpers for fprop -----------------------------------------------------------------
+    def _begin(self, x):
+        """(xp, N, T, initial state tuple, input rows (N·T, n_in)) after checking x."""
+        shape = tuple(x.shape)
+        if len(shape) != 3 or shape[2] != self.n_in:
+            raise ShapeError(f"{self!r}.fprop: input has shape {shape}, expected (batch, time, "
+                             f"{self.n_in}) (batch first)")
+        xp = self._check_array(x)
+        n, steps = shape[0], shape[1]
+        if steps == 0:
+            raise ShapeError(f"{self!r}.fprop: input of shape {shape} has no time steps; "
+                             f"give sequences of length 1 or more")
+        if self._state is None:
+            zeros = xp.zeros((n, self.n_hidden), dtype=self.weight_hh.dtype,
+                             device=self.device.native)
+            state = (zeros,) * len(self.state_names)
+        else:
+            state = self._state
+            if tuple(state[0].shape)[0] != n:
+                carried = "carried" if self.stateful else "given"
+                raise ShapeError(f"{self!r}.fprop: the {carried} state has batch size "
+                                 f"{tuple(state[0].shape)[0]} but the input {shape} has {n}; "
+                                 f"call reset_state() before a batch of another size")
+        self.x = x
+        self.x_shape = shape
+        return xp, n, steps, state, xp.reshape(x, (n * steps, self.n_in))
+
+    def _end(self, xp, hs, last):
+        """The output (N, T, H) from the list of hidden states; keep the last state."""
+        self.last_state = last if len(last) > 1 else last[0]
+        if self.stateful:
+            self._state = last
+        self.y = xp.stack(hs, axis=1)
+        self._out_shape = tuple(self.y.shape)
+        return self.y
+
+    def _weight_grads(self, xp, da_x, da_h, h_prev, scale=None, need_input_grad=True,
+                      w_ih=None):
+        """dW_ih, dW_hh, db_ih, db_hh from the pre-activation gradients of all steps at once:
+        da_x (N, T, G·H) of the input projection, da_h of the recurrent one, h_prev (N, T, H)
+        the states they multiplied; returns dx (or None)."""
+        n, steps = self.x_shape[0], self.x_shape[1]
+        rows = self.gates * self.n_hidden
+        gx = xp.reshape(da_x, (n * steps, rows))
+        gh = gx if da_h is None else xp.reshape(da_h, (n * steps, rows))
+        x2 = xp.reshape(self.x, (n * steps, self.n_in))
+        hp = xp.reshape(h_prev, (n * steps, self.n_hidden))
+        dw_ih = xp.matrix_transpose(gx) @ x2
+        dw_hh = xp.matrix_transpose(gh) @ hp
+        db_ih = xp.sum(gx, axis=0)
+        db_hh = xp.sum(gh, axis=0)          # its own array, even when equal to db_ih
+        if scale is not None:
+            dw_ih, dw_hh = dw_ih * scale[:, None], dw_hh * scale[:, None]
+            db_ih, db_hh = db_ih * scale, db_hh * scale
+        self.dweight_ih, self.dweight_hh, self.dbias_ih, self.dbias_hh = dw_ih, dw_hh, db_ih, db_hh
+        if not need_input_grad:
+            return None
+        w = self.weight_ih if w_ih is None else w_ih
+        return xp.reshape(gx @ w, self.x_shape)
+
+    def _row_scale(self, xp, sigmoid_gates):
+        """(G·H,): 0.5 on the rows of sigmoid gates, 1 elsewhere.  σ(a) = ½·tanh(a/2) + ½,
+        so one tanh over a step's pre-activations (those rows halved) serves every gate."""
+        h = self.n_hidden
+        values = [0.5 if sig else 1.0 for sig in sigmoid_gates for _ in range(h)]
+        return xp.asarray(values, dtype=self.weight_hh.dtype, device=self.device.native)
