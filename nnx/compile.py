@@ -54,6 +54,7 @@ class Step:
         self.correct = None
         self.compile_seconds = {}
         self._program = None
+        self._saved = None
         self.traces = 0                         # how often jax traced the step (per shape)
         self._all = _modules(net)               # the tree as it is now (a new step after
         self._bslots = _buffer_slots(net)       # changing its structure)
@@ -109,20 +110,19 @@ class Step:
         static = (tuple(m.training for m in self._all), _hyper(opt), self.loss.check_labels)
         args = (params, list(opt.state), [getattr(m, n) for m, n in bslots],
                 (opt.lr, lr_t), x, t, static)
-        saved = [dict(vars(o)) for o in self._owners]     # restored if this call traces
-        self._traced = False
+        self._traced = False            # pure() snapshots the modules when jax traces it
         start = time.perf_counter()
         try:
             out = self._program(*args)
         except Exception as e:     # noqa: BLE001 - what went wrong, in nnx's words
             if self._traced:
-                self._restore(saved)
+                self._restore()
             if isinstance(e, NNXError):
                 raise
             raise ArgumentError(f"compile_step: the jitted step failed: "
                                 f"{str(e).splitlines()[0]}") from e
         if self._traced:                        # the modules hold tracers now: undo that
-            self._restore(saved)
+            self._restore()
         value, hits, grad_norm, params, grads, state, buffers = out
         for (m, n), p, g in zip(slots, params, grads):
             setattr(m, n, p)
@@ -142,10 +142,11 @@ class Step:
             self.compile_seconds[_shape_key(x, t)] = time.perf_counter() - start
         return value
 
-    def _restore(self, saved):
-        for o, d in zip(self._owners, saved):
+    def _restore(self):
+        for o, d in zip(self._owners, self._saved):
             vars(o).clear()
             vars(o).update(d)
+        self._saved = None
 
     def _make_program(self):
         """jax.jit of the pure step (params, state, buffers, lrs, x, t) -> (loss, hits,
@@ -161,6 +162,8 @@ class Step:
         step = self
 
         def pure(params, state, buffers, lrs, x, t, static):
+            if not step._traced:                # as they were before this trace
+                step._saved = [dict(vars(o)) for o in step._owners]
             step._traced = True
             step.traces += 1
             jax_backend.tracing = device.native
