@@ -3,35 +3,37 @@
     .venv/bin/python -m pytest bench --benchmark-only
     .venv/bin/python -m pytest bench --benchmark-only -k "mlp and 100" --bench-threads 1
 
-Each group is one model and batch size: nnx on every available backend beside the
-hand-written NumPy step, PyTorch eager and the matmul floor, so pytest-benchmark's
-comparison columns read as the ratios of nnx-bench.
+Each group is one model and batch size, with the cases of nnx-bench (``run.plan``): nnx
+on every available backend beside its references (hand-written NumPy, jax.jit, PyTorch
+eager, the matmul floor, as the model has them), so pytest-benchmark's comparison columns
+read as the ratios of nnx-bench.
 """
-
-import importlib.util
 
 import pytest
 
 from nnx import backends
-from nnx.benchmark import cases
+from nnx.benchmark import cases, run
 from nnx.benchmark.cli import devices
 
 BATCHES = (100, 1000)
-DEVICES = devices(None)
-HAVE_TORCH = importlib.util.find_spec("torch") is not None
-IMPLS = ([("nnx", d) for d in DEVICES] + [("numpy", "cpu")]
-         + ([("torch", "cpu")] if HAVE_TORCH else []) + [("floor", d) for d in DEVICES])
+SETTINGS = {"devices": devices(None), "dtype": "float32", "references": True}
 
 
-def make_case(impl, device, model, batch, dtype="float32"):
-    sizes, data = cases.MODELS[model], cases.make_data(batch, dtype)
-    if impl == "nnx":
-        return cases.nnx_case(sizes, device, data, dtype)
-    if impl == "numpy":
-        return cases.numpy_case(sizes, data, dtype)
-    if impl == "torch":
-        return cases.torch_case(sizes, data, dtype, device)
-    return cases.floor_case(sizes, device, data, dtype)
+def suite_cases(settings=SETTINGS):
+    """(model, impl, device, make) for every case nnx-bench builds (``run.plan``)."""
+    return [(model, impl, spec, make) for model in cases.MODELS
+            for impl, spec, make in run.plan(model, settings)]
+
+
+CASES = [pytest.param(model, make, id=f"{model}-{impl.replace(' ', '_')}-{spec}")
+         for model, impl, spec, make in suite_cases()]
+
+
+def build(make, batch, dtype=SETTINGS["dtype"]):
+    case = make(cases.make_data(batch, dtype))
+    if case is None:
+        pytest.skip("compile_step stays eager here; the nnx row times that step")
+    return case
 
 
 def _run(benchmark, case, mode, model, batch):
@@ -49,20 +51,22 @@ def _run(benchmark, case, mode, model, batch):
 
 
 @pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("model", list(cases.MODELS))
-@pytest.mark.parametrize("impl,device", IMPLS, ids=[f"{i}-{d}" for i, d in IMPLS])
-def test_train_step(benchmark, impl, device, model, batch):
-    _run(benchmark, make_case(impl, device, model, batch), "train", model, batch)
+@pytest.mark.parametrize("model,make", CASES)
+def test_train_step(benchmark, model, make, batch):
+    _run(benchmark, build(make, batch), "train", model, batch)
 
 
 @pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("model", list(cases.MODELS))
-@pytest.mark.parametrize("impl,device", IMPLS, ids=[f"{i}-{d}" for i, d in IMPLS])
-def test_inference(benchmark, impl, device, model, batch):
-    _run(benchmark, make_case(impl, device, model, batch), "infer", model, batch)
+@pytest.mark.parametrize("model,make", CASES)
+def test_inference(benchmark, model, make, batch):
+    _run(benchmark, build(make, batch), "infer", model, batch)
 
 
-def test_devices_resolve():
-    """Every device the suite times is usable here (a plain check, no timing)."""
-    for d in DEVICES:
-        assert backends.resolve(d).spec == d
+@pytest.mark.parametrize("name", list(backends.BACKENDS))
+def test_backend_timed(name):
+    """Every available backend's devices are in the suite; a missing one says why."""
+    reason = backends.unavailable_reason(name)
+    if reason:
+        pytest.skip(f"{name} not timed: {reason}")
+    for d in devices(name):
+        assert backends.resolve(d).spec == d and d in SETTINGS["devices"]

@@ -1,5 +1,7 @@
 """Running the cases of every model and batch size, into result rows."""
 
+import importlib
+
 from . import cases, machine, opcount, report, timing
 
 
@@ -16,39 +18,49 @@ def _torch_devices(specs):
 
 
 def build(model, batch, settings):
-    sizes, dtype = cases.MODELS[model], settings["dtype"]
-    data = cases.make_data(batch, dtype)
+    """Every case of ``model`` at ``batch``, built (see ``plan``)."""
+    data = cases.make_data(batch, settings["dtype"])
+    return _present(make(data) for _, _, make in plan(model, settings))
+
+
+def plan(model, settings):
+    """The cases of ``model`` as (impl, device spec, make) in report order, unbuilt:
+    ``make(data)`` builds the Case, or gives None for a compiled step that stays eager.
+    nnx-bench and the pytest-benchmark suite (bench/test_bench.py) both build from here."""
     from nnx import backends
-    if sizes == "cnn":
-        from . import cnn_cases
-        out = [cnn_cases.nnx_case(spec, data, dtype) for spec in settings["devices"]]
-        out += _present(cases.nnx_compiled_case(cnn_cases.build_net(dtype, d), d, data, dtype)
-                        for d in map(backends.resolve, settings["devices"]))
-        if settings["references"]:
-            out += [cnn_cases.torch_case(data, dtype, d) for d in _torch_devices(settings["devices"])]
-            out += [cnn_cases.floor_case(spec, data, dtype) for spec in settings["devices"]]
+    sizes, dtype, specs = cases.MODELS[model], settings["dtype"], settings["devices"]
+    refs = settings["references"]
+    torch_specs = _torch_devices(specs) if refs else []
+    jax_specs = [s for s in specs if s.startswith("jax")]   # where compile_step jits
+
+    def compiled(build_net):
+        def make(data, spec):
+            device = backends.resolve(spec)
+            return cases.nnx_compiled_case(build_net(dtype, device), device, data, dtype)
+        return [("nnx compiled", s, lambda data, s=s: make(data, s)) for s in jax_specs]
+
+    if isinstance(sizes, str):          # "cnn", "lstm", "transformer": <name>_cases.py
+        mod = importlib.import_module(f"{__package__}.{sizes}_cases")
+        out = [("nnx", s, lambda data, s=s: mod.nnx_case(s, data, dtype)) for s in specs]
+        if sizes == "cnn":
+            out += compiled(mod.build_net)
+        out += [("torch", d, lambda data, d=d: mod.torch_case(data, dtype, d))
+                for d in torch_specs]
+        if refs and hasattr(mod, "floor_case"):
+            out += [("floor", s, lambda data, s=s: mod.floor_case(s, data, dtype))
+                    for s in specs]
         return out
-    if sizes == "transformer":
-        from . import transformer_cases as tc
-        out = [tc.nnx_case(spec, data, dtype) for spec in settings["devices"]]
-        if settings["references"]:
-            out += [tc.torch_case(data, dtype, d) for d in _torch_devices(settings["devices"])]
-        return out
-    if sizes == "lstm":
-        from . import lstm_cases
-        out = [lstm_cases.nnx_case(spec, data, dtype) for spec in settings["devices"]]
-        if settings["references"]:
-            out += [lstm_cases.torch_case(data, dtype, d) for d in _torch_devices(settings["devices"])]
-        return out
-    out = [cases.nnx_case(sizes, spec, data, dtype) for spec in settings["devices"]]
-    out += _present(cases.nnx_compiled_case(cases.build_net(sizes, dtype, d), d, data, dtype)
-                    for d in map(backends.resolve, settings["devices"]))
-    if settings["references"]:
-        out.append(cases.numpy_case(sizes, data, dtype))
-        out += [cases.jax_case(sizes, data, dtype, spec) for spec in settings["devices"]
-                if spec.startswith("jax")]
-        out += [cases.torch_case(sizes, data, dtype, d) for d in _torch_devices(settings["devices"])]
-        out += [cases.floor_case(sizes, spec, data, dtype) for spec in settings["devices"]]
+    out = [("nnx", s, lambda data, s=s: cases.nnx_case(sizes, s, data, dtype)) for s in specs]
+    out += compiled(lambda dtype, device: cases.build_net(sizes, dtype, device))
+    if refs:
+        out.append(("numpy", "cpu", lambda data: cases.numpy_case(sizes, data, dtype)))
+        out += [("jax", s, lambda data, s=s: cases.jax_case(sizes, data, dtype, s))
+                for s in jax_specs]
+    out += [("torch", d, lambda data, d=d: cases.torch_case(sizes, data, dtype, d))
+            for d in torch_specs]
+    if refs:
+        out += [("floor", s, lambda data, s=s: cases.floor_case(sizes, s, data, dtype))
+                for s in specs]
     return out
 
 

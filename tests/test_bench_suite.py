@@ -1,0 +1,39 @@
+"""The pytest-benchmark suite in bench/ (not run by CI) can build every model of nnx-bench:
+each of its cases, built as the suite builds it, runs one step at a tiny batch.  No timing."""
+
+import importlib.util
+import pathlib
+
+import pytest
+
+from nnx import backends
+from nnx.benchmark import cases
+
+SUITE_FILE = pathlib.Path(__file__).resolve().parents[1] / "bench" / "test_bench.py"
+
+
+@pytest.fixture(scope="module")
+def suite():
+    spec = importlib.util.spec_from_file_location("nnx_bench_suite", SUITE_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_suite_times_every_model(suite):
+    assert {model for model, *_ in suite.suite_cases()} == set(cases.MODELS)
+
+
+@pytest.mark.parametrize("model", list(cases.MODELS))
+def test_suite_builds_every_model(suite, model):
+    specs = ["cpu"] + (["strict"] if backends.unavailable_reason("strict") is None else [])
+    settings = {**suite.SETTINGS, "devices": specs}
+    built = [(impl, spec, make) for m, impl, spec, make in suite.suite_cases(settings)
+             if m == model]
+    assert {(impl, spec) for impl, spec, _ in built} >= {("nnx", s) for s in specs}
+    for impl, spec, make in built:
+        case = suite.build(make, 2)
+        assert case.device.endswith(spec), (impl, spec, case.label)
+        case.train()
+        case.infer()
+        case.sync()
