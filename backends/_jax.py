@@ -46,6 +46,11 @@ class JaxBackend(Backend):
 
     tracing = None      # the device a step is being traced for (set by nnx.compile_step)
 
+    def jit(self, fn, **options):
+        """``jax.jit(fn, **options)``: the whole step as one compiled program."""
+        import jax
+        return jax.jit(fn, **options)
+
     def native_device(self, x):
         try:
             return next(iter(x.devices()))

@@ -9,17 +9,19 @@ from nnx import backends
 def on_device(key, like, build):
     """The cached device copy of ``build()`` (host arrays), keyed by ``key`` and the device
     of ``like``; built and moved once per shape and device (``from_host`` places it on that
-    device, CuPy included)."""
+    device, CuPy included).  The least recently used entry goes first when the cache is
+    full, so what a layer just used stays."""
     device = backends.device_of(like)
     key = key + (device.spec,)
-    hit = _cache.get(key)
+    hit = _cache.pop(key, None)
     if hit is None:
-        if len(_cache) > 256:
-            _cache.clear()
-        host = build()
-        hit = _cache[key] = tuple(backends.from_host(a, device) if hasattr(a, "dtype") else a
-                                  for a in host)
+        if len(_cache) >= _SIZE:
+            del _cache[next(iter(_cache))]          # the least recently used
+        hit = tuple(backends.from_host(a, device) if hasattr(a, "dtype") else a
+                    for a in build())
+    _cache[key] = hit                               # now the most recently used
     return hit
 
 
-_cache = {}
+_SIZE = 256
+_cache = {}                 # insertion order is the order of last use

@@ -12,7 +12,7 @@ import time
 from nnx import backends
 
 from . import _checks
-from .device import check_same_device
+from .device import check_same_device, namespace
 from .errors import ArgumentError, NNXError
 from .losses import Loss
 from .module import Module
@@ -153,8 +153,6 @@ class Step:
         params, grads, state, buffers); the first three arguments are donated.  The static
         last argument (training flags, hyper-parameters, label checking) retraces when it
         changes; jax's own cache compiles once per batch shape."""
-        import jax
-        import jax.numpy as jnp
         net, loss, opt = self.net, self.loss, self.opt
         slots, bslots = opt._slots, self._bslots
         jax_backend = backends.BACKENDS["jax"]
@@ -189,15 +187,15 @@ class Step:
                 grad_norm = opt.grad_norm if opt.clip_norm is not None else None
             finally:
                 jax_backend.tracing = None
-            if check and n_classes is not None and jnp.issubdtype(t.dtype, jnp.integer):
-                bad = jnp.any((t < 0) | (t >= n_classes))   # no update, and a NaN loss
-                value = jnp.where(bad, jnp.nan, value)
+            xp = namespace(x)
+            if check and n_classes is not None and xp.isdtype(t.dtype, "integral"):
+                bad = xp.any((t < 0) | (t >= n_classes))    # no update, and a NaN loss
+                value = xp.where(bad, xp.nan, value)
                 old = (params, None, state, buffers)
-                new = tuple(n if o is None else jax.tree_util.tree_map(
-                    lambda a, b: jnp.where(bad, b, a), n, o) for n, o in zip(new, old))
+                new = tuple(n if o is None else _unless(xp, bad, n, o) for n, o in zip(new, old))
             return (value, hits, grad_norm) + new
 
-        return jax.jit(pure, donate_argnums=(0, 1, 2), static_argnums=(6,))
+        return jax_backend.jit(pure, donate_argnums=(0, 1, 2), static_argnums=(6,))
 
 
 def _hits(z, t):
@@ -285,3 +283,13 @@ def _hyper(opt):
 def _shape_key(x, t):
     return (tuple(x.shape), str(x.dtype), tuple(getattr(t, "shape", ())),
             str(getattr(t, "dtype", type(t).__name__)))
+
+
+def _unless(xp, bad, new, old):
+    """``new`` where ``bad`` is false, else ``old``: the same nesting of lists and tuples of
+    arrays (None entries kept)."""
+    if new is None:
+        return None
+    if isinstance(new, (list, tuple)):
+        return type(new)(_unless(xp, bad, a, b) for a, b in zip(new, old))
+    return xp.where(bad, old, new)

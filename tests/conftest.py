@@ -37,6 +37,14 @@ def pytest_configure(config):
         config.pluginmanager.register(plugin, "nnx.testing.plugin")
 
 
+@pytest.fixture(autouse=True)
+def _device_restored():
+    """Whatever device a test selects (nnx.set_device), the next one starts where this one
+    did: no test depends on the order the tests run in."""
+    with nnx.device(nnx.get_device().spec):
+        yield
+
+
 @pytest.fixture
 def device(nnx_device):
     """The device spec, selected and seeded for the test's duration."""

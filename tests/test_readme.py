@@ -102,6 +102,9 @@ def test_the_cli_synopsis_shows_the_real_defaults():
             assert defaults[dest] is None, option
         elif option == "device":
             assert value == "cpu"                           # the default device
+        elif option == "optimizer":                         # None: the model's own, else sgd
+            assert defaults[dest] is None and value == "sgd" and \
+                "optimizer" not in MODEL_DEFAULTS.get("mlp", {}), option
         else:
             assert str(defaults[dest]) == value or float(defaults[dest]) == float(value), \
                 (option, value, defaults[dest])
