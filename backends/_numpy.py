@@ -5,6 +5,8 @@ from .base import Backend
 
 class NumpyBackend(Backend):
     name, module, prefixes = "numpy", "numpy", ("cpu", "numpy")
+    flat_updates = False        # per array: deep 784-1024-1024-10 at batch 100 is 1.27x
+                                # slower flat (a copy of every gradient per step)
 
     def namespace(self):
         import array_api_compat.numpy

@@ -11,6 +11,10 @@ class Backend:
     module = ""         # what must be importable, e.g. "numpy"
     prefixes = ()       # device-string prefixes this backend answers to
     mutable = True      # arrays support in-place updates
+    # optimisers update all parameters of a dtype as one flat buffer: few operations (kernel
+    # launches) per step; where an operation costs next to nothing to issue (NumPy on the
+    # host) the per-array update is faster, as it copies no gradient into a flat buffer
+    flat_updates = True
 
     def probe(self):
         """None when usable here, else a short reason why not."""

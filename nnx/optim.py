@@ -176,7 +176,7 @@ class Optimizer:
             keys.setdefault(key, []).append(i)
         self._groups, self._views = [], [None] * len(params)
         for (_, device, _), index in keys.items():
-            if not device.backend.mutable:
+            if not (device.backend.mutable and device.backend.flat_updates):
                 continue
             xp = namespace(params[index[0]])
             flat = xp.concat([xp.reshape(params[i], (-1,)) for i in index])
