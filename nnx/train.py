@@ -82,6 +82,8 @@ def evaluate(net, x, t, batch_size=1000):
     _check_pair("evaluate", x, t)
     wrong = bad = None
     n = x.shape[0]
+    if n == 0:          # "0 errors" of nothing would read as a perfect score
+        raise ArgumentError("evaluate: x has 0 rows; give at least one example to evaluate")
     count = index_dtype(xp)
     with _eval_mode(net):
         for start in range(0, n, batch_size):
@@ -94,8 +96,6 @@ def evaluate(net, x, t, batch_size=1000):
             nan = xp.sum(xp.astype(~xp.all(xp.isfinite(z), axis=1), count))
             wrong = miss if wrong is None else wrong + miss
             bad = nan if bad is None else bad + nan
-    if wrong is None:
-        return 0
     counts = backends.to_host(xp.stack([wrong, bad])).tolist()    # one readback
     if counts[1]:
         raise NonFiniteError(f"evaluate: the network's output is not finite for {counts[1]} "

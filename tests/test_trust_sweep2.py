@@ -454,3 +454,12 @@ def test_check_module_reports_a_gradient_dtype_change_as_one():
     assert (first.check, first.detail) == (
         "keeps the dtype", "the dtype changed: bprop's input gradient is float32 for float64 "
                            "input; compute it in the input's dtype")
+
+
+def test_evaluate_refuses_an_empty_set():
+    """0 errors out of 0 rows is no score: one clear error, not a perfect result."""
+    net = nnx.Sequential(nnx.Linear(4, 3))
+    x = nnx.asarray(np.zeros((0, 4)))
+    t = nnx.asarray(np.zeros((0,), dtype=np.int64))
+    with pytest.raises(nnx.NNXError, match="evaluate: x has 0 rows; give at least one example"):
+        nnx.evaluate(net, x, t)
