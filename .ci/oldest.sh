@@ -21,10 +21,13 @@ FLOORS=(
     "matplotlib==3.8.4"         # the first matplotlib built for NumPy 2
     "threadpoolctl==3.0.0"
 )
+# not a floor of nnx's: the pyparsing of matplotlib 3.8.4's day (later ones warn about the
+# camelCase names that matplotlib 3.8 calls, 285 warnings in a run)
+CONTEMPORARY=("pyparsing<3.2")
 
 rm -rf "$VENV"
 python3 -m venv "$VENV"
-"$VENV/bin/pip" install --quiet "${FLOORS[@]}"
+"$VENV/bin/pip" install --quiet "${FLOORS[@]}" "${CONTEMPORARY[@]}"
 "$VENV/bin/pip" install --quiet --no-deps -e .        # nnx itself, on exactly those versions
 "$VENV/bin/pip" check
 "$VENV/bin/python" -c "import numpy, array_api_compat, tqdm; print('ci: oldest:', 'numpy', numpy.__version__, 'array-api-compat', array_api_compat.__version__, 'tqdm', tqdm.__version__)"

@@ -373,6 +373,9 @@ def test_a_device_that_is_not_a_string_is_a_device_error(spec):
 
 def test_strict_no_x64_is_unavailable_with_its_reason(capsys):
     pytest.importorskip("array_api_strict", reason="array-api-strict's no_x64 device")
+    from nnx import backends
+    if "no_x64" not in backends.BACKENDS["strict"]._names():
+        pytest.skip("this array-api-strict has no no_x64 device (later versions have it)")
     with pytest.raises(nnx.DeviceError, match="no_x64 device has no 64-bit integers, so "
                                               "argmax, integer sums and int64 labels fail"):
         nnx.asarray([1.0], device="strict:no_x64")
