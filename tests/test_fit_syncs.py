@@ -10,14 +10,7 @@ array_api_strict = pytest.importorskip("array_api_strict", reason="array-api-str
 
 def readbacks(monkeypatch, loss, steps):
     """How many times fit turns a device array into a Python value for ``steps`` steps."""
-    A = array_api_strict._array_object.Array
-    count = [0]
-    for name in ("__bool__", "__float__", "__int__", "__index__"):
-        real = getattr(A, name)
-        def counting(self, _real=real):
-            count[0] += 1
-            return _real(self)
-        monkeypatch.setattr(A, name, counting)
+    count = counting_readbacks(monkeypatch)
     rng = np.random.default_rng(0)
     x = nnx.asarray(rng.standard_normal((4 * steps, 5)), device="strict")
     t = nnx.asarray(rng.integers(0, 3, 4 * steps), device="strict")
@@ -58,6 +51,8 @@ def test_check_labels_false_switches_off_every_readback_check(make, z, t):
 
 
 def counting_readbacks(monkeypatch):
+    """A one-item list counting the readbacks (bool/float/int/index of a strict array) from
+    now until ``monkeypatch`` is undone."""
     A = array_api_strict._array_object.Array
     count = [0]
     for name in ("__bool__", "__float__", "__int__", "__index__"):
