@@ -332,3 +332,28 @@ def test_loss_with_scores_and_labels_apart(loss):
     t = nnx.asarray(np.array([0, 2]), device="strict:device1")
     with pytest.raises(nnx.DeviceError, match="targets is on strict:device1 but scores are on cpu"):
         loss.fprop(z, t)
+
+
+PARAMETERLESS = [nnx.Tanh, nnx.ReLU, lambda: nnx.LeakyReLU(0.1), nnx.Sigmoid, nnx.Softplus,
+                 nnx.Softmax, nnx.LogSoftmax, lambda: nnx.Dropout(0.0), nnx.L2Normalize,
+                 nnx.Square, nnx.Exp, nnx.Log, nnx.Sin, nnx.Cos, lambda: nnx.Scale(2.0)]
+
+
+@pytest.mark.parametrize("make", PARAMETERLESS, ids=lambda m: repr(m()))
+def test_modules_without_parameters_name_a_stray_grad_output(make):
+    """A module without parameters knows its input's device and dtype from fprop: a
+    grad_output on another device, of another dtype, or an integer input gets nnx's own
+    error, not the array library's."""
+    pytest.importorskip("array_api_strict")
+    m = make()
+    x = nnx.asarray([[0.5, 1.0, 2.0], [0.25, 0.75, 1.5]], device="strict", dtype="float64")
+    m.fprop(x)
+    elsewhere = nnx.asarray([[1.0] * 3] * 2, device="strict:device1", dtype="float64")
+    with pytest.raises(nnx.DeviceError, match=r"bprop: grad_output is on strict:device1 but "
+                                              r"fprop's input was on strict"):
+        m.bprop(elsewhere)
+    with pytest.raises(nnx.DTypeError, match=r"bprop: grad_output dtype float32 differs "
+                                             r"from the input's float64"):
+        m.bprop(nnx.asarray([[1.0] * 3] * 2, device="strict", dtype="float32"))
+    with pytest.raises(nnx.DTypeError, match=r"fprop: input dtype int64 is not a floating"):
+        m.fprop(nnx.asarray([[1, 2, 3]], device="strict"))

@@ -15,6 +15,7 @@ class Square(_Elementwise):
     """y = x²;   dx = g·2x"""
 
     def fprop(self, x):
+        self._check_array(x)
         self.x = x
         return self._done(x * x)
 
@@ -29,6 +30,7 @@ class Exp(_Elementwise):
     """y = eˣ;   dx = g·y"""
 
     def fprop(self, x):
+        self._check_array(x)
         self.y = namespace(x).exp(x)
         return self._done(self.y)
 
@@ -41,6 +43,7 @@ class Log(_Elementwise):
     """y = ln x (x > 0);   dx = g / x"""
 
     def fprop(self, x):
+        self._check_array(x)
         self.x = x
         return self._done(namespace(x).log(x))
 
@@ -53,6 +56,7 @@ class Sin(_Elementwise):
     """y = sin x;   dx = g·cos x"""
 
     def fprop(self, x):
+        self._check_array(x)
         self.x = x
         return self._done(namespace(x).sin(x))
 
@@ -67,6 +71,7 @@ class Cos(_Elementwise):
     """y = cos x;   dx = -g·sin x"""
 
     def fprop(self, x):
+        self._check_array(x)
         self.x = x
         return self._done(namespace(x).cos(x))
 
@@ -88,6 +93,7 @@ class Scale(_Elementwise):
         return {"_c": self.c}
 
     def fprop(self, x):
+        self._check_array(x)
         return self._done(x * self.c)
 
     def bprop(self, grad_output, *, need_input_grad=True):

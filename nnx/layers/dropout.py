@@ -18,6 +18,7 @@ class Dropout(Module):
         return {"p": self.p}
 
     def fprop(self, x):
+        self._check_array(x)
         self.mask = None
         if self.training and self.p > 0.0:
             host = backends.host.bernoulli_mask(tuple(x.shape), 1.0 - self.p,

@@ -1,5 +1,4 @@
 from .. import _checks
-from ..device import namespace
 from ..module import Module
 
 
@@ -20,7 +19,7 @@ class L2Normalize(Module):
         return {"eps": self.eps}
 
     def fprop(self, x):
-        xp = namespace(x)
+        xp = self._check_array(x)
         m = xp.max(xp.abs(x), axis=-1, keepdims=True)
         m = xp.where(m > 0, m, 1.0)                         # all-zero rows: n = 0
         s = x / m

@@ -1,5 +1,4 @@
 from .. import _checks
-from ..device import namespace
 from ..module import Module
 
 
@@ -13,7 +12,7 @@ class LeakyReLU(Module):
         return {"slope": self.slope}
 
     def fprop(self, x):
-        xp = namespace(x)
+        xp = self._check_array(x)
         self.mask = x > 0
         y = xp.where(self.mask, x, x * self.slope)
         self._out_shape = tuple(y.shape)

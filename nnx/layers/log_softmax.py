@@ -1,5 +1,4 @@
 from .. import _checks
-from ..device import namespace
 from ..module import Module
 
 
@@ -16,7 +15,7 @@ class LogSoftmax(Module):
         return {} if self.axis == -1 else {"axis": self.axis}
 
     def fprop(self, x):
-        xp = namespace(x)
+        xp = self._check_array(x)
         _checks.axis_of(self, x, self.axis)
         shifted = x - xp.max(x, axis=self.axis, keepdims=True)
         y = shifted - xp.log(xp.sum(xp.exp(shifted), axis=self.axis, keepdims=True))

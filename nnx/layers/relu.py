@@ -1,4 +1,3 @@
-from ..device import namespace
 from ..module import Module
 
 
@@ -6,7 +5,7 @@ class ReLU(Module):
     """y = max(x, 0);   dx = g·[x > 0]      (NaN stays NaN in y: a bad input is never hidden)"""
 
     def fprop(self, x):
-        xp = namespace(x)
+        xp = self._check_array(x)
         self.mask = x > 0
         y = xp.clip(x, min=0.0)         # where(x > 0, x, 0) would turn NaN into 0
         self._out_shape = tuple(y.shape)

@@ -23,6 +23,7 @@ class Sigmoid(Module):
     """
 
     def fprop(self, x):
+        self._check_array(x)
         y, self.y_minus = sigmoid_pair(x)
         self.y = y
         self._out_shape = tuple(y.shape)

@@ -1,5 +1,4 @@
 from .. import _checks
-from ..device import namespace
 from ..module import Module
 
 
@@ -17,7 +16,7 @@ class Softmax(Module):
         return {} if self.axis == -1 else {"axis": self.axis}
 
     def fprop(self, x):
-        xp = namespace(x)
+        xp = self._check_array(x)
         _checks.axis_of(self, x, self.axis)
         y = xp.exp(x - xp.max(x, axis=self.axis, keepdims=True))
         y /= xp.sum(y, axis=self.axis, keepdims=True)

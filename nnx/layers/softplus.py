@@ -1,4 +1,3 @@
-from ..device import namespace
 from ..module import Module
 from .sigmoid import sigmoid_pair
 
@@ -10,7 +9,7 @@ class Softplus(Module):
     """
 
     def fprop(self, x):
-        xp = namespace(x)
+        xp = self._check_array(x)
         self.x = x
         y = xp.logaddexp(x, 0.0)
         self._out_shape = tuple(y.shape)

@@ -6,6 +6,7 @@ class Tanh(Module):
     """y = tanh(x);   dx = g·(1 - y²)"""
 
     def fprop(self, x):
+        self._check_array(x)
         self.y = namespace(x).tanh(x)
         self._out_shape = tuple(self.y.shape)
         return self.y
