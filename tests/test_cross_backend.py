@@ -16,9 +16,13 @@ def run(spec, make, dtype, x_host):
         module = make().to(dtype=dtype)
         module.train()
         y = module.fprop(as_device(x_host, dtype))
-        g = as_device(np.linspace(-1, 1, int(np.prod(y.shape))).reshape(tuple(y.shape)), dtype)
+        g_host = np.linspace(-1, 1, int(np.prod(y.shape))).reshape(tuple(y.shape))
+        g = as_device(g_host, dtype)
+        g_before = nnx.to_numpy(g).copy()
         nnx.seed(7)                      # Dropout: the mask came from this state in fprop
         gx = module.bprop(g)
+        assert np.array_equal(nnx.to_numpy(g), g_before), \
+            f"{module!r}.bprop changed its grad_output in place on {spec}"
         return [nnx.to_numpy(a) for a in [y, gx] + module.grads() if a is not None]  # None:
         # no gradient for integer inputs (an Embedding's indices)
 

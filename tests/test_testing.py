@@ -64,6 +64,15 @@ class WrongCube(Cube):
         return self.x * self.x * grad_output
 
 
+class InPlaceCube(Cube):
+    """The right gradient, written into grad_output itself."""
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        self._check_grad(grad_output)
+        grad_output *= 3.0 * self.x * self.x
+        return grad_output
+
+
 class CarelessSwish(Swish):
     """Neither checks its input's device nor that fprop ran."""
 
@@ -105,6 +114,7 @@ def test_a_users_layer_passes_on_every_backend(user_layers, layer):
             assert got["gradcheck"].status == "ok" and "entries" in got["gradcheck"].detail
             assert got["agrees with cpu"].status == "ok"
             assert got["bprop before fprop"].status == "ok"
+            assert got["keeps its grad_output"].status == "ok"
             assert got["device mixing"].status == ("ok" if layer == "Swish" else "skipped")
     for spec, reason in device_params():
         if reason is not None:
@@ -124,6 +134,17 @@ def test_a_wrong_bprop_fails_naming_the_backend_dtype_and_check(user_layers):
     for spec in available():
         assert f"  gradcheck on {spec} in float64: FAILED: 144 entries" in message
     assert "agrees with cpu on" not in message       # it is wrong the same way everywhere
+
+
+def test_a_bprop_that_changes_grad_output_in_place_fails(user_layers):
+    """Its gradient is right, but a module sharing grad_output (a Residual, a Split) would
+    see the changed values: check_module says so, on every device."""
+    with pytest.raises(ModuleCheckError) as info:
+        check_module(user_layers.InPlaceCube, (3, 4), dtypes=("float64",))
+    failed = {(r.device, r.check) for r in info.value.report.failures}
+    mutable = [spec for spec in available() if not spec.startswith("jax")]   # jax: g *= a
+    assert {(spec, "keeps its grad_output") for spec in mutable} <= failed  # makes a new g
+    assert "bprop changed grad_output in place (g *= ..., g[...] = ...)" in str(info.value)
 
 
 def test_careless_layer_fails_state_and_device_checks(user_layers):

@@ -96,8 +96,10 @@ def check_module(factory, input_shape, *, devices=None, dtypes=("float64", "floa
     (then random directions through the rest); a number checks that many rows and columns
     of each tensor instead (faster for big layers, but a single wrong entry can slip by).
 
-    Checks: gradcheck; agreement with cpu (output, input gradient and parameter gradients,
-    all on the device); bprop before fprop raises nnx.StateError; an input on another device
+    Checks: fprop leaves its input and bprop its grad_output as they were (no in-place
+    change); the dtype is kept forward and back; gradcheck; agreement with cpu (output,
+    input gradient and parameter gradients, all on the device); bprop before fprop raises
+    nnx.StateError; an input on another device
     raises nnx.DeviceError (modules with parameters).  Raises ModuleCheckError (an
     AssertionError) naming the device, dtype and check of every failure; ``verbose=True``
     also prints the report.  The caller's device selection and random state are kept.
@@ -290,7 +292,8 @@ def _contract(base, target, dtype, x_host):
         y = module.fprop(x)
     except Exception as e:
         why = f"fprop failed: {_say(e)}"
-        return [("keeps its input", "skipped", why), ("keeps the dtype", "skipped", why)]
+        return [("keeps its input", "skipped", why), ("keeps the dtype", "skipped", why),
+                ("keeps its grad_output", "skipped", why)]
     after = to_numpy(x)
     kept = ((before == after) | ((before != before) & (after != after))).all()
     input_result = ("keeps its input", "ok", "fprop leaves x as it was") if kept else (
@@ -303,25 +306,35 @@ def _contract(base, target, dtype, x_host):
         return [input_result, ("keeps the dtype", "FAILED",
                                f"the dtype changed: {dtype} input gave {', '.join(got)} "
                                f"output; compute in the input's dtype (xp.astype(..., "
-                               f"x.dtype), or constants made with dtype=x.dtype)")]
+                               f"x.dtype), or constants made with dtype=x.dtype)"),
+                ("keeps its grad_output", "skipped", "the output's dtype changed")]
     try:                                         # the gradients, from an upstream of ones
         g = [asarray(backends.host.full(tuple(a.shape), 1.0, "float64"), device=target,
                      dtype=dtype) for a in ys]
+        g_before = [to_numpy(a).copy() for a in g]
         dx = module.bprop(g[0] if len(g) == 1 and not isinstance(y, (tuple, list))
                           else tuple(g))
         grads = [("input gradient", dx)] + [(f"gradient of {n}", a) for (n, _), a in
                                             zip(module.named_params(), module.grads())]
-    except Exception:                            # bprop's own failure: the other checks say
+        g_kept = all((b == to_numpy(a)).all() for b, a in zip(g_before, g))
+        grad_result = ("keeps its grad_output", "ok", "bprop leaves grad_output as it was") \
+            if g_kept else ("keeps its grad_output", "FAILED",
+                            "bprop changed grad_output in place (g *= ..., g[...] = ...): "
+                            "a module that shares it (a Residual, a Split, a second use) "
+                            "sees the changed values; compute into a new array "
+                            "(d = g * mask)")
+    except Exception as e:                       # bprop's own failure: the other checks say
         grads = []
+        grad_result = ("keeps its grad_output", "skipped", f"bprop failed: {_say(e)}")
     for what, a in grads:
         for one in (a if isinstance(a, (tuple, list)) else (a,)):
             if one is not None and short_dtype(one.dtype) != dtype:
                 return [input_result, ("keeps the dtype", "FAILED",
                                        f"the dtype changed: bprop's {what} is "
                                        f"{short_dtype(one.dtype)} for {dtype} input; compute "
-                                       f"it in the input's dtype")]
+                                       f"it in the input's dtype"), grad_result]
     return [input_result, ("keeps the dtype", "ok", f"{dtype} in, {dtype} out, forward "
-                                                    f"and back")]
+                                                    f"and back"), grad_result]
 
 
 def _gradcheck(add, spec, module, x, dtype, samples):
