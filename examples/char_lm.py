@@ -1,15 +1,18 @@
 """A character-level language model: train on any UTF-8 text, report the validation loss in
 bits per character, then sample from it.
 
-    .venv/bin/python examples/char_lm.py FILE [FILE ...] [--model lstm] [--epochs 2]
-        [--hidden 128] [--embed 32] [--seq 64] [--batch 32] [--lr 2e-3] [--sample 300]
+    .venv/bin/python examples/char_lm.py FILE [FILE ...] [--model lstm|transformer]
+        [--epochs 2] [--hidden 128] [--embed 32] [--heads 4] [--blocks 2] [--seq 64]
+        [--batch 32] [--lr 2e-3] [--sample 300]
 
 The text is split 90/10 into training and validation characters; each is cut into ``--batch``
 contiguous streams read ``--seq`` characters at a time.  The model (a row of ``MODELS``) maps
 (batch, seq) character indices to (batch, seq, features); a Linear head gives the scores of
 the next character at every position, trained with SoftmaxCrossEntropy (the mean over every
 position) and Adam.  A stateful LSTM carries its state from one window to the next
-(truncated backprop through time) and starts from zeros at each epoch.
+(truncated backprop through time) and starts from zeros at each epoch; the causal
+transformer sees one window at a time (each position attends to the ones before it) and
+samples from the last ``--seq`` characters.
 """
 
 import argparse
@@ -27,6 +30,13 @@ import nnx  # noqa: E402
 MODELS = {
     "lstm": lambda vocab, a: nnx.Sequential(nnx.Embedding(vocab, a.embed),
                                             nnx.LSTM(a.embed, a.hidden, stateful=True)),
+    # a small causal transformer: width --hidden, a learned vector per position (windows of
+    # up to --seq characters), --blocks pre-LN blocks of --heads heads, a final LayerNorm
+    "transformer": lambda vocab, a: nnx.Sequential(
+        nnx.Embedding(vocab, a.hidden), nnx.PositionalEmbedding(a.seq, a.hidden),
+        *[nnx.TransformerBlock(a.hidden, a.heads, 4 * a.hidden, causal=True)
+          for _ in range(a.blocks)],
+        nnx.LayerNorm(a.hidden)),
 }
 
 
@@ -141,8 +151,12 @@ def main(argv=None):
     parser.add_argument("files", nargs="+", help="UTF-8 text files (joined)")
     parser.add_argument("--model", choices=sorted(MODELS), default="lstm")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--embed", type=int, default=32)
+    parser.add_argument("--hidden", type=int, default=128,
+                        help="the LSTM's state, or the transformer's width")
+    parser.add_argument("--embed", type=int, default=32, help="lstm: the embedding's width")
+    parser.add_argument("--heads", type=int, default=4, help="transformer: attention heads "
+                        "(they divide --hidden)")
+    parser.add_argument("--blocks", type=int, default=2, help="transformer: blocks")
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -152,6 +166,13 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    try:
+        run(args)
+    except nnx.NNXError as e:           # a bad option: nnx's one-line message, no traceback
+        raise SystemExit(f"char_lm: {e}") from None
+
+
+def run(args):
     nnx.seed(args.seed)
     nnx.set_device(args.device)
     text = load_text(args.files)[:args.max_chars]

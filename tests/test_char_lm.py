@@ -87,3 +87,71 @@ def test_char_lm_runs_and_samples(capsys, tmp_path):
     assert "epoch 1: train" in out and "bits/char" in out and "sample:" in out
     first = float(out.split("epoch 0: validation ")[1].split()[0])
     assert first == pytest.approx(math.log2(len(set(TEXT))), abs=0.5)
+
+
+def torch_transformer_twin(torch, lm):
+    """The char_lm transformer written out in torch with lm's weights: embedding, learned
+    positions, the pre-LN causal blocks (test_attention's torch_block), LayerNorm, head."""
+    from test_attention import load_into, torch_block
+    emb, pos, *blocks, norm = list(lm.body)
+    table = torch.nn.Embedding(emb.num_embeddings, emb.dim, dtype=torch.float64)
+    load_into(torch, table, [nnx.to_numpy(emb.W)])
+    P = torch.nn.Parameter(torch.from_numpy(nnx.to_numpy(pos.P).copy()))
+    twins = [torch_block(torch, b) for b in blocks]
+    ln = torch.nn.LayerNorm(norm.params()[0].shape[0], dtype=torch.float64)
+    load_into(torch, ln, [nnx.to_numpy(p) for p in norm.params()])
+    head = torch.nn.Linear(lm.head.n_in, lm.head.n_out, dtype=torch.float64)
+    load_into(torch, head, [nnx.to_numpy(lm.head.W).T, nnx.to_numpy(lm.head.b)])
+
+    def forward(k):
+        h = table(k) + P[:k.shape[1]]
+        for block, _ in twins:
+            h = block(h)
+        return head(ln(h))
+    params = [*table.parameters(), P, *[p for _, ps in twins for p in ps], *ln.parameters(),
+              *head.parameters()]
+    return forward, params
+
+
+@pytest.mark.parametrize("optimizer, tol", [("sgd", 1e-11), ("adam", 1e-9)])
+def test_char_lm_transformer_trains_as_pytorch_does(float64, optimizer, tol):
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    char_lm = example()
+    nnx.seed(1)
+    ids, chars = char_lm.encode(TEXT)
+    batches = char_lm.windows(ids, 3, 8)
+    lm = char_lm.CharLM("transformer", len(chars),
+                        argparse.Namespace(hidden=8, heads=2, blocks=2, seq=8))
+    lm.check(ids)
+    forward, params = torch_transformer_twin(torch, lm)
+    loss = nnx.SoftmaxCrossEntropy()
+    if optimizer == "sgd":
+        opt, topt = nnx.SGD(lm.net, lr=0.5), torch.optim.SGD(params, lr=0.5)
+    else:                                   # ε negligible: see the LSTM test above
+        opt = nnx.Adam(lm.net, lr=3e-2, eps=1e-14)
+        topt = torch.optim.Adam(params, lr=3e-2, eps=1e-14)
+    ours, theirs = [], []
+    for x, y in batches[:6]:
+        ours.append(float(char_lm.step(lm, loss, opt, x, y)))
+        topt.zero_grad()
+        value = F.cross_entropy(forward(torch.from_numpy(x)).reshape(-1, len(chars)),
+                                torch.from_numpy(y.reshape(-1)))
+        value.backward()
+        topt.step()
+        theirs.append(value.item())
+    assert ours[-1] < ours[0] - 0.05                # it learns
+    np.testing.assert_allclose(ours, theirs, rtol=tol, atol=0)
+
+
+def test_char_lm_transformer_runs_samples_and_refuses_bad_heads(capsys, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT * 3, encoding="utf-8")
+    common = [str(text), "--model", "transformer", "--epochs", "1", "--seq", "8",
+              "--batch", "4", "--sample", "20", "--blocks", "1"]
+    example().main(common + ["--hidden", "8", "--heads", "2"])
+    out = capsys.readouterr().out
+    assert "transformer" in out and "epoch 1: train" in out and "sample:" in out
+    with pytest.raises(SystemExit, match=r"^char_lm: MultiHeadAttention: heads must divide "
+                                         r"d_model = 6 .* got 4"):
+        example().main(common + ["--hidden", "6", "--heads", "4"])
