@@ -52,6 +52,7 @@ autosummary_generate = True
 autosummary_imported_members = True
 autodoc_default_options = {"members": True, "member-order": "bysource"}
 autodoc_typehints = "none"              # signatures as written; the docstrings say the types
+autodoc_inherit_docstrings = False     # a layer page shows its own formulas, not Module.fprop's line
 autodoc_class_signature = "mixed"
 add_module_names = False                # "Linear(n_in, n_out)", under the nnx heading
 python_use_unqualified_type_names = True
