@@ -74,6 +74,8 @@ sphinx_gallery_conf = {
     "abort_on_example_error": False,     # report every failing tutorial; -W fails the build
     "only_warn_on_example_error": False,
     "show_memory": False,
+    # its pages load jQuery and DataTables from CDNs; each tutorial's page says its time
+    "write_computation_times": False,
     "plot_gallery": "True",
     "min_reported_time": 0,
     "matplotlib_animations": False,

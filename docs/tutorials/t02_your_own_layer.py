@@ -120,10 +120,12 @@ class WrongSwish(Swish):
         return g * s
 
 
+import textwrap
+
 try:
     nnx.gradcheck(WrongSwish(beta=1.5), x)
-except nnx.GradcheckError as e:
-    print("GradcheckError:", e)
+except nnx.GradcheckError as e:          # one line; wrapped here to fit the page
+    print(textwrap.fill(f"GradcheckError: {e}", 88, subsequent_indent="    "))
 
 # %%
 # The error names the worst entry, bprop's value and the finite difference's: an
@@ -135,7 +137,8 @@ except nnx.GradcheckError as e:
 try:
     check_module(WrongSwish, input_shape=(4, 5), devices=["cpu", "strict"])
 except nnx.testing.ModuleCheckError as e:
-    print(e)
+    for line in str(e).splitlines():     # wrapped to fit the page
+        print(textwrap.fill(line, 88, subsequent_indent="      "))
 
 # %%
 # Keeping the proof: a pytest test with ``nnx_device``
@@ -151,7 +154,6 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-import textwrap
 
 test_file = textwrap.dedent('''
     import numpy as np

@@ -72,15 +72,23 @@ print(run.stdout)
 # left out; NumPy rows show ``-``.  ``syncs`` counts the readbacks from device to host
 # inside a step (``float()``, ``bool()`` of an array): each makes the host wait for the
 # device.  nnx's training step has none.  The JSON file holds the same numbers, one
-# record per row.
+# record per row; here are the training rows again, narrowed to these columns.
 
 results = json.loads((folder / "bench.json").read_text())
 print("format:", results["format"], "- records:", len(results["results"]))
+
+
+def cell(value):
+    return "-" if value is None else value
+
+
+print(f"{'training step':<28} {'batch':>5} {'ms/step':>8} {'xnumpy':>6} {'xtorch':>6} "
+      f"{'xfloor':>6} {'ops':>4} {'syncs':>5}")
 for r in results["results"]:
-    if r["mode"] == "train" and r["ops_per_step"] is not None:
-        syncs = "-" if r["syncs_per_step"] is None else r["syncs_per_step"]
-        print(f"{r['label']:<24} batch {r['batch']:>4}: {r['ops_per_step']:>3} ops, "
-              f"{syncs} syncs per step")
+    if r["mode"] == "train":
+        print(f"{r['label']:<28} {r['batch']:>5} {r['median_ms']:>8.3f} {cell(r['vs_numpy']):>6} "
+              f"{cell(r['vs_torch']):>6} {cell(r['vs_floor']):>6} {cell(r['ops_per_step']):>4} "
+              f"{cell(r['syncs_per_step']):>5}")
 
 # %%
 # The ratios, read from the JSON
