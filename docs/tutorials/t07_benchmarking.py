@@ -36,7 +36,9 @@ import tempfile
 
 import matplotlib.pyplot as plt
 
-backends = "numpy,strict" + (",torch:cpu" if importlib.util.find_spec("torch") else "")
+installed = importlib.util.find_spec
+backends = "numpy" + (",strict" if installed("array_api_strict") else "") \
+    + (",torch:cpu" if installed("torch") else "")
 folder = pathlib.Path(tempfile.mkdtemp())
 command = [sys.executable, "-m", "nnx.benchmark", "--backends", backends,
            "--models", "mlp", "--batch-sizes", "100,500", "--threads", "1",
