@@ -58,7 +58,7 @@ add_module_names = False                # "Linear(n_in, n_out)", under the nnx h
 python_use_unqualified_type_names = True
 
 # -- MyST ------------------------------------------------------------------------------
-myst_enable_extensions = ["dollarmath", "deflist"]
+myst_enable_extensions = []               # plain CommonMark + tables: "$NNX_DATA" stays text
 myst_heading_anchors = 3                # [text](page.md#a-heading) links resolve
 
 # -- tutorials (sphinx-gallery) --------------------------------------------------------

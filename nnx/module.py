@@ -171,12 +171,16 @@ class Module:
             arrays = arrays[k:]
 
     def train(self, mode=True):
+        """Training mode (``mode=False``: eval mode) for this module and everything inside it;
+        returns the module.  Dropout and BatchNorm act differently in the two."""
         self.training = mode
         for c in self.children():
             c.train(mode)
         return self
 
     def eval(self):
+        """Eval mode (``train(False)``): Dropout passes its input through, BatchNorm uses its
+        running statistics."""
         return self.train(False)
 
     def to(self, device=None, dtype=None):
@@ -225,6 +229,7 @@ class Module:
 
     @property
     def dtype(self):
+        """The dtype of the parameters (None for a module without parameters)."""
         return getattr(self, self.param_names[0]).dtype if self.param_names else None
 
     def _check_input(self, x, width, leading=False):
