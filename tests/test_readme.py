@@ -24,7 +24,7 @@ README = (REPO / "README.md").read_text()
 # the pages that hold what moved out of the README
 PAGES = {p.relative_to(REPO).as_posix(): p.read_text()
          for p in [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
-         if "_build" not in p.parts}
+         if not {"_build", "auto_tutorials"} & set(p.parts)}
 GUIDE = {name: PAGES[f"docs/guide/{name}.md"] for name in ("cli", "testing")}
 # (page, python code, the text block after it or None), in each page's order
 BLOCKS = [(page, code, shown or None) for page, text in PAGES.items() for code, shown in

@@ -141,6 +141,34 @@ except nnx.testing.ModuleCheckError as e:
         print(textwrap.fill(line, 88, subsequent_indent="      "))
 
 # %%
+# Seen on a picture: Swish acts elementwise, so with :math:`g = 1` bprop returns the
+# derivative :math:`dy/dx` at every point of a grid, and a central difference of
+# fprop gives the same curve numerically.  The right bprop lies on it; the wrong one
+# is :math:`\sigma(\beta x)` alone, which misses the bump the product rule adds.
+
+import matplotlib.pyplot as plt
+
+grid = nnx.asarray(np.linspace(-5, 5, 201).reshape(1, -1))   # float32, the default dtype
+h = 1e-2                      # float32 keeps ~7 digits: a smaller step would mostly be noise
+numeric = (nnx.to_numpy(Swish(1.5).fprop(grid + h)) - nnx.to_numpy(Swish(1.5).fprop(grid - h))) / (2 * h)
+curves = {}
+for name, cls in (("bprop of Swish", Swish), ("bprop of WrongSwish", WrongSwish)):
+    layer = cls(1.5)
+    layer.fprop(grid)
+    curves[name] = nnx.to_numpy(layer.bprop(nnx.asarray(np.ones((1, 201)))))
+
+xs = nnx.to_numpy(grid)[0]
+fig, ax = plt.subplots(figsize=(7, 3.5))
+ax.plot(xs, numeric[0], color="0.7", lw=6, label="finite difference of fprop")
+ax.plot(xs, curves["bprop of Swish"][0], "C0", label="bprop of Swish")
+ax.plot(xs, curves["bprop of WrongSwish"][0], "C3--", label="bprop of WrongSwish")
+ax.set(xlabel="x", ylabel="dy/dx", title="Swish, beta = 1.5: the derivative three ways")
+ax.grid(alpha=0.3)
+ax.legend()
+fig.tight_layout()
+plt.show()
+
+# %%
 # Keeping the proof: a pytest test with ``nnx_device``
 # ----------------------------------------------------
 #
