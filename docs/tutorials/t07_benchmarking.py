@@ -46,6 +46,8 @@ command = [sys.executable, "-m", "nnx.benchmark", "--backends", backends,
            "--json", str(folder / "bench.json"), "--plot", str(folder / "bench.png")]
 print(" ".join(["nnx-bench"] + command[3:]).replace(str(folder) + "/", ""))
 run = subprocess.run(command, capture_output=True, text=True)
+if run.returncode != 0:                # nnx-bench ends a failure with one line saying why
+    raise RuntimeError(run.stderr.strip().splitlines()[-1])
 print("exit status", run.returncode)
 
 # %%
