@@ -118,6 +118,7 @@ def set_default_dtype(dtype):
 
 
 def get_default_dtype():
+    """The dtype of new parameters and of ``asarray`` for float data (see ``set_default_dtype``)."""
     return _default_dtype
 
 

@@ -1,4 +1,4 @@
-"""Synchronous data-parallel training across processes: MPI on CPUs, NCCL on GPUs.
+"""Synchronous data-parallel training across processes: MPI on CPUs, NCCL on GPUs::
 
     # mpirun -n 2 python -m mpi4py train.py
     import nnx, nnx.distributed as dist

@@ -53,6 +53,18 @@ def type_name(cls):
 
 
 class Module:
+    """The base class of every layer and container: ``fprop(x)`` computes the output and
+    caches what ``bprop(grad_output)`` needs to return dL/dx, and stores the parameters'
+    gradients beside them (``W`` and ``dW``).
+
+    ``params()`` and ``grads()`` list the parameters and their gradients in one stable order
+    (the order of ``named_params()``); ``train()``/``eval()`` switch modes (Dropout,
+    BatchNorm); ``to(device, dtype)`` moves or casts everything.  A subclass lists its
+    parameters in ``param_names`` and creates them with ``_init_params``; its fprop checks
+    the input with ``_check_input`` and records ``_out_shape``, its bprop starts with
+    ``_check_grad``.
+    """
+
     param_names = ()
     buffer_names = ()
 
@@ -66,6 +78,7 @@ class Module:
 
     # -- the contract --------------------------------------------------------------------
     def fprop(self, x):
+        """The output for input ``x``, caching what bprop needs."""
         raise NotImplementedError
 
     def bprop(self, grad_output, *, need_input_grad=True):
@@ -76,13 +89,16 @@ class Module:
         return self.fprop(x)
 
     def children(self):
+        """The modules inside this one (containers), in the order of ``params()``."""
         return []
 
     def params(self):
+        """The parameter arrays, this module's own first, then its children's."""
         own = [getattr(self, n) for n in self.param_names]
         return own + [p for c in self.children() for p in c.params()]
 
     def grads(self):
+        """The gradients of ``params()``, in the same order and shapes."""
         own = [getattr(self, "d" + n) for n in self.param_names]
         return own + [g for c in self.children() for g in c.grads()]
 
@@ -155,12 +171,16 @@ class Module:
             arrays = arrays[k:]
 
     def train(self, mode=True):
+        """Training mode (``mode=False``: eval mode) for this module and everything inside it;
+        returns the module.  Dropout and BatchNorm act differently in the two."""
         self.training = mode
         for c in self.children():
             c.train(mode)
         return self
 
     def eval(self):
+        """Eval mode (``train(False)``): Dropout passes its input through, BatchNorm uses its
+        running statistics."""
         return self.train(False)
 
     def to(self, device=None, dtype=None):
@@ -209,6 +229,7 @@ class Module:
 
     @property
     def dtype(self):
+        """The dtype of the parameters (None for a module without parameters)."""
         return getattr(self, self.param_names[0]).dtype if self.param_names else None
 
     def _check_input(self, x, width, leading=False):

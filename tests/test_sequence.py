@@ -332,13 +332,14 @@ def test_sequential_mnist_models(model):
     assert tuple(net.fprop(nnx.asarray(np.zeros((3, 784)))).shape) == (3, 10)
 
 
-def test_readme_sequence_snippet_runs():
+def test_the_guides_sequence_snippet_runs():
     import re
     from conftest import REPO
-    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    page = "docs/guide/sequence.md"
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / page).read_text(), re.S)
     code = next(b for b in blocks if "nnx.LSTM(" in b)
     scope = {}
-    exec(compile(code, "README.md", "exec"), scope)
+    exec(compile(code, page, "exec"), scope)
     assert tuple(scope["scores"].shape) == (8, 2) and tuple(scope["h"].shape) == (2, 4)
 
 

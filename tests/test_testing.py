@@ -245,11 +245,12 @@ def test_every_test_that_needs_mnist_is_marked():
     assert not unmarked, unmarked
 
 
-def test_the_readme_kit_snippet_runs(capsys):
+def test_the_guides_kit_snippet_runs(capsys):
     import re
-    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    page = "docs/guide/testing.md"
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / page).read_text(), re.S)
     (code,) = [b for b in blocks if "check_module" in b]
-    exec(compile(code, "README.md", "exec"), {"__name__": "readme_snippet"})
+    exec(compile(code, page, "exec"), {"__name__": "readme_snippet"})
     out = capsys.readouterr().out
     assert out.startswith("check_module(Cube()): ") and " 0 failed" in out.splitlines()[0]
 

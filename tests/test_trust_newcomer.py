@@ -17,7 +17,7 @@ def run(capsys, *argv):
     return code, out, err
 
 
-# -- submodules named in the README work after a plain `import nnx` -----------------------
+# -- submodules named in the guide work after a plain `import nnx` ------------------------
 
 def test_submodules_load_on_first_access_and_the_core_import_stays_light():
     code = ("import sys, nnx; before = set(sys.modules); "

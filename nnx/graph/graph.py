@@ -63,7 +63,7 @@ class Graph(Module):
 
     # -- construction --------------------------------------------------------------------
     def add(self, name, module, *sources):
-        """Add node ``name`` computing module(*sources); returns the graph (chainable)."""
+        """Add node ``name`` computing ``module(*sources)``; returns the graph (chainable)."""
         self._check_name(name, "node")
         if name in self.nodes or name in self.input_names:
             raise ArgumentError(f"Graph.add: the name '{name}' is already taken by "

@@ -17,9 +17,11 @@ from ..sequential import Sequential
 
 
 class SquaredDistance(Module):
-    """a[n,k] = Σ_d (x[n,d] - w[k,d])² = |x_n|² - 2 x_n·w_k + |w_k|²
+    """``a[n,k] = Σ_d (x[n,d] - w[k,d])² = |x_n|² - 2 x_n·w_k + |w_k|²``
 
-    dx = 2 (x·Σ_k g[:,k] - g·w);   dw = 2 (w·Σ_n g[n,:] - gᵀ·x)
+    ::
+
+        dx = 2 (x·Σ_k g[:,k] - g·w);   dw = 2 (w·Σ_n g[n,:] - gᵀ·x)
     """
 
     param_names = ("w",)

@@ -6,8 +6,10 @@ class AvgPool2D(_Pool2D):
     """The mean of each (kh, kw) window of NCHW images, moved by ``stride`` (default: the
     kernel size).
 
-    fprop:  y[n, c, p, q] = (1/d_pq) Σ_{i,j} x[n, c, p·sh + i − ph, q·sw + j − pw]
-    bprop:  dx[n, c, h, w] = Σ over the windows pq that cover (h, w) of g[n, c, p, q] / d_pq
+    ::
+
+        fprop:  y[n, c, p, q] = (1/d_pq) Σ_{i,j} x[n, c, p·sh + i − ph, q·sw + j − pw]
+        bprop:  dx[n, c, h, w] = Σ over the windows pq that cover (h, w) of g[n, c, p, q] / d_pq
 
     ``padding`` pads with zeros that count in the divisor (torch's default
     count_include_pad=True): d = kh·kw.  ``ceil_mode=True`` adds a last, partial window

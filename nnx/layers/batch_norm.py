@@ -10,13 +10,15 @@ from ._im2col import _on_device
 class BatchNorm(Module):
     """Batch normalisation of (N, C) rows or (N, C, H, W) images, per feature / channel c.
 
-    Statistics over the m = N (or N·H·W) values of each c:
-    training:  μ = mean x,  σ² = mean (x − μ)² (biased),  x̂ = (x − μ)/√(σ² + eps),
-               y = γ·x̂ + β;   running = (1 − momentum)·running + momentum·batch
-               (running_var takes the unbiased σ²·m/(m − 1))
-    eval:      x̂ = (x − running_mean)/√(running_var + eps),  y = γ·x̂ + β
-    bprop:     dγ = Σ g·x̂,  dβ = Σ g;  training: dx = γ/√(σ² + eps)·(g − dβ/m − x̂·dγ/m)
-               (the full gradient, through μ and σ²);  eval: dx = γ/√(running_var + eps)·g
+    ::
+
+        Statistics over the m = N (or N·H·W) values of each c:
+        training:  μ = mean x,  σ² = mean (x − μ)² (biased),  x̂ = (x − μ)/√(σ² + eps),
+                   y = γ·x̂ + β;   running = (1 − momentum)·running + momentum·batch
+                   (running_var takes the unbiased σ²·m/(m − 1))
+        eval:      x̂ = (x − running_mean)/√(running_var + eps),  y = γ·x̂ + β
+        bprop:     dγ = Σ g·x̂,  dβ = Σ g;  training: dx = γ/√(σ² + eps)·(g − dβ/m − x̂·dγ/m)
+                   (the full gradient, through μ and σ²);  eval: dx = γ/√(running_var + eps)·g
 
     A training step costs a fixed handful of array operations (three reductions forward,
     two backward), whatever the batch and image size.
@@ -24,7 +26,7 @@ class BatchNorm(Module):
     Parameters γ = 1, β = 0; buffers running_mean = 0, running_var = 1 (saved by checkpoints,
     moved by ``to()``, never trained).  In float16 the statistics (μ, σ², x̂ and the running
     buffers) are computed and kept in float32, as the losses do: (x − μ)² overflows float16
-    beyond |x − μ| = 256; the output and the gradients stay float16.
+    beyond ``|x − μ| = 256``; the output and the gradients stay float16.
     """
 
     param_names = ("gamma", "beta")

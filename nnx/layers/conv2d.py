@@ -11,9 +11,11 @@ from ._im2col import col2im, col2im_tables, fill, im2col, output_size, pair
 class Conv2D(Module):
     """2-D convolution (cross-correlation, as in PyTorch) of NCHW images, as one batched matmul.
 
-    fprop:  cols = im2col(x): (N, C·kh·kw, OH·OW);   y_n = W₂·cols_n + b
-            W₂ = W as (c_out, C·kh·kw);  OH = (H + 2·ph − kh) // sh + 1 (OW alike)
-    bprop:  dW₂ = Σ_n g_n·cols_nᵀ,  db = Σ_{n,p,q} g,  dx = col2im(W₂ᵀ·g_n)     g as (N, c_out, OH·OW)
+    ::
+
+        fprop:  cols = im2col(x): (N, C·kh·kw, OH·OW);   y_n = W₂·cols_n + b
+                W₂ = W as (c_out, C·kh·kw);  OH = (H + 2·ph − kh) // sh + 1 (OW alike)
+        bprop:  dW₂ = Σ_n g_n·cols_nᵀ,  db = Σ_{n,p,q} g,  dx = col2im(W₂ᵀ·g_n)     g as (N, c_out, OH·OW)
 
     im2col and col2im are gathers at cached indices (a few array operations per call,
     whatever the kernel size); col2im's zero for pixels fed by fewer than K' windows comes

@@ -14,9 +14,12 @@ from ..module import Module
 class Embedding(Module):
     """A table of ``num_embeddings`` vectors of size ``dim``, looked up by integer index.
 
-    fprop:  y[n, t] = W[k[n, t]]            k: integer indices (N, T) (any shape), W: (V, dim)
-    bprop:  dW = onehot(k)ᵀ·g  (V, N·T)·(N·T, dim): one matmul, no scatter; the indices have
-            no gradient (bprop returns None)
+    ::
+
+        fprop:  y[n, t] = W[k[n, t]]            k: integer indices (N, T) (any shape), W: (V, dim)
+        bprop:  dW = onehot(k)ᵀ·g  (V, N·T)·(N·T, dim): one matmul, no scatter; the indices have
+                no gradient (bprop returns None)
+
     W ~ N(0, 1) drawn on the host, as torch.nn.Embedding.  Indices must be integers in
     [0, V); the range is read back once per index array (``check_indices = False`` skips it,
     for a caller that has checked all its indices up front, as ``fit`` does).

@@ -10,8 +10,10 @@ _A = 0.044715
 class GELU(Module):
     """Gaussian error linear unit, tanh form (as torch.nn.GELU(approximate="tanh")).
 
-    y = x·h,  h = ½·(1 + tanh(u)),  u = c·(x + a·x³),  c = √(2/π), a = 0.044715
-    dx = g·(h + h·(1 − h)·x·2c·(1 + 3a·x²))      (1 − tanh² u = 4·h·(1 − h))
+    ::
+
+        y = x·h,  h = ½·(1 + tanh(u)),  u = c·(x + a·x³),  c = √(2/π), a = 0.044715
+        dx = g·(h + h·(1 − h)·x·2c·(1 + 3a·x²))      (1 − tanh² u = 4·h·(1 − h))
     """
 
     def fprop(self, x):

@@ -4,17 +4,20 @@ from ._recurrent import Recurrent
 class GRU(Recurrent):
     """Gated recurrent unit over batch-first sequences: (N, T, n_in) → (N, T, H), every h_t.
 
-    fprop, per step t (gates in torch's order r, z, n; W_ih: (3H, n_in), W_hh: (3H, H)):
-        x̃ = x_t·W_ihᵀ + b_ih  (all steps: one matmul);   h̃ = h_{t−1}·W_hhᵀ + b_hh
-        r = σ(x̃_r + h̃_r),  z = σ(x̃_z + h̃_z)
-        n = tanh(x̃_n + r·h̃_n)            (the reset gate scales W_hn·h + b_hn, as torch does)
-        h_t = (1 − z)·n + z·h_{t−1}
-    bprop, backwards through time, dh carried from step t+1:
-        dh_t = g_t + dh;   da_n = dh_t·(1 − z)·(1 − n²)
-        dh̃ = (da_n·h̃_n·r(1−r),  dh_t·(h_{t−1} − n)·z(1−z),  da_n·r)     (r, z, n blocks)
-        dx̃ = (dh̃_r, dh̃_z, da_n);   carried: dh = dh̃·W_hh + dh_t·z
-        dW_ih = Σ_t dx̃ᵀ·x_t,  db_ih = Σ dx̃,  dW_hh = Σ_t dh̃ᵀ·h_{t−1},  db_hh = Σ dh̃,
-        dx_t = dx̃·W_ih
+    ::
+
+        fprop, per step t (gates in torch's order r, z, n; W_ih: (3H, n_in), W_hh: (3H, H)):
+            x̃ = x_t·W_ihᵀ + b_ih  (all steps: one matmul);   h̃ = h_{t−1}·W_hhᵀ + b_hh
+            r = σ(x̃_r + h̃_r),  z = σ(x̃_z + h̃_z)
+            n = tanh(x̃_n + r·h̃_n)            (the reset gate scales W_hn·h + b_hn, as torch does)
+            h_t = (1 − z)·n + z·h_{t−1}
+        bprop, backwards through time, dh carried from step t+1:
+            dh_t = g_t + dh;   da_n = dh_t·(1 − z)·(1 − n²)
+            dh̃ = (da_n·h̃_n·r(1−r),  dh_t·(h_{t−1} − n)·z(1−z),  da_n·r)     (r, z, n blocks)
+            dx̃ = (dh̃_r, dh̃_z, da_n);   carried: dh = dh̃·W_hh + dh_t·z
+            dW_ih = Σ_t dx̃ᵀ·x_t,  db_ih = Σ dx̃,  dW_hh = Σ_t dh̃ᵀ·h_{t−1},  db_hh = Σ dh̃,
+            dx_t = dx̃·W_ih
+
     Array operations per time step: 12 forward, 9 backward (σ is computed as ½·tanh(a/2) + ½,
     one tanh for r and z).  The state is h: see ``set_state``, ``reset_state``, ``stateful``,
     ``last_state``, ``state_grad``.

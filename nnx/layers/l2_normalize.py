@@ -5,10 +5,12 @@ from ..module import Module
 class L2Normalize(Module):
     """Scale each row to unit Euclidean length.
 
-    n = max(||x||, eps),  y = x / n;   dx = (g - y·Σ_j g_j·y_j) / n
-    (rows with ||x|| < eps are just scaled by 1/eps: there dx = g / eps)
+    ::
 
-    ||x|| is computed as m·||x / m|| with m = max_j |x_j|, so that squares neither overflow
+        n = max(||x||, eps),  y = x / n;   dx = (g - y·Σ_j g_j·y_j) / n
+        (rows with ||x|| < eps are just scaled by 1/eps: there dx = g / eps)
+
+    ||x|| is computed as m·||x / m|| with ``m = max_j |x_j|``, so that squares neither overflow
     (huge rows: [3e19, 4e19] -> [0.6, 0.8] in float32) nor underflow (tiny rows).
     """
 

@@ -9,10 +9,12 @@ from ..module import Module
 class LayerNorm(Module):
     """Layer normalisation over the last axis: each row (..., features) on its own.
 
-    fprop:  μ = mean x,  σ² = mean (x − μ)² (biased),  r = 1/√(σ² + eps),  x̂ = (x − μ)·r,
-            y = γ·x̂ + β                          (means over the last axis, F = features)
-    bprop:  dγ = Σ g·x̂,  dβ = Σ g  (sums over every leading axis);
-            with ĝ = g·γ:  dx = r·(ĝ − mean ĝ − x̂·mean(ĝ·x̂))
+    ::
+
+        fprop:  μ = mean x,  σ² = mean (x − μ)² (biased),  r = 1/√(σ² + eps),  x̂ = (x − μ)·r,
+                y = γ·x̂ + β                          (means over the last axis, F = features)
+        bprop:  dγ = Σ g·x̂,  dβ = Σ g  (sums over every leading axis);
+                with ĝ = g·γ:  dx = r·(ĝ − mean ĝ − x̂·mean(ĝ·x̂))
 
     Works on (N, F), (N, T, F) or any leading axes; the same in training and eval.  float16
     input is normalised in float32 (its statistics would lose digits) and comes out float16.

@@ -9,10 +9,12 @@ from ..module import Module
 class Linear(Module):
     """Fully connected layer, on rows (N, n_in) or on any leading axes (N, T, n_in).
 
-    fprop:  y = x·W + b                      x: (..., n_in), W: (n_in, n_out), b: (n_out,)
-    bprop:  dW = xᵀ·g,  db = Σ g,  dx = g·Wᵀ      g = dL/dy: (..., n_out)
-            (with leading axes, x and g are read as (M, n_in) and (M, n_out) rows, M their
-            product: dW is one matmul and db one sum over every row)
+    ::
+
+        fprop:  y = x·W + b                      x: (..., n_in), W: (n_in, n_out), b: (n_out,)
+        bprop:  dW = xᵀ·g,  db = Σ g,  dx = g·Wᵀ      g = dL/dy: (..., n_out)
+                (with leading axes, x and g are read as (M, n_in) and (M, n_out) rows, M their
+                product: dW is one matmul and db one sum over every row)
 
     W ~ N(0, sqrt(2/(n_in+n_out))) drawn on the host (the same on every backend), b = 0.
     """

@@ -4,16 +4,19 @@ from ._recurrent import Recurrent
 class LSTM(Recurrent):
     """Long short-term memory over batch-first sequences: (N, T, n_in) → (N, T, H), every h_t.
 
-    fprop, per step t (gates in torch's order i, f, g, o; W_ih: (4H, n_in), W_hh: (4H, H)):
-        a_t = x_t·W_ihᵀ + b_ih + h_{t−1}·W_hhᵀ + b_hh          (x·W_ihᵀ of all steps: one matmul)
-        i, f, o = σ(a_i), σ(a_f), σ(a_o);   g = tanh(a_g)
-        c_t = f·c_{t−1} + i·g;   h_t = o·tanh(c_t)
-    bprop, backwards through time, dh carried from step t+1 (and dc likewise):
-        dh_t = g_t + dh;   dc_t = dc + dh_t·o·(1 − tanh²c_t)
-        da_i = dc_t·g·i(1−i),  da_f = dc_t·c_{t−1}·f(1−f),  da_g = dc_t·i·(1−g²),
-        da_o = dh_t·tanh c_t·o(1−o)
-        carried: dh = da_t·W_hh,  dc = dc_t·f
-        dW_ih = Σ_t da_tᵀ·x_t,  dW_hh = Σ_t da_tᵀ·h_{t−1},  db_ih = db_hh = Σ da_t,  dx_t = da_t·W_ih
+    ::
+
+        fprop, per step t (gates in torch's order i, f, g, o; W_ih: (4H, n_in), W_hh: (4H, H)):
+            a_t = x_t·W_ihᵀ + b_ih + h_{t−1}·W_hhᵀ + b_hh          (x·W_ihᵀ of all steps: one matmul)
+            i, f, o = σ(a_i), σ(a_f), σ(a_o);   g = tanh(a_g)
+            c_t = f·c_{t−1} + i·g;   h_t = o·tanh(c_t)
+        bprop, backwards through time, dh carried from step t+1 (and dc likewise):
+            dh_t = g_t + dh;   dc_t = dc + dh_t·o·(1 − tanh²c_t)
+            da_i = dc_t·g·i(1−i),  da_f = dc_t·c_{t−1}·f(1−f),  da_g = dc_t·i·(1−g²),
+            da_o = dh_t·tanh c_t·o(1−o)
+            carried: dh = da_t·W_hh,  dc = dc_t·f
+            dW_ih = Σ_t da_tᵀ·x_t,  dW_hh = Σ_t da_tᵀ·h_{t−1},  db_ih = db_hh = Σ da_t,  dx_t = da_t·W_ih
+
     Array operations per time step: 10 forward, 7 backward (σ is computed as ½·tanh(a/2) + ½,
     so one tanh covers the four gates).  The state is (h, c): see ``set_state``,
     ``reset_state``, ``stateful``, ``last_state`` and ``state_grad`` (nnx.layers._recurrent).

@@ -59,9 +59,11 @@ class MaxPool2D(_Pool2D):
     """The maximum of each (kh, kw) window of NCHW images, moved by ``stride`` (default: the
     kernel size, windows side by side).
 
-    fprop:  y[n, c, p, q] = max_{i,j} x[n, c, p·sh + i − ph, q·sw + j − pw]
-    bprop:  the gradient goes to the maximum of each window (the first one on ties):
-            dx = col2im(g · [k = argmax_k cols])
+    ::
+
+        fprop:  y[n, c, p, q] = max_{i,j} x[n, c, p·sh + i − ph, q·sw + j − pw]
+        bprop:  the gradient goes to the maximum of each window (the first one on ties):
+                dx = col2im(g · [k = argmax_k cols])
 
     ``padding`` (at most half the kernel) pads with −inf: a padded place is never the
     maximum.  ``ceil_mode=True`` adds a last, partial window where the stride leaves input

@@ -10,15 +10,18 @@ from ..module import Module
 class MultiHeadAttention(Module):
     """Multi-head self-attention over sequences (N, T, d_model), scaled dot-product.
 
-    fprop, with H heads of size D = d_model / H and every head at once (batched matmuls):
-        [Q | K | V] = x·W_qkv + b_qkv          one matmul, W_qkv: (d_model, 3·d_model)
-        Q, K, V as (N, H, T, D);   S = (Q/√D)·Kᵀ  (−∞ above the diagonal if causal)
-        P = softmax(S) along the last axis;  O = P·V, heads joined back to (N, T, d_model)
-        y = O·W_out + b_out
-    bprop, with g = dL/dy:
-        dW_out = Oᵀ·g,  db_out = Σ g,  dO = g·W_outᵀ
-        dV = Pᵀ·dO,  dP = dO·Vᵀ,  dS = P·(dP − Σ_j dP·P)   (softmax's Jacobian, per row)
-        dQ = dS·K/√D,  dK = dSᵀ·(Q/√D)
+    ::
+
+        fprop, with H heads of size D = d_model / H and every head at once (batched matmuls):
+            [Q | K | V] = x·W_qkv + b_qkv          one matmul, W_qkv: (d_model, 3·d_model)
+            Q, K, V as (N, H, T, D);   S = (Q/√D)·Kᵀ  (−∞ above the diagonal if causal)
+            P = softmax(S) along the last axis;  O = P·V, heads joined back to (N, T, d_model)
+            y = O·W_out + b_out
+        bprop, with g = dL/dy:
+            dW_out = Oᵀ·g,  db_out = Σ g,  dO = g·W_outᵀ
+            dV = Pᵀ·dO,  dP = dO·Vᵀ,  dS = P·(dP − Σ_j dP·P)   (softmax's Jacobian, per row)
+            dQ = dS·K/√D,  dK = dSᵀ·(Q/√D)
+
         dW_qkv = xᵀ·[dQ | dK | dV],  db_qkv = Σ [dQ | dK | dV],  dx = [dQ | dK | dV]·W_qkvᵀ
 
     ``causal=True``: position t attends to positions <= t only (language models).  Parameter

@@ -6,10 +6,10 @@ from ..module import Module
 
 
 class PositionalEmbedding(Module):
-    """A learned vector per position, added to sequences (N, T, dim):
+    """A learned vector per position, added to sequences (N, T, dim)::
 
-    fprop:  y[n, t] = x[n, t] + P[t]           P: (max_len, dim), T <= max_len
-    bprop:  dx = g,  dP[t] = Σ_n g[n, t] for t < T (0 for the positions not seen)
+        fprop:  y[n, t] = x[n, t] + P[t]           P: (max_len, dim), T <= max_len
+        bprop:  dx = g,  dP[t] = Σ_n g[n, t] for t < T (0 for the positions not seen)
 
     P ~ N(0, 0.02²) drawn on the host.  A sequence longer than max_len is an error (build
     the module with a larger max_len).

@@ -9,8 +9,10 @@ class PReLU(Module):
     """LeakyReLU with a trainable slope a: one shared by every value, or one per feature
     (axis 1, as in PyTorch: the columns of (N, C) rows, the channels of (N, C, H, W) images).
 
-    y = x if x > 0 else a·x;   dx = g if x > 0 else a·g;   da = Σ g·x·[x <= 0]
-    (summed over every axis but 1 for per-feature slopes, over everything for a shared one).
+    ::
+
+        y = x if x > 0 else a·x;   dx = g if x > 0 else a·g;   da = Σ g·x·[x <= 0]
+        (summed over every axis but 1 for per-feature slopes, over everything for a shared one).
     """
 
     param_names = ("a",)

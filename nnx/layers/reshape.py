@@ -7,7 +7,7 @@ from ..module import Module
 
 
 class Reshape(Module):
-    """Reshape each example: (N, ...) → (N, *shape), row-major;  dx = g reshaped back.
+    """Reshape each example: (N, ...) → ``(N, *shape)``, row-major;  dx = g reshaped back.
 
     ``nnx.Reshape((1, 28, 28))`` turns MNIST's (N, 784) rows into (N, 1, 28, 28) images.
     """

@@ -4,12 +4,15 @@ from ._recurrent import Recurrent
 class RNN(Recurrent):
     """Elman recurrent layer (tanh) over batch-first sequences: (N, T, n_in) → (N, T, H).
 
-    fprop:  h_t = tanh(x_t·W_ihᵀ + b_ih + h_{t−1}·W_hhᵀ + b_hh)   (x·W_ihᵀ of all steps: one
-            matmul);  the output holds every h_t
-    bprop, backwards through time, dh carried from step t+1 (zeros after the last):
-            da_t = (g_t + dh)·(1 − h_t²);   dh = da_t·W_hh
-            dW_ih = Σ_t da_tᵀ·x_t,  dW_hh = Σ_t da_tᵀ·h_{t−1},  db_ih = db_hh = Σ_t da_t,
-            dx_t = da_t·W_ih
+    ::
+
+        fprop:  h_t = tanh(x_t·W_ihᵀ + b_ih + h_{t−1}·W_hhᵀ + b_hh)   (x·W_ihᵀ of all steps: one
+                matmul);  the output holds every h_t
+        bprop, backwards through time, dh carried from step t+1 (zeros after the last):
+                da_t = (g_t + dh)·(1 − h_t²);   dh = da_t·W_hh
+                dW_ih = Σ_t da_tᵀ·x_t,  dW_hh = Σ_t da_tᵀ·h_{t−1},  db_ih = db_hh = Σ_t da_t,
+                dx_t = da_t·W_ih
+
     Array operations per time step: 3 forward, 3 backward.  The state is h: see
     ``set_state``, ``reset_state``, ``stateful``, ``last_state``, ``state_grad``.
     """

@@ -19,7 +19,7 @@ def sigmoid_pair(x):
 class Sigmoid(Module):
     """y = σ(x) = 1 / (1 + e^-x);   dx = g·σ(x)·σ(-x)   (σ(-x) = 1 - y, kept exact)
 
-    Computed from e^-|x| (see sigmoid_pair): no overflow, full relative accuracy for x ≪ 0.
+    Computed from ``e^-|x|`` (see sigmoid_pair): no overflow, full relative accuracy for x ≪ 0.
     """
 
     def fprop(self, x):

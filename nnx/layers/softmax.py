@@ -5,8 +5,10 @@ from ..module import Module
 class Softmax(Module):
     """Softmax over one axis (the last by default), max-subtracted so exp never overflows.
 
-    y_i = e^(x_i - m) / Σ_j e^(x_j - m),  m = max_j x_j;   dx = y·(g - Σ_j g_j·y_j)
-    (i, j along ``axis``; ``Softmax(axis=1)`` normalises over axis 1 of every input)
+    ::
+
+        y_i = e^(x_i - m) / Σ_j e^(x_j - m),  m = max_j x_j;   dx = y·(g - Σ_j g_j·y_j)
+        (i, j along ``axis``; ``Softmax(axis=1)`` normalises over axis 1 of every input)
     """
 
     def __init__(self, axis=-1):

@@ -5,7 +5,7 @@ from .sigmoid import sigmoid_pair
 class Softplus(Module):
     """y = log(1 + e^x) (computed as logaddexp(x, 0));   dx = g·σ(x)
 
-    σ(x) from e^-|x| (Sigmoid's formula): accurate far below zero, where y ≈ e^x.
+    σ(x) from ``e^-|x|`` (Sigmoid's formula): accurate far below zero, where y ≈ e^x.
     """
 
     def fprop(self, x):

@@ -9,7 +9,7 @@ from .multi_head_attention import MultiHeadAttention
 
 
 class TransformerBlock(Module):
-    """A pre-LN transformer block on sequences (N, T, d_model), two residual branches:
+    """A pre-LN transformer block on sequences (N, T, d_model), two residual branches::
 
         h = x + MultiHeadAttention(LayerNorm(x))
         y = h + Linear(d_ff, d_model)(GELU(Linear(d_model, d_ff)(LayerNorm(h))))

@@ -5,7 +5,9 @@ from .base import Loss
 class BCEWithLogits(Loss):
     """Sigmoid and binary cross-entropy fused, for targets t in [0, 1] of z's shape.
 
-    L = (1/N) Σ [max(z, 0) - z·t + log(1 + e^-|z|)];   dL/dz = (sigmoid(z) - t) / N
+    ::
+
+        L = (1/N) Σ [max(z, 0) - z·t + log(1 + e^-|z|)];   dL/dz = (sigmoid(z) - t) / N
     """
 
     classifies = False          # multi-label: fit reports the test loss, no accuracy

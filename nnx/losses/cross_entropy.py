@@ -6,7 +6,10 @@ from .base import Loss
 class CrossEntropy(Loss):
     """Cross-entropy of probabilities x (e.g. after Softmax) against one-hot or soft targets t.
 
-    L = -(1/N) Σ t·log max(x, eps);   dL/dx = -t / x / N where x > eps, else 0
+    ::
+
+        L = -(1/N) Σ t·log max(x, eps);   dL/dx = -t / x / N where x > eps, else 0
+
     (the clamp keeps log 0 away, and the loss is flat where it acts); prefer
     SoftmaxCrossEntropy on scores, which is stable.
 

@@ -6,8 +6,10 @@ from .base import Loss
 class Hinge(Loss):
     """Multiclass hinge (Weston-Watkins) on scores z with true class y.
 
-    m_j = max(0, margin + z_j - z_y) for j ≠ y;   L = (1/N) Σ_j m_j;
-    dL/dz_j = [m_j > 0] / N  (j ≠ y),   dL/dz_y = -Σ_j [m_j > 0] / N
+    ::
+
+        m_j = max(0, margin + z_j - z_y) for j ≠ y;   L = (1/N) Σ_j m_j;
+        dL/dz_j = [m_j > 0] / N  (j ≠ y),   dL/dz_y = -Σ_j [m_j > 0] / N
 
     Targets are integer labels or one-hot rows; float targets that are not one-hot raise
     LabelError (the check reads one flag back per new target array, none for an array

@@ -10,8 +10,11 @@ from .base import Loss
 class SoftmaxCrossEntropy(Loss):
     """Softmax and cross-entropy fused, stable for any scores z.
 
-    log p = z - m - log Σ_j e^(z_j - m);   L = -(1/N) Σ t·log p;
-    dL/dz = (p·Σ_j t_j - t) / N   (= (p - t)/N for one-hot t or integer labels)
+    ::
+
+        log p = z - m - log Σ_j e^(z_j - m);   L = -(1/N) Σ t·log p;
+        dL/dz = (p·Σ_j t_j - t) / N   (= (p - t)/N for one-hot t or integer labels)
+
 
     Scores (N, C) take integer labels (N,) or targets of z's shape.  Scores of a sequence
     model (N, T, V) take integer labels (N, T): L is the mean over all N·T positions, and

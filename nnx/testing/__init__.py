@@ -1,4 +1,4 @@
-"""A test kit for your own layers: prove a module on every backend nnx can use here.
+"""A test kit for your own layers: prove a module on every backend nnx can use here::
 
     from nnx.testing import check_module
     report = check_module(lambda: Cube(), (4, 5))      # raises if any check fails

@@ -88,7 +88,7 @@ def check_module(factory, input_shape, *, devices=None, dtypes=("float64", "floa
 
     ``factory()`` builds the module (it is built once, on cpu, and copied to each device, so
     every device sees the same weights).  ``input_shape``: the shape of the input drawn for
-    it, e.g. ``(4, 5)`` (values with |x| >= 0.1, away from ReLU-like kinks); or give the input
+    it, e.g. ``(4, 5)`` (values with ``|x| >= 0.1``, away from ReLU-like kinks); or give the input
     itself as ``x`` (a list or any array).  ``devices``: device strings (default: every one
     nnx knows; unavailable ones are reported as skipped with the reason).  ``dtypes``: the
     precisions to check in; gradcheck's and the agreement's tolerances scale with them.

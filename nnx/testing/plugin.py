@@ -1,4 +1,4 @@
-"""pytest plugin of nnx (entry point ``pytest11``): the ``nnx_device`` fixture.
+"""pytest plugin of nnx (entry point ``pytest11``): the ``nnx_device`` fixture::
 
     def test_my_layer(nnx_device):           # runs once per device nnx knows
         x = nnx.asarray([[1.0, 2.0]])       # on nnx_device, selected for the test
