@@ -344,18 +344,17 @@ print("test errors after training:", nnx.evaluate(net, x_test, t_test), "/ 1000"
 # kernel of one output channel; dark is negative, light positive):
 
 filters = nnx.to_numpy(net[1].W)[:, 0]               # (8, 5, 5); net[0] is the Reshape
-fig = plt.figure(figsize=(9, 3.2))
-ax = fig.add_subplot(1, 3, (1, 2))
+fig = plt.figure(figsize=(9, 3.2), layout="constrained")
+left, right = fig.subfigures(1, 2, width_ratios=[1.7, 1])
+ax = left.subplots()
 ax.plot(losses, lw=1)
 ax.set_xlabel("step (batch of 50)")
 ax.set_ylabel("cross-entropy")
 ax.set_title("training loss")
-grid = fig.add_gridspec(2, 4, left=0.69, right=0.98, wspace=0.1, hspace=0.1)
-for k in range(8):
-    a = fig.add_subplot(grid[k // 4, k % 4])
+for k, a in enumerate(right.subplots(2, 4).flat):
     a.imshow(filters[k], cmap="gray")
     a.set_xticks([])
     a.set_yticks([])
-fig.suptitle("first-layer filters (right)", x=0.83, y=0.98, fontsize=10)
+right.suptitle("first-layer filters")
 plt.show()
 
