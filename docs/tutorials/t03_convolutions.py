@@ -40,8 +40,6 @@ formulas and the layers can be compared to the last digit.
 # Take a 4 × 4 image with the numbers 0..15 and a 3 × 3 kernel: 2 × 2 places, so the
 # matrix is 9 × 4.
 
-import math
-import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -62,7 +60,7 @@ def im2col(x, kh, kw):
     cols = np.empty((n, c, kh, kw, oh, ow))
     for i in range(kh):
         for j in range(kw):
-            cols[:, :, i, j] = x[:, :, i:i + oh, j:j + ow]   # entry (i, j) of every window
+            cols[:, :, i, j] = x[:, :, i:i + oh, j:j + ow]  # entry (i, j), all windows
     return cols.reshape(n, c * kh * kw, oh * ow)
 
 
@@ -98,7 +96,8 @@ W2 = W.reshape(3, -1)                                # (3, 18)
 y_by_hand = (W2 @ cols + b[:, None]).reshape(4, 3, 4, 4)
 y = conv.fprop(nnx.asarray(x, dtype="float64"))
 print("W2", W2.shape, "@ cols", cols.shape, "->", y_by_hand.shape)
-print("largest difference from Conv2D.fprop:", np.abs(nnx.to_numpy(y) - y_by_hand).max())
+print("largest difference from Conv2D.fprop:",
+      np.abs(nnx.to_numpy(y) - y_by_hand).max())
 
 # %%
 # Conv2D does the same thing: im2col, then one batched matrix product (on NumPy the
@@ -148,7 +147,8 @@ dx_by_hand = col2im(W2.T @ g2, x.shape, 3, 3)
 dx = conv.bprop(nnx.asarray(g, dtype="float64"))
 for name, mine, theirs in (("dx", dx_by_hand, dx), ("dW", dW_by_hand, conv.dW),
                            ("db", db_by_hand, conv.db)):
-    print(f"{name}: largest difference from Conv2D.bprop {np.abs(nnx.to_numpy(theirs) - mine).max():.1e}")
+    worst = np.abs(nnx.to_numpy(theirs) - mine).max()
+    print(f"{name}: largest difference from Conv2D.bprop {worst:.1e}")
 
 # %%
 # A quick picture of col2im: the gradient of the sum of all outputs of a 3 × 3 convolution
@@ -252,11 +252,12 @@ def batch_norm_by_hand(x, gamma, beta, g, eps=1e-5):
     xhat = (x - mu) * s
     y = gamma.reshape(per) * xhat + beta.reshape(per)
     dbeta, dgamma = g.sum(axis=axes), (g * xhat).sum(axis=axes)
-    dx = gamma.reshape(per) * s * (g - dbeta.reshape(per) / m - xhat * dgamma.reshape(per) / m)
+    dx = gamma.reshape(per) * s * (g - dbeta.reshape(per) / m
+                                   - xhat * dgamma.reshape(per) / m)
     return y, dx, dgamma, dbeta
 
 
-x = rng.normal(2.0, 3.0, size=(4, 3, 5, 5))          # mean 2, spread 3: far from standard
+x = rng.normal(2.0, 3.0, size=(4, 3, 5, 5))     # mean 2, spread 3: far from standard
 g = rng.normal(size=x.shape)
 bn = nnx.BatchNorm(3, dtype="float64")
 gamma, beta = rng.normal(size=3), rng.normal(size=3)
@@ -264,8 +265,10 @@ bn.set_params([gamma, beta])
 y = bn.fprop(nnx.asarray(x, dtype="float64"))
 dx = bn.bprop(nnx.asarray(g, dtype="float64"))
 mine = batch_norm_by_hand(x, gamma, beta, g)
-for name, theirs, m in zip(("y", "dx", "dgamma", "dbeta"), (y, dx, bn.dgamma, bn.dbeta), mine):
-    print(f"{name}: largest difference from BatchNorm {np.abs(nnx.to_numpy(theirs) - m).max():.1e}")
+for name, theirs, m in zip(("y", "dx", "dgamma", "dbeta"),
+                           (y, dx, bn.dgamma, bn.dbeta), mine):
+    worst = np.abs(nnx.to_numpy(theirs) - m).max()
+    print(f"{name}: largest difference from BatchNorm {worst:.1e}")
 
 # %%
 # And the proof of the formula itself, by finite differences through μ and σ² (the module
@@ -283,7 +286,7 @@ print(nnx.gradcheck(bn, nnx.asarray(x, dtype="float64")))
 
 
 class FrozenStatisticsBatchNorm(nnx.Module):
-    """x̂ = (x − μ)·s per channel;  WRONG bprop: dx = s·g (ignores that μ and s depend on x)."""
+    """x̂ = (x − μ)·s per channel;  WRONG bprop: dx = s·g (μ, s taken as constants)"""
 
     def fprop(self, x):
         mu = x.mean(axis=(0, 2, 3), keepdims=True)

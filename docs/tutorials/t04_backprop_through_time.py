@@ -54,8 +54,6 @@ Sequences are batch first: (N, T, features).
 #
 # Here are both passes in NumPy, for a batch of N sequences:
 
-import time
-
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -109,8 +107,8 @@ y = rnn.fprop(nnx.asarray(x, dtype="float64"))
 dx_nnx = rnn.bprop(nnx.asarray(g, dtype="float64"))
 print("outputs:", y.shape, "largest difference", np.abs(nnx.to_numpy(y) - hs).max())
 for name, mine, theirs in (("dx", dx, dx_nnx), ("dW_ih", dW_ih, rnn.dweight_ih),
-                           ("dW_hh", dW_hh, rnn.dweight_hh), ("db_ih", db, rnn.dbias_ih),
-                           ("db_hh", db, rnn.dbias_hh)):
+                           ("dW_hh", dW_hh, rnn.dweight_hh),
+                           ("db_ih", db, rnn.dbias_ih), ("db_hh", db, rnn.dbias_hh)):
     print(f"{name}: largest difference {np.abs(nnx.to_numpy(theirs) - mine).max():.1e}")
 
 # %%
@@ -229,7 +227,8 @@ for forget_bias in (0.0, 3.0):
     bias[H:2 * H] = forget_bias                       # the f block of the 4H rows
     layer.set_params([w_ih, w_hh, nnx.asarray(bias, dtype="float64"), 0 * b_hh])
     curves[f"LSTM, forget bias {forget_bias:g}"] = norms = input_grad_norms(layer)
-    print(f"LSTM forget bias {forget_bias:g}: |dL/dx_t| at the last step {norms[-1]:.2e}, "
+    print(f"LSTM forget bias {forget_bias:g}: |dL/dx_t| at the last step "
+          f"{norms[-1]:.2e}, "
           f"{T_long - 1} steps earlier {norms[0]:.2e}")
 
 fig, ax = plt.subplots(figsize=(7, 3.8))
@@ -279,9 +278,9 @@ def global_norm(module):
     return float(np.sqrt(sum((nnx.to_numpy(gr) ** 2).sum() for gr in module.grads())))
 
 
-before = nnx.clip_grad_norm(layer, 1.0)              # a 0-d array: the norm before clipping
-print(f"global gradient norm: {float(before):.3f} before, {global_norm(layer):.3f} after "
-      f"clip_grad_norm(layer, 1.0)")
+before = nnx.clip_grad_norm(layer, 1.0)     # a 0-d array: the norm before clipping
+print(f"global gradient norm: {float(before):.3f} before, "
+      f"{global_norm(layer):.3f} after clip_grad_norm(layer, 1.0)")
 
 # %%
 # Training a small LSTM on MNIST, row by row
@@ -314,9 +313,11 @@ for epoch in range(3):
         net.bprop(loss.bprop(), need_input_grad=False)
         opt.step()
         norms.append(opt.grad_norm)
-losses, norms = np.array([float(v) for v in losses]), np.array([float(v) for v in norms])
+losses = np.array([float(v) for v in losses])
+norms = np.array([float(v) for v in norms])
 print(f"steps {len(losses)}; loss {losses[:10].mean():.2f} (first 10) -> "
-      f"{losses[-10:].mean():.2f} (last 10); clipped in {(norms > 1.0).mean():.0%} of the steps")
+      f"{losses[-10:].mean():.2f} (last 10); "
+      f"clipped in {(norms > 1.0).mean():.0%} of the steps")
 print("test errors:", nnx.evaluate(net, x_test, t_test), "/ 1000")
 
 fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))

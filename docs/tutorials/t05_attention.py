@@ -107,8 +107,10 @@ for name, i in (("dQ", 0), ("dK", 1), ("dV", 2)):
     E = rng.normal(size=(T, D))
     moved = [[q, k, v], [q, k, v]]
     moved[0][i], moved[1][i] = moved[0][i] + h * E, moved[1][i] - h * E
-    numeric = ((attention(*moved[0])[0] * G).sum() - (attention(*moved[1])[0] * G).sum()) / (2 * h)
-    print(f"{name}: backward {np.sum(grads[i] * E):+.10f}, finite difference {numeric:+.10f}")
+    plus, minus = (attention(*m)[0] for m in moved)
+    numeric = ((plus * G).sum() - (minus * G).sum()) / (2 * h)
+    print(f"{name}: backward {np.sum(grads[i] * E):+.10f}, "
+          f"finite difference {numeric:+.10f}")
 print("each row of P sums to 1:", np.allclose(p.sum(axis=1), 1.0))
 
 # %%
@@ -153,7 +155,6 @@ def mha_forward(x, W_qkv, b_qkv, W_out, b_out, heads, causal=False):
 
 def mha_backward(dy, cache, W_qkv, W_out, heads):
     x, q, k, v, p, o = cache
-    d = x.shape[-1]
     rows = lambda a: a.reshape(-1, a.shape[-1])                 # (N·T, features)
     dW_out, db_out = rows(o).T @ rows(dy), rows(dy).sum(axis=0)
     do = split_heads(dy @ W_out.T, heads)
@@ -183,7 +184,8 @@ for causal in (False, True):
     dx = mha.bprop(nnx.asarray(dy, dtype="float64"))
     theirs = (dx, mha.dW_qkv, mha.db_qkv, mha.dW_out, mha.db_out)
     worst = max(np.abs(nnx.to_numpy(a) - b).max() for a, b in zip(theirs, by_hand))
-    print(f"causal={causal}: output differs by {np.abs(nnx.to_numpy(y) - y_hand).max():.1e}, "
+    print(f"causal={causal}: output differs by "
+          f"{np.abs(nnx.to_numpy(y) - y_hand).max():.1e}, "
           f"gradients (dx, dW_qkv, db_qkv, dW_out, db_out) by at most {worst:.1e}")
 
 # %%
@@ -205,7 +207,7 @@ print(nnx.gradcheck(mha, nnx.asarray(x[:1], dtype="float64")))
 
 print("P of the first head (causal):\n", np.round(cache[4][0, 0], 2))
 x2 = x.copy()
-x2[:, -1] += 10.0                                         # change only the last position
+x2[:, -1] += 10.0                                # change only the last position
 y2 = nnx.to_numpy(mha.fprop(nnx.asarray(x2, dtype="float64")))
 y1 = nnx.to_numpy(mha.fprop(nnx.asarray(x, dtype="float64")))
 print("largest change at positions 0..T-2:", np.abs(y2[:, :-1] - y1[:, :-1]).max(),
@@ -245,7 +247,8 @@ def attention_map(net, x):
     forward pass and the layer's own weights."""
     h = net[1].fprop(net[0].fprop(nnx.asarray(x)))              # embedding + positions
     W_qkv, b_qkv, W_out, b_out = (nnx.to_numpy(a) for a in net[2].params())
-    return mha_forward(nnx.to_numpy(h), W_qkv, b_qkv, W_out, b_out, 1, causal=True)[1][4][0, 0]   # cache[4] is P
+    _, cache = mha_forward(nnx.to_numpy(h), W_qkv, b_qkv, W_out, b_out, 1, causal=True)
+    return cache[4][0, 0]                                       # P of example 0
 
 
 before = attention_map(net, x_show)
@@ -258,8 +261,9 @@ for step in range(150):
 after = attention_map(net, x_show)
 x_test, t_test = symbols_batch(1000)
 predicted = nnx.to_numpy(net.fprop(nnx.asarray(x_test))).argmax(axis=-1)
-print(f"loss {float(losses[0]):.3f} at the first step, {float(losses[-1]):.1e} at step 150; "
-      f"test accuracy at positions 2..11: {(predicted == t_test)[:, lag:].mean():.3f}")
+print(f"loss {float(losses[0]):.3f} at the first step, "
+      f"{float(losses[-1]):.1e} at step 150; test accuracy at positions 2..11: "
+      f"{(predicted == t_test)[:, lag:].mean():.3f}")
 
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.8), layout="constrained")
 for ax, m, title in zip(axes, (before, after), ("before training", "after 150 steps")):

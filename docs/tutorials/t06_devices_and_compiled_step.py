@@ -59,7 +59,7 @@ def make_net():
 
 
 def train_on(spec, steps=30):
-    """(loss per step, trained weights on the host) after training on device ``spec``."""
+    """(loss per step, trained weights on the host) after training on ``spec``."""
     with nnx.device(spec):
         net = make_net()
         loss, opt = nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1, momentum=0.9)
@@ -143,7 +143,8 @@ def one_step_count(make, batch, read_loss=False):
 mlp = lambda: nnx.models.mlp(784, 10, (200,))
 for batch in (100, 1000):
     c = one_step_count(mlp, batch)
-    print(f"mlp, batch {batch:4}: {c.ops} operations, {c.views} views, {c.readbacks} readbacks")
+    print(f"mlp, batch {batch:4}: {c.ops} operations, {c.views} views, "
+          f"{c.readbacks} readbacks")
 print("by name:", dict(c.by_name.most_common()))
 c = one_step_count(mlp, 100, read_loss=True)
 print(f"with float(loss) in every step: {c.ops} operations, {c.readbacks} readback")
@@ -215,8 +216,9 @@ try:
         compiled_losses = [float(v) for v in values]
         worst = max(np.abs(nnx.to_numpy(p) - q).max()
                     for p, q in zip(net.params(), reference_params))
-        print(f"compiled on jax:cpu: loss {compiled_losses[0]:.4f} -> {compiled_losses[-1]:.4f}, "
-              f"largest weight difference from the eager NumPy run {worst:.1e}")
+        print(f"compiled on jax:cpu: loss {compiled_losses[0]:.4f} -> "
+              f"{compiled_losses[-1]:.4f}, largest weight difference from the eager "
+              f"NumPy run {worst:.1e}")
         print("compiled once per batch shape:", list(step.compile_seconds))
 
         eager_net = make_net()
@@ -230,7 +232,8 @@ try:
             for _ in range(20):
                 value = s(x, t)
             nnx.synchronize()
-            print(f"jax:cpu {name:5}: {(time.perf_counter() - start) / 20 * 1e3:.2f} ms per step")
+            ms = (time.perf_counter() - start) / 20 * 1e3
+            print(f"jax:cpu {name:5}: {ms:.2f} ms per step")
 
         drop = nnx.Sequential(nnx.Linear(20, 32), nnx.Tanh(), nnx.Dropout(0.5),
                               nnx.Linear(32, 3))
