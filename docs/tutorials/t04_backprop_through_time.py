@@ -105,7 +105,7 @@ dx, dW_ih, dW_hh, db = rnn_backward(x, hs, g, W_ih, W_hh)
 
 y = rnn.fprop(nnx.asarray(x, dtype="float64"))
 dx_nnx = rnn.bprop(nnx.asarray(g, dtype="float64"))
-print("outputs:", y.shape, "largest difference", np.abs(nnx.to_numpy(y) - hs).max())
+print(f"outputs: {y.shape} largest difference {np.abs(nnx.to_numpy(y) - hs).max():.1e}")
 for name, mine, theirs in (("dx", dx, dx_nnx), ("dW_ih", dW_ih, rnn.dweight_ih),
                            ("dW_hh", dW_hh, rnn.dweight_hh),
                            ("db_ih", db, rnn.dbias_ih), ("db_hh", db, rnn.dbias_hh)):

@@ -88,18 +88,34 @@ print("the current device is still", nnx.get_device())
 
 # %%
 # The weights agree to float32 rounding (about 1e-7 relative, a little more after 30 steps
-# of accumulating different rounding in different matrix-multiply kernels).  Since every
-# backend runs the same layer code, a layer proven on one (:func:`nnx.gradcheck`,
-# :func:`nnx.testing.check_module`) is the same formula on all of them.
+# of accumulating different rounding in different matrix-multiply kernels; on a GPU the
+# gap can be larger, since some libraries multiply float32 matrices at a reduced internal
+# precision, TF32, by default).  Since every backend runs the same layer code, a layer
+# proven on one (:func:`nnx.gradcheck`, :func:`nnx.testing.check_module`) is the same
+# formula on all of them.
 
-fig, ax = plt.subplots(figsize=(6, 3.2), layout="constrained")
-for spec, (losses, _) in results.items():
-    ax.plot(losses, label=spec, lw=1.5, ls=["-", "--", ":", "-."][len(ax.lines) % 4])
+fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
+styles = ["-", "--", ":", "-."]
+for k, (spec, (losses, _)) in enumerate(results.items()):
+    ax.plot(losses, label=spec, lw=1.5, ls=styles[k % 4], color=f"C{k}")
+    gap = np.abs(np.array(losses) - np.array(reference_losses))
+    if spec != "cpu":
+        ax2.semilogy(np.where(gap > 0, gap, np.nan), label=spec, lw=1.5, ls=styles[k % 4],
+                     marker=".", color=f"C{k}")
 ax.set_xlabel("step")
 ax.set_ylabel("cross-entropy")
 ax.set_title("the same training run on every device")
 ax.legend(fontsize=8)
+ax2.set_xlabel("step")
+ax2.set_ylabel("|loss − loss on cpu|")
+ax2.set_title("difference from NumPy (float32)")
+if ax2.lines:
+    ax2.legend(fontsize=8)
 plt.show()
+
+# %%
+# On the right, the gaps in a line are steps where the two losses are exactly equal; the
+# others differ in the last bits of float32 (whose spacing near 1 is 1.2e-7).
 
 # %%
 # Why the number of operations matters on a GPU
@@ -177,10 +193,11 @@ for name, f_ops, b_ops in rows:
 print("whole step of the cnn:", one_step_count(nnx.models.cnn, 100).ops, "operations")
 
 # %%
-# (The layers' bprop here also computes the input gradient of the first layer, which a
-# training step skips with ``need_input_grad=False``.)  These counts are what nnx keeps
-# small: ``bench/ops_per_step.py`` in the repository prints them beside PyTorch eager's for
-# the same models.
+# (Here every bprop also computes its input's gradient, which a training step skips for
+# the first convolution with ``need_input_grad=False``; the whole step adds the loss and
+# the optimiser's update, a handful of operations for all parameters together.)  These
+# counts are what nnx keeps small: ``bench/ops_per_step.py`` in the repository prints them
+# beside PyTorch eager's for the same models.
 #
 # The compiled step
 # -----------------
