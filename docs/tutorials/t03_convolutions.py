@@ -106,8 +106,9 @@ print("largest difference from Conv2D.fprop:",
 # The backward pass: col2im
 # -------------------------
 #
-# Let g = ∂L/∂y, reshaped to (N, c_out, OH·OW).  The forward pass is a matrix product
-# followed by a rearrangement, so the backward pass follows the matrix product rules:
+# Let g = ∂L/∂y, reshaped to (N, c_out, OH·OW).  The forward pass is a rearrangement
+# (im2col) followed by a matrix product, so the backward pass goes back through the matrix
+# product first, with the usual rules:
 #
 # .. math::
 #
@@ -197,7 +198,8 @@ for pool in (nnx.MaxPool2D(2), nnx.AvgPool2D(2)):
 
 # %%
 # In the max pool each 2 × 2 block of the gradient has a single 1, where its maximum is;
-# in the average pool every pixel gets 0.25.  Both pass :func:`nnx.gradcheck` (random
+# in the average pool every pixel gets 0.25.  Both pass :func:`nnx.gradcheck`, the second
+# with overlapping 3 × 3 windows and a zero border that counts in the divisor (random
 # inputs have no ties, so the maximum is well defined):
 
 x = nnx.asarray(rng.normal(size=(2, 3, 6, 6)), dtype="float64")

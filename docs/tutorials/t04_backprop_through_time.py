@@ -11,7 +11,8 @@ layers with :func:`nnx.gradcheck`, shows why gradients vanish or explode over ma
 and how clipping by the global norm (:func:`nnx.clip_grad_norm`) bounds a step, and trains
 a small LSTM that reads MNIST digits row by row.
 
-Sequences are batch first: (N, T, features).
+Sequences are batch first: (N, T, features).  Everything runs on NumPy (the ``cpu``
+device), in float64 where hand-written code is compared with the layers.
 """
 
 # %%

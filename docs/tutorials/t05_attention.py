@@ -94,8 +94,8 @@ def attention_backward(q, k, v, p, do):
 # %%
 # Prove it before using it: for :math:`L = \sum O \odot G` with a random G, the derivative
 # of L along a random direction E of Q (or K, or V) must equal :math:`\sum dQ \odot E`.
-# Central differences, :math:`(L(Q + hE) - L(Q - hE)) / 2h`, give that derivative to about
-# :math:`h^2`:
+# Central differences, :math:`(L(Q + hE) - L(Q - hE)) / 2h`, give that derivative with
+# an error of order :math:`h^2`:
 
 T, D = 5, 4
 q, k, v = (rng.normal(size=(T, D)) for _ in range(3))
