@@ -216,7 +216,10 @@ print(nnx.gradcheck(nnx.AvgPool2D(3, stride=2, padding=1), x))
 # .. math::
 #
 #    \mu = \frac{1}{m}\sum_k x_k, \qquad
-#    \sigma^2 = \frac{1}{m}\sum_k (x_k - \mu)^2, \qquad
+#    \sigma^2 = \frac{1}{m}\sum_k (x_k - \mu)^2
+#
+# .. math::
+#
 #    s = (\sigma^2 + \epsilon)^{-1/2}, \qquad
 #    \hat x_k = (x_k - \mu)\, s, \qquad
 #    y_k = \gamma \hat x_k + \beta

@@ -49,7 +49,10 @@ device), in float64 where hand-written code is compared with the layers.
 # .. math::
 #
 #    \frac{\partial L}{\partial W_{ih}} = \sum_t \delta a_t^\top x_t, \qquad
-#    \frac{\partial L}{\partial W_{hh}} = \sum_t \delta a_t^\top h_{t-1}, \qquad
+#    \frac{\partial L}{\partial W_{hh}} = \sum_t \delta a_t^\top h_{t-1}
+#
+# .. math::
+#
 #    \frac{\partial L}{\partial b} = \sum_t \delta a_t, \qquad
 #    \frac{\partial L}{\partial x_t} = \delta a_t W_{ih}
 #
@@ -126,8 +129,12 @@ print(nnx.gradcheck(rnn, nnx.asarray(x, dtype="float64")))
 #
 # .. math::
 #
-#    \delta h_{t-1} = \delta h_t \, D_t W_{hh}, \qquad D_t = \operatorname{diag}(1 - h_t^2),
-#    \qquad\text{so}\qquad
+#    \delta h_{t-1} = \delta h_t \, D_t W_{hh}, \qquad D_t = \operatorname{diag}(1 - h_t^2)
+#
+# so that
+#
+# .. math::
+#
 #    \delta h_{t-k} = \delta h_t \, D_t W_{hh}\, D_{t-1} W_{hh} \cdots D_{t-k+1} W_{hh}
 #
 # a product of k matrices.  The entries of D lie in (0, 1].  If :math:`W_{hh}` shrinks the
@@ -179,7 +186,10 @@ for rho in (0.8, 1.0, 1.2):
 #
 # .. math::
 #
-#    [a_i, a_f, a_g, a_o] = x_t W_{ih}^\top + h_{t-1} W_{hh}^\top + b, \qquad
+#    [a_i, a_f, a_g, a_o] = x_t W_{ih}^\top + h_{t-1} W_{hh}^\top + b
+#
+# .. math::
+#
 #    i, f, o = \sigma(a_i), \sigma(a_f), \sigma(a_o), \qquad g = \tanh(a_g)
 #
 # .. math::
@@ -191,7 +201,10 @@ for rho in (0.8, 1.0, 1.2):
 #
 # .. math::
 #
-#    \delta c_t \mathrel{+}= \delta h_t \odot o \odot (1 - \tanh^2 c_t), \qquad
+#    \delta c_t \mathrel{+}= \delta h_t \odot o \odot (1 - \tanh^2 c_t)
+#
+# .. math::
+#
 #    \delta a_i = \delta c_t \odot g \odot i(1-i), \qquad
 #    \delta a_f = \delta c_t \odot c_{t-1} \odot f(1-f),
 #

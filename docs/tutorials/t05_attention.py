@@ -126,7 +126,10 @@ print("each row of P sums to 1:", np.allclose(p.sum(axis=1), 1.0))
 # .. math::
 #
 #    [Q\,|\,K\,|\,V] = x W_{qkv} + b_{qkv}, \qquad
-#    O_h = \mathrm{attention}(Q_h, K_h, V_h), \qquad
+#    O_h = \mathrm{attention}(Q_h, K_h, V_h)
+#
+# .. math::
+#
 #    y = [O_1 | \dots | O_H]\, W_{out} + b_{out}
 #
 # Splitting and merging heads are reshapes and transposes, (N, T, d) ↔ (N, H, T, D); their

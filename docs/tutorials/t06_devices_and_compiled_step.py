@@ -126,8 +126,8 @@ plt.show()
 # however little work the kernel does, and a Python framework adds its own dispatch time on
 # top.  For small layers the arithmetic takes less time than that, so a training step
 # costs roughly *(number of operations) × (cost of one launch)*, whatever the batch size.
-# Two other things stall a GPU: reading a value back to the host (``float(loss)``: the
-# host waits until all queued work is done) and allocating memory.
+# Reading a value back to the host (``float(loss)``) costs more: the host waits until all
+# the queued work is done, and the GPU then idles until the host queues more.
 #
 # nnx counts the operations a call issues by running it on array-api-strict arrays and
 # counting every call into the namespace and every array operator (views — reshape,
@@ -247,7 +247,7 @@ try:
             nnx.synchronize()
             start = time.perf_counter()
             for _ in range(20):
-                value = s(x, t)
+                s(x, t)
             nnx.synchronize()
             ms = (time.perf_counter() - start) / 20 * 1e3
             print(f"jax:cpu {name:5}: {ms:.2f} ms per step")
