@@ -6,6 +6,8 @@
 
 ``check_module`` runs, for every available device and every dtype asked for:
 
+- ``keeps its input`` / ``keeps its grad_output`` / ``keeps the dtype``: fprop leaves x and
+  bprop leaves grad_output as they were (no in-place change), and the dtype is kept;
 - ``gradcheck``: bprop against finite differences of fprop (``nnx.gradcheck``);
 - ``agrees with cpu``: the same weights (built on cpu, copied over) and the same input give
   the same output, input gradient and parameter gradients as NumPy, and they stay on the
