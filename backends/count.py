@@ -63,7 +63,7 @@ def _is_view_key(key):
 
 
 class _StrictCounter:
-    _lock = threading.Lock()
+    _lock = threading.RLock()         # a count inside a count: both see the operations
 
     def __init__(self):
         self.count = Count()

@@ -295,3 +295,28 @@ def test_the_kit_catches_one_wrong_gradient_entry_by_default():
     a single wrong dW[17, 23] fails, naming gradcheck and the parameter."""
     with pytest.raises(ModuleCheckError, match=r"gradcheck on cpu in float64.*W\[17, 23\]"):
         check_module(_OneEntryWrong, (3, 30), devices=["cpu"], dtypes="float64")
+
+
+def test_count_ops_counts_a_linear_layer_and_a_readback():
+    pytest.importorskip("array_api_strict")
+    from nnx.testing import count_ops
+    with nnx.device("strict"):
+        layer = nnx.Linear(3, 2, dtype="float64")
+        x = nnx.asarray([[1.0, 2.0, 3.0]], dtype="float64")
+        c = count_ops(lambda: layer.fprop(x))
+        assert (c.ops, c.readbacks) == (2, 0)              # x·W, += b
+        assert dict(c.by_name) == {"__matmul__": 1, "__iadd__": 1}
+        inner = []
+        outer = count_ops(lambda: inner.append(count_ops(lambda: float(layer.fprop(x)[0, 0]))))
+        assert (outer.ops, outer.readbacks) == (inner[0].ops, inner[0].readbacks) == (2, 1)
+        assert "2 ops, 1 readbacks" in str(outer)
+
+
+def test_count_ops_refuses_what_it_cannot_count():
+    from nnx.testing import count_ops
+    with pytest.raises(nnx.ArgumentTypeError, match=r"^count_ops: fn must be a callable .* "
+                                                    r"got int$"):
+        count_ops(3)
+    with pytest.raises(nnx.ArgumentError, match=r"^count_ops: on must be one of 'strict', "
+                                                r"'torch', got 'cupy'$"):
+        count_ops(lambda: None, on="cupy")

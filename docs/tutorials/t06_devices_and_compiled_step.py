@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import nnx
-from nnx.testing._count import count_strict
+from nnx.testing import count_ops
 
 for name, reason in nnx.devices().items():
     print(f"{name:18} {'usable' if reason is None else 'not usable: ' + reason}")
@@ -132,7 +132,7 @@ plt.show()
 # nnx counts the operations a call issues by running it on array-api-strict arrays and
 # counting every call into the namespace and every array operator (views — reshape,
 # transpose, slicing — are free and listed apart).  The helper is
-# ``nnx.testing._count.count_strict``, the one nnx's own tests use to keep these numbers
+# :func:`nnx.testing.count_ops`, the counter nnx's own tests use to keep these numbers
 # from creeping up.  One SGD step of the 784-200-10 MLP, fprop, loss, bprop and the update:
 
 
@@ -153,7 +153,7 @@ def one_step_count(make, batch, read_loss=False):
 
         step()
         step()                              # the first steps build cached index tables
-        return count_strict(step)
+        return count_ops(step)
 
 
 mlp = lambda: nnx.models.mlp(784, 10, (200,))
@@ -183,9 +183,9 @@ with nnx.device("strict"):
     for layer in cnn.children():
         for _ in range(2):                  # warm the caches, then count
             out = []
-            f = count_strict(lambda: out.append(layer.fprop(h)))
+            f = count_ops(lambda: out.append(layer.fprop(h)))
             g = nnx.asarray(np.ones(tuple(out[0].shape), dtype=np.float32))
-            b = count_strict(lambda: layer.bprop(g))
+            b = count_ops(lambda: layer.bprop(g))
         rows.append((type(layer).__name__, f.ops, b.ops))
         h = out[0]
 for name, f_ops, b_ops in rows:

@@ -16,11 +16,15 @@
 - ``device mixing``: a module with parameters, given an input on another device, raises
   ``nnx.DeviceError`` (a module without parameters computes wherever its input lives).
 
+``count_ops(fn)`` counts the array operations (each a kernel launch on a GPU) and the
+readbacks (each a synchronisation) that ``fn()`` issues on array-api-strict or torch arrays.
+
 The pytest plugin (``nnx.testing.plugin``, loaded automatically once nnx is installed) gives
 your tests an ``nnx_device`` fixture: one run per device, each selected for the test, with
 the reason printed for every device that is unavailable here.
 """
 
+from ._count import count_ops
 from .kit import CheckReport, ModuleCheckError, check_module, device_params
 
-__all__ = ["check_module", "CheckReport", "ModuleCheckError", "device_params"]
+__all__ = ["check_module", "CheckReport", "ModuleCheckError", "device_params", "count_ops"]
