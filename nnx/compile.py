@@ -61,6 +61,9 @@ class Step:
         self._owners = self._all + [loss, opt]
         params = net.params()
         self._kind = type(params[0]) if params else None
+        # SGD without momentum keeps no state: nothing to fill in before each call
+        self._lrs = (None, None)                # (lr, lr_t) and the same as device scalars
+        self._needs_state = hasattr(opt, "beta1") or bool(getattr(opt, "momentum", 0.0))
         why = _why_not_jit(net, opt)
         if mode == "eager":
             self.mode, self.reason = "eager", "asked for (mode='eager')"
@@ -104,12 +107,16 @@ class Step:
         for what, a in (("input", x), ("targets", t)):
             if type(a) is not kind:             # jax.jit would take it silently
                 check_same_device("compile_step", a, params[0], what)
-        if any(s is None for s in opt.state):
+        if self._needs_state and any(s is None for s in opt.state):
             _initial_state(opt, params)
         lr_t = opt.bias_corrected_lr(opt.t + 1) if hasattr(opt, "t") else opt.lr
         static = (tuple(m.training for m in self._all), _hyper(opt), self.loss.check_labels)
+        if self._lrs[0] != (opt.lr, lr_t):      # a Python float would be sent every call;
+            xp = namespace(params[0])           # these stay weakly typed, as a float is
+            self._lrs = ((opt.lr, lr_t), tuple(xp.asarray(v, device=params[0].device)
+                                               for v in (opt.lr, lr_t)))
         args = (params, list(opt.state), [getattr(m, n) for m, n in bslots],
-                (opt.lr, lr_t), x, t, static)
+                self._lrs[1], x, t, static)
         self._traced = False            # pure() snapshots the modules when jax traces it
         start = time.perf_counter()
         try:
@@ -274,10 +281,13 @@ def _state_key(state):
     return tuple(None if s is None else len(s) if isinstance(s, tuple) else 1 for s in state)
 
 
+_HYPER = ("_decoupled", "beta1", "beta2", "clip_norm", "eps", "momentum", "weight_decay")
+
+
 def _hyper(opt):
-    return tuple((k, v) for k, v in sorted(vars(opt).items())
-                 if k in ("momentum", "weight_decay", "beta1", "beta2", "eps", "clip_norm",
-                          "_decoupled"))
+    """The optimiser's hyper-parameters that are baked into the program (not the lr)."""
+    own = vars(opt)
+    return tuple((k, own[k]) for k in _HYPER if k in own)
 
 
 def _shape_key(x, t):

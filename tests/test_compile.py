@@ -208,3 +208,25 @@ def test_jit_mode_checks_what_jax_would_take_silently():
         value = step(nnx.to_numpy(x), nnx.to_numpy(t))
         assert step.mode == "eager" and "moved off JAX" in step.reason
         assert isinstance(value, np.ndarray) or np.isscalar(value)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "sgd-momentum", "adam"])
+def test_a_changed_learning_rate_or_momentum_takes_effect(device, opt):
+    """The step keeps the learning rates on the device between calls and its
+    hyper-parameters in the program: changing opt.lr (a schedule) or opt.momentum between
+    calls is honoured as in the eager step, and plain SGD runs without any state."""
+    make = {"sgd": lambda n: nnx.SGD(n, lr=0.1), "sgd-momentum": OPTS["sgd-momentum"],
+            "adam": OPTS["adam"]}[opt]
+    compiled, eager = _setup("float64", make), _setup("float64", make)
+    step = nnx.compile_step(*compiled)
+    for i, (x, t) in enumerate(_batches("float64", (8, 8, 8, 8))):
+        for o in (compiled[2], eager[2]):
+            o.lr = [0.1, 0.05, 0.05, 0.2][i] / (10 if opt == "adam" else 1)
+            if i == 3 and opt == "sgd-momentum":
+                o.momentum = 0.5
+        np.testing.assert_allclose(float(step(x, t)), float(_eager_step(*eager, x, t)),
+                                   rtol=1e-12)
+        for a, b in zip(_arrays(compiled[0]), _arrays(eager[0])):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    if opt == "sgd":
+        assert compiled[2].state == [None] * len(compiled[0].params())
