@@ -7,7 +7,7 @@ output and keeps what the backward pass needs, :meth:`nnx.Module.bprop` turns th
 gradient of the loss with respect to the output into the gradient with respect to the
 input (and stores the gradients of the parameters).  Nothing checks the calculus for
 you at run time, so you prove it once: :func:`nnx.gradcheck` compares bprop with finite
-differences of fprop, and :func:`nnx.testing.check_module` runs that and five more
+differences of fprop, and :func:`nnx.testing.check_module` runs that and six more
 checks on every backend installed here.  This tutorial derives a layer, proves it,
 breaks it on purpose to show what a failure says, and keeps the proof as a pytest test
 with the ``nnx_device`` fixture.
@@ -94,9 +94,9 @@ print(nnx.gradcheck(Swish(beta=1.5), x))
 # :func:`nnx.testing.check_module` takes a factory (here the class itself) and an
 # input shape.  It builds the module once on ``cpu``, copies it to every device nnx
 # can use here, and on each device and dtype checks that fprop leaves its input
-# alone, that the dtype is kept, gradcheck, that the results agree with NumPy's,
-# that bprop before fprop is refused, and that an input on another device is
-# refused.  Devices that are not installed are listed as skipped, with the reason.
+# alone and bprop its ``grad_output``, that the dtype is kept, gradcheck, that the
+# results agree with NumPy's, that bprop before fprop is refused, and that an input on
+# another device is refused.  Devices that are not installed are listed as skipped, with the reason.
 
 report = check_module(Swish, input_shape=(4, 5))
 print(report)

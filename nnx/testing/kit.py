@@ -35,7 +35,7 @@ class CheckResult:
     detail: str = ""
 
     def __str__(self):
-        return f"{self.device:<16} {self.dtype:<8} {self.check:<19} {self.status:<7} {self.detail}"
+        return f"{self.device:<16} {self.dtype:<8} {self.check:<21} {self.status:<7} {self.detail}"
 
 
 @dataclasses.dataclass
@@ -63,7 +63,7 @@ class CheckReport:
         count = {s: sum(r.status == s for r in self.results) for s in ("ok", "FAILED", "skipped")}
         head = (f"check_module({self.module}): {count['ok']} passed, {count['FAILED']} failed, "
                 f"{count['skipped']} skipped")
-        columns = f"{'device':<16} {'dtype':<8} {'check':<19} {'result':<7} detail"
+        columns = f"{'device':<16} {'dtype':<8} {'check':<21} {'result':<7} detail"
         return "\n".join([head, columns] + [str(r) for r in self.results])
 
 
