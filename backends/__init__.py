@@ -40,12 +40,13 @@ def available():
 
 
 def listing():
-    """[(device spec or backend name, None or reason)] for every device known here."""
+    """[(device spec, None or reason)] for every device known here; a backend that cannot
+    be used at all is listed by the device string it would give (cuda for CuPy)."""
     rows = []
     for name, backend in BACKENDS.items():
         reason = unavailable_reason(name)
         if reason:
-            rows.append((name, reason))
+            rows.append((MAIN_DEVICE.get(name, name), reason))
             continue
         try:
             rows.extend((spec, None) for spec in backend.listed())

@@ -13,7 +13,7 @@ import sys
 import time
 import warnings
 
-from . import backends, checkpoint, datasets, models, outputs
+from . import checkpoint, datasets, models, outputs
 from .epoch_log import MetricsLog, check_log
 from ._checks import count
 from .device import devices, set_device
@@ -401,9 +401,8 @@ def cmd_evaluate(args):
 
 def cmd_devices(args):
     """Each line starts with a string --device accepts; an unavailable backend is named by
-    the device strings it would give (cuda / cuda:N for CuPy)."""
-    for name, reason in devices().items():
-        spec = backends.MAIN_DEVICE.get(name, name)
+    the device string it would give (cuda for CuPy)."""
+    for spec, reason in devices().items():
         print(f"{spec:<18} {'available' if reason is None else 'unavailable: ' + reason}")
     return 0
 

@@ -56,7 +56,9 @@ def device(spec):
 
 
 def devices():
-    """{device or backend: None if usable here, else why not} for everything nnx knows."""
+    """{device string: None if usable here, else why not} for everything nnx knows; each
+    key is a string ``set_device`` takes (a backend that is not installed is listed by its
+    main device: ``cuda`` for CuPy, ``torch:cpu``, ``jax:cpu``)."""
     return dict(backends.listing())
 
 

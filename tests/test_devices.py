@@ -17,6 +17,9 @@ def test_default_is_cpu_and_devices_lists_reasons():
     assert listing["cpu"] is None
     for name, reason in listing.items():
         assert reason is None or isinstance(reason, str) and reason, name
+    for spec in listing:                 # every key is a device string set_device takes
+        nnx.backends.split_spec(spec)    # (an unknown one raises DeviceError)
+    assert "cupy" not in listing and "cuda" in listing
 
 
 def test_set_device_persists_and_the_block_restores():
@@ -42,7 +45,7 @@ def test_unknown_devices(spec, message):
 
 
 def test_unavailable_cuda_names_what_is_available():
-    if nnx.devices().get("cupy") is None:
+    if nnx.devices().get("cuda") is None:
         pytest.skip("CuPy is usable here, so cuda:0 is available")
     with pytest.raises(nnx.DeviceError, match=r"device 'cuda:0' is unavailable: .*Available "
                                               r"here: cpu"):

@@ -76,8 +76,6 @@ def device_params():
     for spec, reason in backends.listing():
         if spec.startswith("strict:") and spec != "strict:device1":
             continue
-        if reason is not None:                  # a backend's name: its --device string
-            spec = backends.MAIN_DEVICE.get(spec, spec)
         rows.append((spec, None if reason is None else f"device {spec!r} is unavailable: {reason}"))
     return rows
 
