@@ -27,6 +27,21 @@ def _arange(n):
     return a
 
 
+def batch_norm_statistics(x, axes):
+    """(mean, biased variance, x − mean) of a NumPy array over ``axes`` (kept as size-1
+    axes), for BatchNorm: the two-pass variance Σ(x − mean)²/m summed by einsum from the
+    centred copy BatchNorm keeps anyway, three passes over x where np.mean, np.var and the
+    subtraction take six.  None for other libraries."""
+    if type(x) is not np.ndarray or x.dtype.kind != "f" or x.ndim not in (2, 4):
+        return None
+    mean = x.mean(axis=axes, keepdims=True)
+    xc = x - mean
+    spec = "nc,nc->c" if x.ndim == 2 else "nchw,nchw->c"
+    var = np.einsum(spec, xc, xc).reshape(mean.shape)
+    var /= x.size // x.shape[1]
+    return mean, var, xc
+
+
 def softmax_cross_entropy_labels(z, labels, check=True):
     """(mean loss, dL/dz) of softmax cross-entropy for integer labels, on NumPy arrays.
 
