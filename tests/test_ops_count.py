@@ -162,3 +162,22 @@ def test_hinge_one_hot_targets_are_checked_once():
     t = nnx.asarray(np.eye(3)[[0, 1, 2, 0]], device=DEV, dtype="float64")
     assert count_strict(lambda: loss.fprop(z, t)).readbacks == 1
     assert count_strict(lambda: loss.fprop(z, t)).readbacks == 0
+
+
+@pytest.mark.parametrize("name, want", [("BatchNorm images", (7, 8)), ("MaxPool2D 2", (3, 2))])
+def test_torch_fuses_multiply_add_and_max_with_argmax(name, want):
+    """On torch tensors (CPU or CUDA) backends.fused issues a·b + c as one addcmul and the
+    window maximum with its position as one max: one operation fewer for each pair."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    from nnx.testing._count import count_torch
+    make, shape, _ = LAYERS[name]
+    layer = make().to("torch:cpu")
+    x = nnx.asarray(np.random.default_rng(0).standard_normal(shape), device="torch:cpu",
+                    dtype="float64")
+    g = None
+    for _ in range(3):
+        out = []
+        f = count_torch(lambda: out.append(layer.fprop(x)))
+        g = torch.ones_like(out[0]) if g is None else g
+        b = count_torch(lambda: layer.bprop(g))
+    assert (f.ops, b.ops) == want and f.readbacks == b.readbacks == 0

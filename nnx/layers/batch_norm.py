@@ -1,5 +1,5 @@
 from nnx import backends
-from nnx.backends import fast
+from nnx.backends import fast, fused
 
 from .. import _checks
 from ..device import dtype_name, namespace
@@ -167,8 +167,7 @@ class BatchNorm(Module):
         self.xhat = xc * self.inv
         if acc != x.dtype:                       # back to float16 for the output and bprop
             self.inv, self.xhat = xp.astype(self.inv, x.dtype), xp.astype(self.xhat, x.dtype)
-        y = self.xhat * xp.reshape(self.gamma, per)
-        y += xp.reshape(self.beta, per)
+        y = _multiply_add(xp, self.xhat, xp.reshape(self.gamma, per), xp.reshape(self.beta, per))
         self.per = per
         self._out_shape = tuple(y.shape)
         return y
@@ -185,15 +184,24 @@ class BatchNorm(Module):
             return g * scale
         k = -1.0 / self.m
         if dtype_name(g.dtype) == "float16":    # x̂·Σ g·x̂ may pass 65504: scale first
-            dx = self.xhat * xp.reshape(self.dgamma * k, self.per)
-            dx += xp.reshape(self.dbeta * k, self.per)
+            dx = _multiply_add(xp, self.xhat, xp.reshape(self.dgamma * k, self.per),
+                               xp.reshape(self.dbeta * k, self.per))
         else:                                   # dx = (g − (Σg + x̂·Σ g·x̂)/m)·γ/σ
-            dx = self.xhat * xp.reshape(self.dgamma, self.per)
-            dx += xp.reshape(self.dbeta, self.per)
+            dx = _multiply_add(xp, self.xhat, xp.reshape(self.dgamma, self.per),
+                               xp.reshape(self.dbeta, self.per))
             dx *= k
         dx += g
         dx *= scale
         return dx
+
+
+def _multiply_add(xp, a, b, c):
+    """a·b + c as a new array: one kernel on torch (backends.fused), two elsewhere."""
+    y = fused.multiply_add(a, b, c)
+    if y is None:
+        y = a * b
+        y += c
+    return y
 
 
 def _statistics_dtype(xp, dtype):

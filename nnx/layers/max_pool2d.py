@@ -1,6 +1,6 @@
 import math
 
-from nnx.backends import fast_conv
+from nnx.backends import fast_conv, fused
 
 from .. import _checks
 from ..device import namespace
@@ -66,6 +66,10 @@ class MaxPool2D(_Pool2D):
     ``padding`` (at most half the kernel) pads with −inf: a padded place is never the
     maximum.  ``ceil_mode=True`` adds a last, partial window where the stride leaves input
     over (as torch's MaxPool2d(ceil_mode=True)).
+
+    Portable path: one gather of the windows, their maximum and its position, a mask;
+    bprop a select and one gather.  On torch the maximum and its position are one
+    reduction (backends.fused).
     """
 
     def fprop(self, x):
@@ -78,9 +82,11 @@ class MaxPool2D(_Pool2D):
             self._out_shape = tuple(y.shape)
             return y
         xp, cols = self._windows_last(x, -math.inf)                     # (N, C, L, kh·kw)
-        where = xp.argmax(cols, axis=3, keepdims=True)                  # (N, C, L, 1)
+        both = fused.max_argmax(cols, 3)            # torch: one reduction for the two
+        top, where = both if both is not None else (
+            xp.max(cols, axis=3, keepdims=True), xp.argmax(cols, axis=3, keepdims=True))
         self.mask = arange(xp, x, cols.shape[3]) == where               # (N, C, L, kh·kw)
-        y = xp.reshape(xp.max(cols, axis=3), self.x_shape[:2] + self.out_hw)
+        y = xp.reshape(top, self.x_shape[:2] + self.out_hw)
         self._out_shape = tuple(y.shape)
         return y
 

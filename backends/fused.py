@@ -1,0 +1,34 @@
+"""One-kernel forms of a pair of Array API operations, where a library has one.
+
+A layer written against the Array API spends one kernel launch per operation; where the
+arrays are torch tensors (CPU or CUDA), a few pairs have a single torch kernel that
+computes the same values:
+
+- ``multiply_add(a, b, c)``: a·b + c (torch.addcmul, one elementwise pass);
+- ``max_argmax(x, axis)``: the maximum along ``axis`` and the position of its first
+  occurrence, both with the axis kept (torch.max with a dim: one reduction).
+
+Each returns None for other libraries; the caller then issues the two operations itself.
+"""
+
+
+def _torch(*arrays):
+    return all(type(a).__module__.startswith("torch") for a in arrays)
+
+
+def multiply_add(a, b, c):
+    """a·b + c (broadcast), in one torch kernel; None elsewhere."""
+    if _torch(a, b, c):
+        import torch
+        return torch.addcmul(c, a, b)
+    return None
+
+
+def max_argmax(x, axis):
+    """(max, argmax) of torch ``x`` along ``axis`` with that axis kept, in one torch
+    reduction (the first maximum's position on ties, as argmax); None elsewhere."""
+    if _torch(x):
+        import torch
+        values, indices = torch.max(x, dim=axis, keepdim=True)
+        return values, indices
+    return None
