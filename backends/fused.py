@@ -5,6 +5,8 @@ arrays are torch tensors (CPU or CUDA), a few pairs have a single torch kernel t
 computes the same values:
 
 - ``multiply_add(a, b, c)``: a·b + c (torch.addcmul, one elementwise pass);
+- ``add_scaled(a, b, alpha)``: a + alpha·b for a Python float alpha (torch.add with
+  alpha, one elementwise pass);
 - ``max_argmax(x, axis)``: the maximum along ``axis`` and the position of its first
   occurrence, both with the axis kept (torch.max with a dim: one reduction).
 
@@ -21,6 +23,14 @@ def multiply_add(a, b, c):
     if _torch(a, b, c):
         import torch
         return torch.addcmul(c, a, b)
+    return None
+
+
+def add_scaled(a, b, alpha):
+    """a + alpha·b (broadcast; alpha a Python float), in one torch kernel; None elsewhere."""
+    if _torch(a, b):
+        import torch
+        return torch.add(a, b, alpha=alpha)
     return None
 
 

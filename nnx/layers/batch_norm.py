@@ -189,6 +189,10 @@ class BatchNorm(Module):
         else:                                   # dx = (g − (Σg + x̂·Σ g·x̂)/m)·γ/σ
             dx = _multiply_add(xp, self.xhat, xp.reshape(self.dgamma, self.per),
                                xp.reshape(self.dbeta, self.per))
+            scaled = fused.add_scaled(g, dx, k)     # torch: g + k·dx in one kernel
+            if scaled is not None:
+                scaled *= scale
+                return scaled
             dx *= k
         dx += g
         dx *= scale
