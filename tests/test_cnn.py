@@ -189,6 +189,30 @@ GEOMETRIES = [((2, 3, 7, 6), (3, 2), (2, 1), (1, 2)), ((2, 2, 5, 5), (1, 1), (2,
               ((2, 1, 5, 5), (1, 1), (1, 1), (1, 1))]
 
 
+
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5, 2)])
+def test_fast_batch_norm_statistics_and_sums_equal_the_formulas(shape):
+    """backends.fast's BatchNorm helpers (NumPy; torch CPU for the statistics) against
+    np.mean, np.var and plain sums, on data of a large mean (no cancellation)."""
+    from nnx.backends import fast
+    axes = (0,) if len(shape) == 2 else (0, 2, 3)
+    x, g = 1e4 + host(shape, 1), host(shape, 2)
+    inputs = [x]
+    try:
+        import torch
+        inputs.append(torch.tensor(x))
+    except ImportError:
+        pass
+    for a in inputs:
+        mean, var, xc = (np.asarray(v) for v in fast.batch_norm_statistics(a, axes))
+        np.testing.assert_allclose(mean, x.mean(axis=axes, keepdims=True), rtol=1e-15)
+        np.testing.assert_allclose(var, x.var(axis=axes, keepdims=True), rtol=1e-10)
+        np.testing.assert_allclose(xc, x - x.mean(axis=axes, keepdims=True), rtol=1e-9)
+    s0, s1 = fast.batch_norm_sums(g, xc, axes)
+    np.testing.assert_allclose(s0, g.sum(axis=axes), rtol=1e-13)
+    np.testing.assert_allclose(s1, (g * xc).sum(axis=axes), rtol=1e-12)
+    assert fast.batch_norm_sums(g, xc.astype(np.float32), axes) is None
+
 @pytest.mark.parametrize("shape, k, s, p", GEOMETRIES)
 def test_fast_im2col_and_col2im_equal_the_reference(shape, k, s, p):
     out = _im2col.output_size("test", shape, k, s, p)

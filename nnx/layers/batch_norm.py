@@ -175,8 +175,9 @@ class BatchNorm(Module):
     def bprop(self, grad_output, *, need_input_grad=True):
         xp = self._check_grad(grad_output)
         g = grad_output
-        self.dbeta = xp.sum(g, axis=self.axes)
-        self.dgamma = xp.sum(g * self.xhat, axis=self.axes)
+        sums = fast.batch_norm_sums(g, self.xhat, self.axes)    # NumPy: no g·x̂ temporary
+        self.dbeta, self.dgamma = sums if sums is not None else (
+            xp.sum(g, axis=self.axes), xp.sum(g * self.xhat, axis=self.axes))
         if not need_input_grad:
             return None
         scale = xp.reshape(self.gamma, self.per) * self.inv
