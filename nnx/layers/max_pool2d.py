@@ -69,7 +69,7 @@ class MaxPool2D(_Pool2D):
 
     Portable path: one gather of the windows, their maximum and its position, a mask;
     bprop a select and one gather.  On torch the maximum and its position are one
-    reduction (backends.fused).
+    reduction, and the select a product with the mask (backends.fused).
     """
 
     def fprop(self, x):
@@ -97,6 +97,8 @@ class MaxPool2D(_Pool2D):
                                                self.kernel_size, self.stride, self.out_hw)
         n, c = self.x_shape[:2]
         g = xp.reshape(grad_output, (n, c, self.out_hw[0] * self.out_hw[1], 1))
-        dcols = xp.where(self.mask, g, 0.0)                             # (N, C, L, kh·kw)
+        dcols = fused.select(self.mask, g)                              # (N, C, L, kh·kw)
+        if dcols is None:
+            dcols = xp.where(self.mask, g, 0.0)
         return col2im(dcols, self.x_shape, self.kernel_size, self.stride, self.padding,
                       self.out_hw, windows_last=True)
