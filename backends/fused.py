@@ -10,6 +10,8 @@ computes the same values:
 - ``select(mask, a)``: a where the boolean mask holds, else 0 (torch multiplies by the
   mask: one kernel, 3 to 5 times faster than torch.where on the CPU; a NaN or inf in ``a``
   gives NaN, not 0, where the mask is off);
+- ``sign(x)``: torch.sign, one kernel where array-api-compat's adds two to make NaN give
+  NaN (torch's gives 0 for NaN);
 - ``max_argmax(x, axis)``: the maximum along ``axis`` and the position of its first
   occurrence, both with the axis kept (torch.max with a dim: one reduction).
 
@@ -42,6 +44,14 @@ def select(mask, a):
     elsewhere (the caller uses where(mask, a, 0))."""
     if _torch(mask, a):
         return a * mask
+    return None
+
+
+def sign(x):
+    """torch.sign of a real torch tensor (0 for NaN); None elsewhere."""
+    if _torch(x):
+        import torch
+        return torch.sign(x)
     return None
 
 

@@ -61,6 +61,8 @@ LAYERS = {
     "BatchNorm images": (lambda: nnx.BatchNorm(3, device=DEV, dtype="float64"),
                          (4, 3, 5, 5), (8, 9)),
     "BatchNorm rows": (lambda: nnx.BatchNorm(3, device=DEV, dtype="float64"), (4, 3), (8, 9)),
+    # clip, sign (a float mask)  |  one product
+    "ReLU": (lambda: nnx.ReLU(), (2, 3, 4, 4), (2, 1)),
     "Flatten": (lambda: nnx.Flatten(), (2, 3, 4, 4), (0, 0)),
     "Reshape": (lambda: nnx.Reshape((3, 4)), (2, 12), (0, 0)),
 }
@@ -164,7 +166,8 @@ def test_hinge_one_hot_targets_are_checked_once():
     assert count_strict(lambda: loss.fprop(z, t)).readbacks == 0
 
 
-@pytest.mark.parametrize("name, want", [("BatchNorm images", (8, 7)), ("MaxPool2D 2", (3, 2))])
+@pytest.mark.parametrize("name, want", [("BatchNorm images", (8, 7)), ("MaxPool2D 2", (3, 2)),
+                                        ("ReLU", (2, 1))])
 def test_torch_fuses_multiply_add_and_max_with_argmax(name, want):
     """On torch tensors (CPU or CUDA) backends.fused issues a·b + c as one addcmul and the
     window maximum with its position as one max, g + k·dx as one add: one operation fewer

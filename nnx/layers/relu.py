@@ -1,3 +1,5 @@
+from nnx.backends import fused
+
 from ..device import namespace
 from ..module import Module
 
@@ -5,15 +7,16 @@ from ..module import Module
 class ReLU(Module):
     """y = max(x, 0);   dx = g·sign(y)   (sign(y) is 1 where x > 0, else 0)
 
-    NaN stays NaN in y and in dx: a bad input is never hidden.  The mask is a float array
-    (sign of the output), so bprop is one multiplication: on torch CPU several times faster
-    than a select.
+    NaN stays NaN in y (a bad input is never hidden), and in dx except on torch, whose
+    sign gives 0 for NaN.  The mask is a float array (the sign of the output), so bprop is
+    one multiplication: on torch CPU several times faster than a select.
     """
 
     def fprop(self, x):
         xp = namespace(x)
         y = xp.clip(x, min=0.0)         # where(x > 0, x, 0) would turn NaN into 0
-        self.mask = xp.sign(y)          # 1 where x > 0, 0 elsewhere, NaN for NaN
+        mask = fused.sign(y)            # torch: one kernel (0 for NaN there)
+        self.mask = xp.sign(y) if mask is None else mask    # 1 where x > 0, else 0
         self._out_shape = tuple(y.shape)
         return y
 
