@@ -1,4 +1,4 @@
-"""NumPy fast paths behind nnx's Array API code.
+"""Host fast paths (NumPy; one for torch CPU tensors) behind nnx's Array API code.
 
 nnx's layers are written once against the Array API namespace; that code is the reference
 and runs everywhere.  Where the arrays are NumPy arrays, a layer may hand one step to a
@@ -25,6 +25,39 @@ def _arange(n):
         a = _aranges[n] = np.arange(n)
         a.flags.writeable = False
     return a
+
+
+def batch_norm_statistics(x, axes):
+    """(mean, biased variance, x − mean) over ``axes`` (kept as size-1 axes), for
+    BatchNorm, on host arrays: the two-pass variance Σ(x − mean)²/m from the centred copy
+    BatchNorm keeps anyway.  NumPy sums the squares by einsum (three passes where np.mean,
+    np.var and the subtraction take six); torch CPU tensors square and average (torch.var
+    over the batch and image axes is 3 to 10 times slower on the CPU).  None for other
+    libraries and devices (GPUs keep xp.var: one kernel)."""
+    if type(x).__module__.startswith("torch"):
+        if x.device.type != "cpu" or not x.is_floating_point():
+            return None
+        mean = x.mean(dim=axes, keepdim=True)
+        xc = x - mean
+        return mean, (xc * xc).mean(dim=axes, keepdim=True), xc
+    if type(x) is not np.ndarray or x.dtype.kind != "f" or x.ndim not in (2, 4):
+        return None
+    mean = x.mean(axis=axes, keepdims=True)
+    xc = x - mean
+    spec = "nc,nc->c" if x.ndim == 2 else "nchw,nchw->c"
+    var = np.einsum(spec, xc, xc).reshape(mean.shape)
+    var /= x.size // x.shape[1]
+    return mean, var, xc
+
+
+def batch_norm_sums(g, xhat, axes):
+    """(Σ g, Σ g·x̂) over ``axes`` of NumPy arrays, for BatchNorm's bprop: the second by
+    einsum, without the g·x̂ temporary (2 to 4 times faster).  None for other libraries."""
+    if type(g) is not np.ndarray or type(xhat) is not np.ndarray or g.ndim not in (2, 4) \
+            or g.dtype != xhat.dtype or g.dtype.kind != "f" or g.shape != xhat.shape:
+        return None
+    spec = "nc,nc->c" if g.ndim == 2 else "nchw,nchw->c"
+    return g.sum(axis=axes), np.einsum(spec, g, xhat)
 
 
 def softmax_cross_entropy_labels(z, labels, check=True):

@@ -59,6 +59,11 @@ def scale(host_array, factor, dtype):
     return np.multiply(host_array, factor, dtype=dtype)
 
 
+def eye(n):
+    """The (n, n) float64 identity."""
+    return np.eye(n)
+
+
 def as_array(values):
     """``values`` (a list, a scalar, anything NumPy reads) as a NumPy array."""
     return np.asarray(values)

@@ -158,11 +158,60 @@ def test_batch_norm_matches_torch_in_training_and_eval(shape):
                                        atol=1e-12, err_msg=mode)
 
 
+
+@pytest.mark.parametrize("device", ["torch:cpu", "numpy"])
+def test_batch_norm_running_statistics_over_many_steps_match_torch(device):
+    """The running statistics fold in every 16th training step (or when read): 37 steps
+    with batch sizes and a momentum that change on the way, read only at the end, agree
+    with torch's step-by-step updates; a read in the middle changes nothing."""
+    torch = pytest.importorskip("torch", reason="torch is not installed: no PyTorch reference")
+    theirs = torch.nn.BatchNorm2d(3, momentum=0.3, dtype=torch.float64)
+    ours = nnx.BatchNorm(3, momentum=0.3, dtype=F64, device=device)
+    for step in range(37):
+        if step == 20:
+            ours.momentum = theirs.momentum = 0.05
+        x = 2 + 3 * host((2 + step % 3, 3, 2, 3), 100 + step)
+        ours.fprop(nnx.asarray(x, dtype=F64, device=device))
+        theirs(torch.tensor(x))
+        if step == 25:
+            nnx.to_numpy(ours.running_var)
+    for a, b in [(ours.running_mean, theirs.running_mean), (ours.running_var, theirs.running_var)]:
+        np.testing.assert_allclose(nnx.to_numpy(a), b.numpy(), rtol=1e-12, atol=1e-14)
+    ours.running_mean = nnx.asarray(np.zeros(3), dtype=F64, device=device)   # assigning one
+    ours.fprop(nnx.asarray(host((4, 3, 2, 2), 7), dtype=F64, device=device))  # keeps the other
+    theirs(torch.tensor(host((4, 3, 2, 2), 7)))
+    np.testing.assert_allclose(nnx.to_numpy(ours.running_var), theirs.running_var.numpy(),
+                               rtol=1e-12)
+
 # -- the NumPy fast path against the Array API reference ----------------------------------
 GEOMETRIES = [((2, 3, 7, 6), (3, 2), (2, 1), (1, 2)), ((2, 2, 5, 5), (1, 1), (2, 2), (0, 0)),
               ((1, 1, 4, 3), (4, 3), (1, 1), (0, 0)), ((3, 2, 8, 8), (2, 2), (2, 2), (0, 0)),
               ((2, 1, 5, 5), (1, 1), (1, 1), (1, 1))]
 
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5, 2)])
+def test_fast_batch_norm_statistics_and_sums_equal_the_formulas(shape):
+    """backends.fast's BatchNorm helpers (NumPy; torch CPU for the statistics) against
+    np.mean, np.var and plain sums, on data of a large mean (no cancellation)."""
+    from nnx.backends import fast
+    axes = (0,) if len(shape) == 2 else (0, 2, 3)
+    x, g = 1e4 + host(shape, 1), host(shape, 2)
+    inputs = [x]
+    try:
+        import torch
+        inputs.append(torch.tensor(x))
+    except ImportError:
+        pass
+    for a in inputs:
+        mean, var, xc = (np.asarray(v) for v in fast.batch_norm_statistics(a, axes))
+        np.testing.assert_allclose(mean, x.mean(axis=axes, keepdims=True), rtol=1e-15)
+        np.testing.assert_allclose(var, x.var(axis=axes, keepdims=True), rtol=1e-10)
+        np.testing.assert_allclose(xc, x - x.mean(axis=axes, keepdims=True), rtol=1e-9)
+    s0, s1 = fast.batch_norm_sums(g, xc, axes)
+    np.testing.assert_allclose(s0, g.sum(axis=axes), rtol=1e-13)
+    np.testing.assert_allclose(s1, (g * xc).sum(axis=axes), rtol=1e-12)
+    assert fast.batch_norm_sums(g, xc.astype(np.float32), axes) is None
 
 @pytest.mark.parametrize("shape, k, s, p", GEOMETRIES)
 def test_fast_im2col_and_col2im_equal_the_reference(shape, k, s, p):

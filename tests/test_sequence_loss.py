@@ -69,3 +69,25 @@ def test_sequence_loss_float16_and_uint8_labels():
     got = loss.fprop(nnx.asarray(z, dtype="float16"), nnx.asarray(t.astype(np.uint8)))
     assert float(got) == pytest.approx(want, rel=2e-3)
     assert loss.bprop().dtype == nnx.asarray(z, dtype="float16").dtype
+
+
+@pytest.mark.parametrize("classes", [5, 600], ids=["cached-eye", "many-classes"])
+def test_label_loss_matches_torch_with_a_minus_inf_score(device, classes):
+    """The one-hot comes from a cached eye(C)/N up to 512 classes and from a comparison
+    beyond; either way a -inf score away from the label (a masked class) leaves the loss
+    finite, as torch's."""
+    torch = pytest.importorskip("torch", reason="torch is not installed: no PyTorch reference")
+    if not nnx.device_of(nnx.asarray([1.0], device=device)).backend.has_float64(
+            nnx.device_of(nnx.asarray([1.0], device=device)).native):
+        pytest.skip(f"{device} has no float64")
+    z = host((4, classes))
+    t = np.array([0, 3, 1, 2])
+    z[0, 1] = -np.inf
+    loss = nnx.SoftmaxCrossEntropy()
+    value = loss.fprop(nnx.asarray(z, device=device, dtype="float64"), nnx.asarray(t, device=device))
+    zt = torch.tensor(z, requires_grad=True)
+    want = torch.nn.functional.cross_entropy(zt, torch.tensor(t))
+    want.backward()
+    assert float(value) == pytest.approx(want.item(), rel=1e-12)
+    np.testing.assert_allclose(nnx.to_numpy(loss.bprop()), zt.grad.numpy(), rtol=1e-12,
+                               atol=1e-15)

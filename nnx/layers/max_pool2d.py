@@ -1,6 +1,6 @@
 import math
 
-from nnx.backends import fast_conv
+from nnx.backends import fast_conv, fused
 
 from .. import _checks
 from ..device import namespace
@@ -68,6 +68,10 @@ class MaxPool2D(_Pool2D):
     ``padding`` (at most half the kernel) pads with −inf: a padded place is never the
     maximum.  ``ceil_mode=True`` adds a last, partial window where the stride leaves input
     over (as torch's MaxPool2d(ceil_mode=True)).
+
+    Portable path: one gather of the windows, their maximum and its position, a mask;
+    bprop a select and one gather.  On torch the maximum and its position are one
+    reduction, and the select a product with the mask (backends.fused).
     """
 
     def fprop(self, x):
@@ -80,9 +84,11 @@ class MaxPool2D(_Pool2D):
             self._out_shape = tuple(y.shape)
             return y
         xp, cols = self._windows_last(x, -math.inf)                     # (N, C, L, kh·kw)
-        where = xp.argmax(cols, axis=3, keepdims=True)                  # (N, C, L, 1)
+        both = fused.max_argmax(cols, 3)            # torch: one reduction for the two
+        top, where = both if both is not None else (
+            xp.max(cols, axis=3, keepdims=True), xp.argmax(cols, axis=3, keepdims=True))
         self.mask = arange(xp, x, cols.shape[3]) == where               # (N, C, L, kh·kw)
-        y = xp.reshape(xp.max(cols, axis=3), self.x_shape[:2] + self.out_hw)
+        y = xp.reshape(top, self.x_shape[:2] + self.out_hw)
         self._out_shape = tuple(y.shape)
         return y
 
@@ -93,6 +99,8 @@ class MaxPool2D(_Pool2D):
                                                self.kernel_size, self.stride, self.out_hw)
         n, c = self.x_shape[:2]
         g = xp.reshape(grad_output, (n, c, self.out_hw[0] * self.out_hw[1], 1))
-        dcols = xp.where(self.mask, g, 0.0)                             # (N, C, L, kh·kw)
+        dcols = fused.select(self.mask, g)                              # (N, C, L, kh·kw)
+        if dcols is None:
+            dcols = xp.where(self.mask, g, 0.0)
         return col2im(dcols, self.x_shape, self.kernel_size, self.stride, self.padding,
                       self.out_hw, windows_last=True)

@@ -1,10 +1,14 @@
 import math
 
+from nnx import backends
 from nnx.backends import fast, gather
 
 from ..device import check_same_device, dtype_name, index_dtype
 from ..errors import DTypeError, ShapeError
+from ..layers._im2col import fill, take
 from .base import Loss
+
+_EYE_ENTRIES = 2 ** 18        # eye(C)/N is cached for C <= 512 classes
 
 
 class SoftmaxCrossEntropy(Loss):
@@ -21,9 +25,11 @@ class SoftmaxCrossEntropy(Loss):
     dL/dz = (p - onehot)/(N·T).
 
     Integer labels on NumPy skip the one-hot matrix (backends.fast); same formula.
-    Elsewhere integer labels cost a fixed handful of array operations: the label's
-    log-probability is gathered (take_along_axis), and the gradient subtracts 1/N where a
-    cached arange equals the label.
+    Elsewhere integer labels cost 12 array operations for fprop and bprop together: the
+    label's log-probability is gathered (take_along_axis: a -inf score elsewhere in the row
+    stays harmless), and the gradient subtracts onehot/N, rows of a cached eye(C)/N picked
+    by the labels (one gather; up to 512 classes, beyond which a comparison with a cached
+    arange builds it in two).
     """
 
     classifies = True           # fit reports accuracy and test errors
@@ -57,7 +63,7 @@ class SoftmaxCrossEntropy(Loss):
             loss = self._labels(xp, xp.astype(z, xp.float32), t)
             self._grad = xp.astype(self._grad, xp.float16)
             return xp.astype(loss, xp.float16)
-        count = math.prod(z.shape[:-1])
+        count, c = math.prod(z.shape[:-1]), z.shape[-1]
         shifted = z - xp.max(z, axis=-1, keepdims=True)
         e = xp.exp(shifted)
         s = xp.sum(e, axis=-1, keepdims=True)
@@ -68,13 +74,25 @@ class SoftmaxCrossEntropy(Loss):
         elif hasattr(xp, "take_along_axis"):
             picked = xp.take_along_axis(shifted, t, axis=-1)
         else:                                   # an older namespace: the one-hot product
-            picked = xp.sum(xp.where(t == self._classes(xp, z, z.shape[-1], t.dtype),
-                                     shifted, 0.0), axis=-1, keepdims=True)
+            picked = xp.sum(xp.where(t == self._classes(xp, z, c, t.dtype), shifted, 0.0),
+                            axis=-1, keepdims=True)
         loss = xp.mean(xp.log(s) - picked)     # NaN for an empty batch, as torch's
-        grad = e / (s * float(max(count, 1)))
-        is_label = t == self._classes(xp, z, z.shape[-1], t.dtype)
-        self._grad = xp.where(is_label, grad - 1.0 / max(count, 1), grad)
+        # (the label's own log-probability: a one-hot product would turn a -inf score
+        # elsewhere in the row into 0·inf = NaN)
+        self._grad = e / (s * float(max(count, 1))) - self._one_hot(xp, z, t, count, c)
         return loss
+
+    def _one_hot(self, xp, z, t, count, c):
+        """onehot(t)/count in z's dtype and shape: rows of a cached eye(C)/count picked by
+        the labels (one gather) where eye(C) is small, else a comparison with a cached
+        arange (two operations)."""
+        n = max(count, 1)
+        if c * c <= _EYE_ENTRIES:
+            from .._constants import on_device
+            eye = on_device(("eye/n", c, n, dtype_name(z.dtype)), z, lambda: (
+                backends.host.scale(backends.host.eye(c), 1.0 / n, dtype_name(z.dtype)),))[0]
+            return xp.reshape(take(xp, eye, xp.reshape(t, (-1,)), 0), tuple(z.shape))
+        return xp.where(t == self._classes(xp, z, c, t.dtype), fill(z, 1, 1.0 / n), 0.0)
 
     def _sequence(self, z, t):
         """(N, T, V) scores with (N, T) integer labels: the mean over all N·T positions."""
