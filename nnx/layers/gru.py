@@ -27,7 +27,7 @@ class GRU(Recurrent):
         hid = self.n_hidden
         s = self._row_scale(xp, (True, True, False))
         w_ih = self.weight_ih * s[:, None]                  # rows of r and z halved
-        w_hh_t = xp.matrix_transpose(self.weight_hh * s[:, None])
+        w_hh_t = self._rows_first(xp, self.weight_hh * s[:, None])
         b_hh = self.bias_hh * s
         xw = x_rows @ xp.matrix_transpose(w_ih)
         xw += self.bias_ih * s

@@ -15,7 +15,7 @@ class LSTM(Recurrent):
         carried: dh = da_t·W_hh,  dc = dc_t·f
         dA (every step's da_t, stacked once):  [dW_ih | dW_hh | db] = dAᵀ·[x | h_{t−1} | 1]
         (one matmul over all steps),  db_ih = db_hh = db,  dx = dA·W_ih
-    Array operations per time step: 10 forward, 15 backward (σ is computed as ½·tanh(a/2) + ½,
+    Array operations per time step: 10 forward, 14 backward (σ is computed as ½·tanh(a/2) + ½,
     so one tanh covers the four gates; the gates' derivatives are formed inside the backward
     loop, on one step's arrays); none of them reads a value back to the host.  The state is
     (h, c): see ``set_state``, ``reset_state``, ``stateful``, ``last_state`` and
@@ -29,18 +29,17 @@ class LSTM(Recurrent):
         xp, n, steps, (h, c), x_rows = self._begin(x)
         hid = self.n_hidden
         s = self._row_scale(xp, (True, True, False, True))
-        m = 1.0 - s
         w_ih = self.weight_ih * s[:, None]                  # rows of σ gates halved
-        w_hh_t = xp.matrix_transpose(self.weight_hh * s[:, None])
+        w_hh_t = self._rows_first(xp, self.weight_hh * s[:, None])
         xw = x_rows @ xp.matrix_transpose(w_ih)
         xw += (self.bias_ih + self.bias_hh) * s
         xw = xp.reshape(xw, (steps, n, 4 * hid))            # time-major: xw[t] is contiguous
         self.h0, self.c0 = h, c
         hs, us, zs, cs, tcs = [], [], [], [], []
         for t in range(steps):
-            u = xp.tanh(xw[t, ...] + h @ w_hh_t)            # the tanh of each (scaled) gate
-            z = u * s + m                                   # i, f, o = σ(a), g = tanh(a)
-            c = z[:, hid:2 * hid] * c + z[:, :hid] * z[:, 2 * hid:3 * hid]
+            u = xp.tanh(xw[t, ...] + h @ w_hh_t)            # tanh of each gate's (scaled) a
+            z = u * 0.5 + 0.5                               # i, f, o = σ(a) (z's g block unused)
+            c = z[:, hid:2 * hid] * c + z[:, :hid] * u[:, 2 * hid:3 * hid]     # g = tanh(a_g)
             tc = xp.tanh(c)
             h = z[:, 3 * hid:] * tc
             hs.append(h)
@@ -49,13 +48,15 @@ class LSTM(Recurrent):
             cs.append(c)
             tcs.append(tc)
         self.u, self.z, self.c, self.tc = us, zs, cs, tcs
-        self.s, self.w_ih, self.w_hh = s, w_ih, w_hh_t
         return self._end(xp, hs, (h, c))
 
     def bprop(self, grad_output, *, need_input_grad=True):
         xp = self._check_grad(grad_output)
         hid, steps = self.n_hidden, self.x_shape[1]
-        s, w_hh = self.s, xp.matrix_transpose(self.w_hh)
+        # the loop's da_t leaves out the gates' constant factors: ¼ on σ rows (σ'(a) =
+        # ¼(1 − u²)), 1 on g; they go into W_hh, the weight gradients and dx, once a call
+        s2 = self._row_scale(xp, (True, True, False, True), 0.25)
+        w_hh = self.weight_hh * s2[:, None]
         dh = xp.zeros_like(self.h0)
         dc = xp.zeros_like(self.c0)
         das = [None] * steps
@@ -65,10 +66,10 @@ class LSTM(Recurrent):
             dh_t = grad_output[:, t, :] + dh
             dc_t = dc + dh_t * z[:, 3 * hid:] * (1.0 - tc * tc)
             da = (xp.concat([dc_t, dc_t, dc_t, dh_t], axis=-1)
-                  * xp.concat([z[:, 2 * hid:3 * hid], c_prev, z[:, :hid], tc], axis=-1)
-                  * (s - s * u * u))                        # d(i, f, g, o)/da, a's rows scaled
+                  * xp.concat([u[:, 2 * hid:3 * hid], c_prev, z[:, :hid], tc], axis=-1)
+                  * (1.0 - u * u))
             dh = da @ w_hh
             dc = dc_t * z[:, hid:2 * hid]
             das[t] = da
         self.state_grad = (dh, dc)
-        return self._shared_grads(xp, das, s, need_input_grad, self.w_ih)
+        return self._shared_grads(xp, das, s2, need_input_grad)

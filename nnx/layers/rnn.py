@@ -21,7 +21,7 @@ class RNN(Recurrent):
         xw = x_rows @ xp.matrix_transpose(self.weight_ih)
         xw += self.bias_ih + self.bias_hh
         xw = xp.reshape(xw, (steps, n, self.n_hidden))      # time-major: xw[t] is contiguous
-        w_hh_t = xp.matrix_transpose(self.weight_hh)
+        w_hh_t = self._rows_first(xp, self.weight_hh)
         self.h0 = h
         hs = []
         for t in range(steps):
