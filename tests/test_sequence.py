@@ -118,6 +118,35 @@ def test_embedding_takes_narrow_and_unsigned_indices(device):
         np.testing.assert_array_equal(nnx.to_numpy(e.fprop(nnx.asarray(k.astype(dtype)))), ref)
 
 
+@pytest.mark.parametrize("steps", [1, 5])
+def test_lstm_numpy_fast_path_equals_the_array_api_loop(monkeypatch, steps):
+    """On NumPy the LSTM's time loop runs in nnx.backends.fast_rnn (in place); the layer's
+    own Array API loop is the reference: outputs, state, dx, every gradient, the state's
+    gradient, with a given state, and the carried state of a stateful layer."""
+    from nnx.backends import fast_rnn
+    rng = np.random.default_rng(3)
+    x, g = rng.standard_normal((N, steps, I)), rng.standard_normal((N, steps, H))
+    h0, c0 = rng.standard_normal((N, H)), rng.standard_normal((N, H))
+
+    def run():
+        nnx.seed(0)
+        m = nnx.LSTM(I, H, stateful=True, dtype="float64")
+        m.set_state(nnx.asarray(h0, dtype="float64"), nnx.asarray(c0, dtype="float64"))
+        put = lambda a: nnx.asarray(a, dtype="float64")  # noqa: E731
+        out = [m.fprop(put(x)), m.bprop(put(g)), *m.grads(), *m.last_state,
+               *m.state_grad]
+        out.append(m.fprop(put(x)))                     # from the carried state
+        return [nnx.to_numpy(a) for a in out]
+    fast = run()
+    calls = []
+    for name in ("lstm_forward", "lstm_backward"):
+        monkeypatch.setattr(fast_rnn, name, lambda *a: calls.append(a) and None)
+    loop = run()
+    assert len(calls) == 3                              # the fast path was offered, declined
+    for a, b in zip(fast, loop):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
 # -- operations per time step ------------------------------------------------------------
 
 def count_ops(name, steps):

@@ -104,13 +104,14 @@ class Recurrent(Module):
         self.x_rows = xp.reshape(xp.permute_dims(x, (1, 0, 2)), (steps * n, self.n_in))
         return xp, n, steps, state, self.x_rows
 
-    def _end(self, xp, hs, last):
-        """The output (N, T, H) from the list of hidden states; keep the last state."""
+    def _end(self, xp, hs, last, y=None):
+        """The output (N, T, H) from the list of hidden states (or ``y``, already made);
+        keep the last state."""
         self.last_state = last if len(last) > 1 else last[0]
         if self.stateful:
             self._state = last
         self.hs = hs
-        self.y = xp.stack(hs, axis=1)
+        self.y = xp.stack(hs, axis=1) if y is None else y
         self._out_shape = tuple(self.y.shape)
         return self.y
 
@@ -121,12 +122,14 @@ class Recurrent(Module):
 
     def _shared_grads(self, xp, das, scale=None, need_input_grad=True):
         """dW_ih, dW_hh, db_ih, db_hh where both projections have the same pre-activation
-        gradient (RNN, LSTM), from the list ``das`` of every step's (N, G·H): stacked once
+        gradient (RNN, LSTM), from the list ``das`` of every step's (N, G·H) (or that
+        stack, (T, N, G·H), already made): stacked once
         into dA (T·N, G·H), then ONE matmul dAᵀ·[x | h_{t−1} | 1] gives all four; the rows
         are multiplied by ``scale`` (G·H,), the factor da_t left out; returns dx (or None)."""
         n, steps = self.x_shape[0], self.x_shape[1]
         n_in, hid, rows = self.n_in, self.n_hidden, self.gates * self.n_hidden
-        da = xp.reshape(xp.stack(das, axis=0), (steps * n, rows))
+        da = xp.reshape(das if not isinstance(das, list) else xp.stack(das, axis=0),
+                        (steps * n, rows))
         ones = xp.ones((steps * n, 1), dtype=da.dtype, device=self.device.native)
         xh1 = xp.concat([self.x_rows, self._h_prev(xp), ones], axis=1)
         dw = xp.matrix_transpose(da) @ xh1                      # (G·H, n_in + H + 1)

@@ -1,3 +1,5 @@
+from nnx.backends import fast_rnn
+
 from ._recurrent import Recurrent
 
 
@@ -35,6 +37,10 @@ class LSTM(Recurrent):
         xw += (self.bias_ih + self.bias_hh) * s
         xw = xp.reshape(xw, (steps, n, 4 * hid))            # time-major: xw[t] is contiguous
         self.h0, self.c0 = h, c
+        fast = fast_rnn.lstm_forward(xw, h, c, w_hh_t)     # NumPy: the same loop, in place
+        if fast is not None:
+            y, self.u, self.z, self.c, self.tc = fast
+            return self._end(xp, [y[:, t, :] for t in range(steps)], (y[:, -1, :], self.c[-1]), y)
         hs, us, zs, cs, tcs = [], [], [], [], []
         for t in range(steps):
             u = xp.tanh(xw[t, ...] + h @ w_hh_t)            # tanh of each gate's (scaled) a
@@ -57,6 +63,12 @@ class LSTM(Recurrent):
         # ¼(1 − u²)), 1 on g; they go into W_hh, the weight gradients and dx, once a call
         s2 = self._row_scale(xp, (True, True, False, True), 0.25)
         w_hh = self.weight_hh * s2[:, None]
+        fast = fast_rnn.lstm_backward(grad_output, self.u, self.z, self.c, self.tc, self.c0,
+                                      w_hh)                 # NumPy: the same loop, in place
+        if fast is not None:
+            das, dh, dc = fast
+            self.state_grad = (dh, dc)
+            return self._shared_grads(xp, das, s2, need_input_grad)
         dh = xp.zeros_like(self.h0)
         dc = xp.zeros_like(self.c0)
         das = [None] * steps
