@@ -273,3 +273,15 @@ def test_the_kit_catches_one_wrong_gradient_entry_by_default():
     a single wrong dW[17, 23] fails, naming gradcheck and the parameter."""
     with pytest.raises(ModuleCheckError, match=r"gradcheck on cpu in float64.*W\[17, 23\]"):
         check_module(_OneEntryWrong, (3, 30), devices=["cpu"], dtypes="float64")
+
+
+def test_check_module_takes_integer_inputs_for_an_embedding():
+    """Indices stay integers on every device (not cast to the checked float dtype); the
+    Embedding has no input gradient, and everything else is checked."""
+    k = [[0, 6, 2, 2], [5, 1, 0, 3], [4, 4, 6, 1]]           # repeats: rows add up in dW
+    report = check_module(lambda: nnx.Embedding(7, 3), (3, 4), x=k, devices=["cpu", "strict"])
+    assert report.ok
+    checks = {r.check for r in report.results if r.status == "ok"}
+    assert {"gradcheck", "agrees with cpu", "keeps the dtype"} <= checks
+    with pytest.raises(ModuleCheckError, match="indices must be integers"):
+        check_module(lambda: nnx.Embedding(7, 3), (3, 4), devices=["cpu"])   # drawn floats
