@@ -90,8 +90,9 @@ def check_module(factory, input_shape, *, devices=None, dtypes=("float64", "floa
     every device sees the same weights).  ``input_shape``: the shape of the input drawn for
     it, e.g. ``(4, 5)`` (values with |x| >= 0.1, away from ReLU-like kinks); or give the input
     itself as ``x`` (a list or any array; integers stay integers, for a module that takes
-    indices such as an Embedding, whose bprop returns no input gradient).  ``devices``: device strings (default: every one
-    nnx knows; unavailable ones are reported as skipped with the reason).  ``dtypes``: the
+    indices such as an Embedding, whose bprop returns no input gradient).  ``devices``:
+    device strings (default: every one nnx knows; unavailable ones are reported as skipped
+    with the reason).  ``dtypes``: the
     precisions to check in; gradcheck's and the agreement's tolerances scale with them.
     ``samples``: None (default) lets gradcheck check every Jacobian entry up to its budget
     (then random directions through the rest); a number checks that many rows and columns
