@@ -48,26 +48,39 @@ def _one_minus(lib, e):
         e.neg_().add_(1.0)
 
 
-def lstm_forward(xw, h, c, w_hh_t):
-    """(y (N, T, H), u, z (T, N, 4H), c, tanh c (T, N, H)) of LSTM.fprop's loop, or None.
+def usable(*arrays):
+    """Whether these arrays take the fast path (NumPy, or CPU torch without autograd)."""
+    return _lib(*arrays) is not None
 
-    xw (T, N, 4H): every step's input projection with both biases, σ rows halved; h, c
-    (N, H): the initial state; w_hh_t (H, 4H): W_hhᵀ with the σ columns halved.  Per step:
-    u = tanh(xw_t + h·W), z = ½u + ½ (i, f, o), c = f·c + i·g (g = u's block), h = o·tanh c.
+
+def lstm_forward(x, h, c, w1):
+    """(y (N, T, H), u, z (T, N, 4H), c, tanh c (T, N, H), xh1) of LSTM.fprop, or None.
+
+    x (N, T, n_in): the input; h, c (N, H): the initial state; w1 (n_in + H + 1, 4H):
+    [W_ih | W_hh | b_ih + b_hh]ᵀ with the σ gates' columns halved.  The rows [x_t | h_{t−1}
+    | 1] of every step are laid out once in xh1 (T + 1, N, n_in + H + 1), each h_t written
+    straight into the next step's block, so that a step is ONE matmul, input projection,
+    recurrence and biases together:  u = tanh([x_t | h_{t−1} | 1]·w1),  z = ½u + ½ (i, f,
+    o),  c = f·c + i·g (g = u's block),  h = o·tanh c.  xh1[:T] is also what the weight
+    gradients' one matmul needs.
     """
-    lib = _lib(xw, h, c, w_hh_t)
+    lib = _lib(x, h, c, w1)
     if lib is None:
         return None
-    steps, n, rows = xw.shape
-    hid = rows // 4
-    u_all, z_all = _empty(lib, (steps, n, rows), xw), _empty(lib, (steps, n, rows), xw)
-    c_all, tc_all = _empty(lib, (steps, n, hid), xw), _empty(lib, (steps, n, hid), xw)
-    y = _empty(lib, (n, steps, hid), xw)
-    ig = _empty(lib, (n, hid), xw)
+    n, steps, n_in = x.shape
+    hid, rows = c.shape[1], w1.shape[1]
+    xh1 = _empty(lib, (steps + 1, n, n_in + hid + 1), x)
+    xh1[:steps, :, :n_in] = x.transpose(1, 0, 2) if lib is np else x.permute(1, 0, 2)
+    xh1[steps, :, :n_in] = 0.0                      # never read: the block only holds h_T
+    xh1[..., n_in + hid] = 1.0
+    xh1[0, :, n_in:n_in + hid] = h
+    u_all, z_all = _empty(lib, (steps, n, rows), x), _empty(lib, (steps, n, rows), x)
+    c_all, tc_all = _empty(lib, (steps, n, hid), x), _empty(lib, (steps, n, hid), x)
+    y = _empty(lib, (n, steps, hid), x)
+    ig = _empty(lib, (n, hid), x)
     for t in range(steps):
         u, z, c_t, tc = u_all[t], z_all[t], c_all[t], tc_all[t]
-        lib.matmul(h, w_hh_t, out=u)
-        u += xw[t]
+        lib.matmul(xh1[t], w1, out=u)
         lib.tanh(u, out=u)
         lib.multiply(u, 0.5, out=z)
         z += 0.5
@@ -75,9 +88,10 @@ def lstm_forward(xw, h, c, w_hh_t):
         lib.multiply(z[:, :hid], u[:, 2 * hid:3 * hid], out=ig)
         c_t += ig
         lib.tanh(c_t, out=tc)
-        h = lib.multiply(z[:, 3 * hid:], tc, out=y[:, t, :])
+        h = lib.multiply(z[:, 3 * hid:], tc, out=xh1[t + 1, :, n_in:n_in + hid])
+        y[:, t, :] = h
         c = c_t
-    return y, u_all, z_all, c_all, tc_all
+    return y, u_all, z_all, c_all, tc_all, xh1
 
 
 def lstm_backward(grad_output, u_all, z_all, c_all, tc_all, c0, w_hh):

@@ -21,7 +21,8 @@ class LSTM(Recurrent):
     so one tanh covers the four gates; the gates' derivatives are formed inside the backward
     loop, on one step's arrays); none of them reads a value back to the host.  On NumPy
     arrays and CPU torch tensors the same loop runs in place (``out=``) in
-    nnx.backends.fast_rnn: 10 and 17 kernels a step, no temporaries.  The state is (h, c):
+    nnx.backends.fast_rnn, one matmul a step for a_t ([x_t | h_{t−1} | 1]·[W_ih | W_hh | b]ᵀ),
+    10 and 17 kernels a step, no temporaries.  The state is (h, c):
     see ``set_state``, ``reset_state``, ``stateful``, ``last_state`` and ``state_grad``
     (nnx.layers._recurrent).
     """
@@ -34,16 +35,20 @@ class LSTM(Recurrent):
         hid = self.n_hidden
         s = self._row_scale(xp, (True, True, False, True))
         w_ih = self.weight_ih * s[:, None]                  # rows of σ gates halved
-        w_hh_t = self._rows_first(xp, self.weight_hh * s[:, None])
-        xw = x_rows @ xp.matrix_transpose(w_ih)
-        xw += (self.bias_ih + self.bias_hh) * s
-        xw = xp.reshape(xw, (steps, n, 4 * hid))            # time-major: xw[t] is contiguous
+        b = (self.bias_ih + self.bias_hh) * s
         self.h0, self.c0 = h, c
-        fast = fast_rnn.lstm_forward(xw, h, c, w_hh_t)     # NumPy: the same loop, in place
-        if fast is not None:
-            y, self.u, self.z, self.c, self.tc = fast
-            hs = [y[:, t, :] for t in range(steps)]
-            return self._end(xp, hs, (hs[-1], self.c[-1]), y)
+        if fast_rnn.usable(x, h, c, self.weight_hh):       # NumPy: the same loop, in place
+            w1 = xp.concat([xp.matrix_transpose(w_ih),      # [W_ih | W_hh | b]ᵀ, one matmul
+                            xp.matrix_transpose(self.weight_hh * s[:, None]), b[None, :]])
+            fast = fast_rnn.lstm_forward(x, h, c, w1)
+            if fast is not None:
+                y, self.u, self.z, self.c, self.tc, self.xh1 = fast
+                hs = [y[:, t, :] for t in range(steps)]
+                return self._end(xp, hs, (hs[-1], self.c[-1]), y)
+        self.xh1 = None
+        w_hh_t = self._rows_first(xp, self.weight_hh * s[:, None])
+        xw = x_rows @ xp.matrix_transpose(w_ih) + b
+        xw = xp.reshape(xw, (steps, n, 4 * hid))            # time-major: xw[t] is contiguous
         hs, us, zs, cs, tcs = [], [], [], [], []
         for t in range(steps):
             u = xp.tanh(xw[t, ...] + h @ w_hh_t)            # tanh of each gate's (scaled) a
