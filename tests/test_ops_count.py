@@ -150,7 +150,8 @@ def step_count(net, batch=8):
 @pytest.mark.parametrize("name, make, want", [
     ("mlp", lambda: models.mlp(784, 10, (200,)), 25),
     ("deep", lambda: models.mlp(784, 10, (1024, 1024)), 34),
-    ("cnn", lambda: models.cnn(), 85)], ids=["mlp", "deep", "cnn"])
+    ("cnn", lambda: models.cnn(), 85),
+    ("lstm", lambda: models.lstm(), 28 * 24 + 40)], ids=["mlp", "deep", "cnn", "lstm"])
 def test_whole_training_step_counts(name, make, want):
     nnx.seed(0)
     net = make().to(DEV, "float32")
@@ -186,3 +187,35 @@ def test_torch_fuses_multiply_add_and_max_with_argmax(name, want):
         g = torch.ones_like(out[0]) if g is None else g
         b = count_torch(lambda: layer.bprop(g))
     assert (f.ops, b.ops) == want and f.readbacks == b.readbacks == 0
+
+
+def recurrent_counts(name, steps, need_input_grad=True):
+    """(fprop, bprop) counts of an RNN/LSTM/GRU(3, 4) over ``steps`` time steps."""
+    layer = getattr(nnx, name)(3, 4, device=DEV, dtype="float64")
+    x, g = put((2, steps, 3)), put((2, steps, 4), 1)
+    for _ in range(2):
+        layer.fprop(x)
+        layer.bprop(g, need_input_grad=need_input_grad)
+    f = count_strict(lambda: layer.fprop(x))
+    b = count_strict(lambda: layer.bprop(g, need_input_grad=need_input_grad))
+    assert f.readbacks == b.readbacks == 0, (f, b)
+    return f.ops, b.ops
+
+
+# (forward, backward) per time step; (forward, backward) per call, with the input gradient.
+# LSTM step, forward: matmul, + x·W_ihᵀ, tanh (all four gates), ·½ + ½ (σ), c: 3, tanh c,
+# h = o·tanh c.  Backward: dh_t: 1, dc_t: 5, da_t: 2 concats, 1 − u², 2 products,
+# dh = da_t·W_hh, dc = dc_t·f.  Per call, the weight gradients are one stack and ONE matmul
+# dAᵀ·[x | h_{t−1} | 1] (with the stack of h_{t−1}, a ones column and their concat).
+RECURRENT = {"RNN": ((3, 3), (5, 10)), "LSTM": ((10, 14), (9, 13)), "GRU": ((12, 9), (12, 25))}
+
+
+@pytest.mark.parametrize("name", list(RECURRENT))
+def test_recurrent_layers_cost_a_fixed_number_of_operations_per_time_step(name):
+    per_step, per_call = RECURRENT[name]
+    (f2, b2), (f7, b7) = recurrent_counts(name, 2), recurrent_counts(name, 7)
+    assert ((f7 - f2) / 5, (b7 - b2) / 5) == per_step
+    assert (f2 - 2 * per_step[0], b2 - 2 * per_step[1]) == per_call
+    # without dx: one matmul fewer (two for the LSTM, which also scales W_ih for it)
+    skipped = recurrent_counts(name, 2, need_input_grad=False)[1]
+    assert b2 - skipped == (2 if name == "LSTM" else 1)

@@ -118,11 +118,49 @@ def test_embedding_takes_narrow_and_unsigned_indices(device):
         np.testing.assert_array_equal(nnx.to_numpy(e.fprop(nnx.asarray(k.astype(dtype)))), ref)
 
 
+@pytest.mark.parametrize("spec", ["cpu", "torch:cpu"])
+@pytest.mark.parametrize("steps", [1, 5])
+def test_lstm_cpu_fast_path_equals_the_array_api_loop(monkeypatch, steps, spec):
+    """On NumPy (and CPU torch) the LSTM's time loop runs in nnx.backends.fast_rnn (in
+    place); the layer's own Array API loop is the reference: outputs, state, dx, every
+    gradient, the state's gradient, with a given state, and the carried state of a stateful
+    layer."""
+    if spec != "cpu":
+        pytest.importorskip("torch")
+    from nnx.backends import fast_rnn
+    rng = np.random.default_rng(3)
+    x, g = rng.standard_normal((N, steps, I)), rng.standard_normal((N, steps, H))
+    h0, c0 = rng.standard_normal((N, H)), rng.standard_normal((N, H))
+
+    def run():
+        nnx.seed(0)
+        m = nnx.LSTM(I, H, stateful=True, dtype="float64", device=spec)
+        put = lambda a: nnx.asarray(a, dtype="float64", device=spec)  # noqa: E731
+        m.set_state(put(h0), put(c0))
+        out = [m.fprop(put(x)), m.bprop(put(g)), *m.grads(), *m.last_state,
+               *m.state_grad]
+        out.append(m.fprop(put(x)))                     # from the carried state
+        loops.append(isinstance(m.u, list))             # the Array API loop keeps lists
+        return [nnx.to_numpy(a) for a in out]
+    loops = []
+    fast = run()
+    assert loops == [False]
+    calls = []
+    for name in ("lstm_forward", "lstm_backward"):
+        monkeypatch.setattr(fast_rnn, name, lambda *a: calls.append(a) and None)
+    loop = run()
+    assert loops == [False, True] and len(calls) == 3     # offered, declined: the loop ran
+    for a, b in zip(fast, loop):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
 # -- operations per time step ------------------------------------------------------------
 
-def count_ops(name, steps):
-    """(forward, backward) counts of torch kernels (views not counted) for T = ``steps``."""
+def count_ops(name, steps, fast=False):
+    """(forward, backward) counts of torch kernels (views not counted) for T = ``steps``: of
+    the layer's Array API loop (what a GPU runs), or with ``fast`` of the CPU fast path."""
     torch = pytest.importorskip("torch")
+    from nnx.backends import fast_rnn
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Count(TorchDispatchMode):
@@ -134,7 +172,11 @@ def count_ops(name, steps):
             self.n += not func.is_view
             return func(*args, **(kwargs or {}))
 
-    with nnx.device("torch:cpu"):
+    with nnx.device("torch:cpu"), pytest.MonkeyPatch.context() as mp:
+        if not fast:
+            mp.setattr(fast_rnn, "usable", lambda *a: False)
+            for f in ("lstm_forward", "lstm_backward"):
+                mp.setattr(fast_rnn, f, lambda *a: None)
         m = getattr(nnx, name)(3, 4)
         x, g = nnx.asarray(np.ones((2, steps, 3))), nnx.asarray(np.ones((2, steps, 4)))
         with Count() as forward:
@@ -146,14 +188,22 @@ def count_ops(name, steps):
 
 
 @pytest.mark.parametrize("name, per_step, per_call", [
-    ("RNN", (3, 3), (5, 10)), ("LSTM", (10, 7), (11, 25)), ("GRU", (12, 9), (11, 24))])
+    ("RNN", (3, 3), (9, 10)), ("LSTM", (10, 14), (12, 12)), ("GRU", (12, 9), (15, 25))])
 def test_array_operations_per_time_step(name, per_step, per_call):
     """Each time step costs a fixed number of kernels (forward, backward), and each call a
     fixed number more (the input projection, stacking, the weight gradients)."""
-    f1, b1 = count_ops(name, 1)
-    f6, b6 = count_ops(name, 6)
-    assert ((f6 - f1) / 5, (b6 - b1) / 5) == per_step
-    assert (f1 - per_step[0], b1 - per_step[1]) == per_call
+    f2, b2 = count_ops(name, 2)     # from T = 2: at T = 1 the time-major copy of x is a view
+    f7, b7 = count_ops(name, 7)
+    assert ((f7 - f2) / 5, (b7 - b2) / 5) == per_step
+    assert (f2 - 2 * per_step[0], b2 - 2 * per_step[1]) == per_call
+
+
+def test_the_lstm_cpu_fast_path_costs_a_fixed_number_of_kernels_per_time_step():
+    """The same loop with out= (torch on the CPU): in place, so 1 − x and += take two
+    kernels where the Array API loop allocates; still a fixed number per step."""
+    f2, b2 = count_ops("LSTM", 2, fast=True)
+    f7, b7 = count_ops("LSTM", 7, fast=True)
+    assert ((f7 - f2) / 5, (b7 - b2) / 5) == (10, 17)
 
 
 # -- state ---------------------------------------------------------------------------------

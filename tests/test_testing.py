@@ -320,3 +320,15 @@ def test_count_ops_refuses_what_it_cannot_count():
     with pytest.raises(nnx.ArgumentError, match=r"^count_ops: on must be one of 'strict', "
                                                 r"'torch', got 'cupy'$"):
         count_ops(lambda: None, on="cupy")
+
+
+def test_check_module_takes_integer_inputs_for_an_embedding():
+    """Indices stay integers on every device (not cast to the checked float dtype); the
+    Embedding has no input gradient, and everything else is checked."""
+    k = [[0, 6, 2, 2], [5, 1, 0, 3], [4, 4, 6, 1]]           # repeats: rows add up in dW
+    report = check_module(lambda: nnx.Embedding(7, 3), (3, 4), x=k, devices=["cpu", "strict"])
+    assert report.ok
+    checks = {r.check for r in report.results if r.status == "ok"}
+    assert {"gradcheck", "agrees with cpu", "keeps the dtype"} <= checks
+    with pytest.raises(ModuleCheckError, match="indices must be integers"):
+        check_module(lambda: nnx.Embedding(7, 3), (3, 4), devices=["cpu"])   # drawn floats

@@ -25,6 +25,7 @@ class Recurrent(Module):
     param_names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
     gates = 1
     state_names = ("h",)
+    xh1 = None          # (T + 1, N, n_in + H + 1): [x_t | h_{t−1} | 1], where a fast path made it
 
     def __init__(self, n_in, n_hidden, *, stateful=False, dtype=None, device=None):
         name = type(self).__name__
@@ -77,7 +78,8 @@ class Recurrent(Module):
 
     # -- helpers for fprop -----------------------------------------------------------------
     def _begin(self, x):
-        """(xp, N, T, initial state tuple, input rows (N·T, n_in)) after checking x."""
+        """(xp, N, T, initial state tuple, time-major input rows (T·N, n_in)) after checking
+        x."""
         shape = tuple(x.shape)
         if len(shape) != 3 or shape[2] != self.n_in:
             raise ShapeError(f"{self!r}.fprop: input has shape {shape}, expected (batch, time, "
@@ -98,46 +100,82 @@ class Recurrent(Module):
                 raise ShapeError(f"{self!r}.fprop: the {carried} state has batch size "
                                  f"{tuple(state[0].shape)[0]} but the input {shape} has {n}; "
                                  f"call reset_state() before a batch of another size")
-        self.x = x
         self.x_shape = shape
-        return xp, n, steps, state, xp.reshape(x, (n * steps, self.n_in))
+        # time-major rows (T·N, n_in): step t's rows are then one contiguous block
+        self.x_rows = xp.reshape(xp.permute_dims(x, (1, 0, 2)), (steps * n, self.n_in))
+        return xp, n, steps, state, self.x_rows
 
-    def _end(self, xp, hs, last):
-        """The output (N, T, H) from the list of hidden states; keep the last state."""
+    def _end(self, xp, hs, last, y=None):
+        """The output (N, T, H) from the list of hidden states (or ``y``, already made);
+        keep the last state."""
         self.last_state = last if len(last) > 1 else last[0]
         if self.stateful:
             self._state = last
-        self.y = xp.stack(hs, axis=1)
+        self.hs = hs
+        self.y = xp.stack(hs, axis=1) if y is None else y
         self._out_shape = tuple(self.y.shape)
         return self.y
 
-    def _weight_grads(self, xp, da_x, da_h, h_prev, scale=None, need_input_grad=True,
-                      w_ih=None):
-        """dW_ih, dW_hh, db_ih, db_hh from the pre-activation gradients of all steps at once:
-        da_x (N, T, G·H) of the input projection, da_h of the recurrent one, h_prev (N, T, H)
-        the states they multiplied; returns dx (or None)."""
+    def _h_prev(self, xp):
+        """(T·N, H): the state each step started from, h_{t−1}, time-major."""
         n, steps = self.x_shape[0], self.x_shape[1]
-        rows = self.gates * self.n_hidden
-        gx = xp.reshape(da_x, (n * steps, rows))
-        gh = gx if da_h is None else xp.reshape(da_h, (n * steps, rows))
-        x2 = xp.reshape(self.x, (n * steps, self.n_in))
-        hp = xp.reshape(h_prev, (n * steps, self.n_hidden))
-        dw_ih = xp.matrix_transpose(gx) @ x2
-        dw_hh = xp.matrix_transpose(gh) @ hp
-        db_ih = xp.sum(gx, axis=0)
-        db_hh = xp.sum(gh, axis=0)          # its own array, even when equal to db_ih
+        return xp.reshape(xp.stack([self.h0] + self.hs[:-1], axis=0), (steps * n, self.n_hidden))
+
+    def _shared_grads(self, xp, das, scale=None, need_input_grad=True):
+        """dW_ih, dW_hh, db_ih, db_hh where both projections have the same pre-activation
+        gradient (RNN, LSTM), from the list ``das`` of every step's (N, G·H) (or that
+        stack, (T, N, G·H), already made): stacked once
+        into dA (T·N, G·H), then ONE matmul dAᵀ·[x | h_{t−1} | 1] gives all four; the rows
+        are multiplied by ``scale`` (G·H,), the factor da_t left out; returns dx (or None)."""
+        n, steps = self.x_shape[0], self.x_shape[1]
+        n_in, hid, rows = self.n_in, self.n_hidden, self.gates * self.n_hidden
+        da = xp.reshape(das if not isinstance(das, list) else xp.stack(das, axis=0),
+                        (steps * n, rows))
+        if self.xh1 is not None:                                # laid out by a fast path
+            xh1 = xp.reshape(self.xh1[:steps, ...], (steps * n, n_in + hid + 1))
+        else:
+            ones = xp.ones((steps * n, 1), dtype=da.dtype, device=self.device.native)
+            xh1 = xp.concat([self.x_rows, self._h_prev(xp), ones], axis=1)
+        # [x | h | 1]ᵀ·dA: the transpose of dAᵀ·[x | h | 1], ~10% faster on OpenBLAS
+        dw = xp.matrix_transpose(xh1) @ da                      # (n_in + H + 1, G·H)
         if scale is not None:
-            dw_ih, dw_hh = dw_ih * scale[:, None], dw_hh * scale[:, None]
-            db_ih, db_hh = db_ih * scale, db_hh * scale
-        self.dweight_ih, self.dweight_hh, self.dbias_ih, self.dbias_hh = dw_ih, dw_hh, db_ih, db_hh
+            dw = dw * scale
+        dw = xp.matrix_transpose(dw)
+        self.dweight_ih, self.dweight_hh = dw[:, :n_in], dw[:, n_in:n_in + hid]
+        self.dbias_ih = dw[:, n_in + hid]
+        self.dbias_hh = xp.asarray(self.dbias_ih, copy=True)    # its own array
         if not need_input_grad:
             return None
-        w = self.weight_ih if w_ih is None else w_ih
-        return xp.reshape(gx @ w, self.x_shape)
+        w_ih = self.weight_ih if scale is None else self.weight_ih * scale[:, None]
+        dx = da @ w_ih                                          # (T·N, n_in)
+        return xp.permute_dims(xp.reshape(dx, (steps, n, n_in)), (1, 0, 2))
 
-    def _row_scale(self, xp, sigmoid_gates):
-        """(G·H,): 0.5 on the rows of sigmoid gates, 1 elsewhere.  σ(a) = ½·tanh(a/2) + ½,
+    def _split_grads(self, xp, da_x, da_h, scale, need_input_grad, w_ih):
+        """As ``_shared_grads`` where the projections' gradients differ (GRU): da_x, da_h
+        (T, N, G·H) of the input and the recurrent projection; two matmuls, two sums."""
+        n, steps = self.x_shape[0], self.x_shape[1]
+        rows = self.gates * self.n_hidden
+        gx = xp.reshape(da_x, (steps * n, rows))
+        gh = xp.reshape(da_h, (steps * n, rows))
+        self.dweight_ih = (xp.matrix_transpose(gx) @ self.x_rows) * scale[:, None]
+        self.dweight_hh = (xp.matrix_transpose(gh) @ self._h_prev(xp)) * scale[:, None]
+        self.dbias_ih = xp.sum(gx, axis=0) * scale
+        self.dbias_hh = xp.sum(gh, axis=0) * scale
+        if not need_input_grad:
+            return None
+        return xp.permute_dims(xp.reshape(gx @ w_ih, (steps, n, self.n_in)), (1, 0, 2))
+
+    @staticmethod
+    def _rows_first(xp, w):
+        """wᵀ as a row-major copy (flattening a transposed matrix copies it in row order): the
+        per-step h·W_hhᵀ is ~20% faster with it than with the transposed view, on OpenBLAS
+        and torch's CPU kernels alike; one copy of a weight-sized matrix per fprop."""
+        wt = xp.matrix_transpose(w)
+        return xp.reshape(xp.reshape(wt, (-1,)), tuple(wt.shape))
+
+    def _row_scale(self, xp, sigmoid_gates, value=0.5):
+        """(G·H,): ``value`` on the rows of sigmoid gates, 1 elsewhere.  σ(a) = ½·tanh(a/2) + ½,
         so one tanh over a step's pre-activations (those rows halved) serves every gate."""
         h = self.n_hidden
-        values = [0.5 if sig else 1.0 for sig in sigmoid_gates for _ in range(h)]
+        values = [value if sig else 1.0 for sig in sigmoid_gates for _ in range(h)]
         return xp.asarray(values, dtype=self.weight_hh.dtype, device=self.device.native)

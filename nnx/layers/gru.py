@@ -26,28 +26,28 @@ class GRU(Recurrent):
     gates = 3
 
     def fprop(self, x):
-        xp, n, steps, (h,), x2 = self._begin(x)
+        xp, n, steps, (h,), x_rows = self._begin(x)
         hid = self.n_hidden
         s = self._row_scale(xp, (True, True, False))
         w_ih = self.weight_ih * s[:, None]                  # rows of r and z halved
-        w_hh_t = xp.matrix_transpose(self.weight_hh * s[:, None])
+        w_hh_t = self._rows_first(xp, self.weight_hh * s[:, None])
         b_hh = self.bias_hh * s
-        xw = x2 @ xp.matrix_transpose(w_ih)
+        xw = x_rows @ xp.matrix_transpose(w_ih)
         xw += self.bias_ih * s
-        xw = xp.reshape(xw, (n, steps, 3 * hid))
+        xw = xp.reshape(xw, (steps, n, 3 * hid))            # time-major: xw[t] is contiguous
         self.h0 = h
         hs, rzs, ns, ghs = [], [], [], []
         for t in range(steps):
             gh = h @ w_hh_t + b_hh
-            rz = xp.tanh(xw[:, t, :2 * hid] + gh[:, :2 * hid]) * 0.5 + 0.5
+            rz = xp.tanh(xw[t, :, :2 * hid] + gh[:, :2 * hid]) * 0.5 + 0.5
             gh_n = gh[:, 2 * hid:]
-            nn = xp.tanh(xw[:, t, 2 * hid:] + rz[:, :hid] * gh_n)
+            nn = xp.tanh(xw[t, :, 2 * hid:] + rz[:, :hid] * gh_n)
             h = nn + rz[:, hid:] * (h - nn)
             hs.append(h)
             rzs.append(rz)
             ns.append(nn)
             ghs.append(gh_n)
-        self.rz, self.n, self.gh_n = (xp.stack(a, axis=1) for a in (rzs, ns, ghs))
+        self.rz, self.n, self.gh_n = (xp.stack(a, axis=0) for a in (rzs, ns, ghs))
         self.s, self.w_ih, self.w_hh = s, w_ih, w_hh_t
         return self._end(xp, hs, (h,))
 
@@ -56,7 +56,7 @@ class GRU(Recurrent):
         hid, steps = self.n_hidden, self.x_shape[1]
         rz, nn = self.rz, self.n
         r, z = rz[..., :hid], rz[..., hid:]
-        h_prev = xp.concat([self.h0[:, None, :], self.y[:, :-1, :]], axis=1)
+        h_prev = xp.reshape(self._h_prev(xp), (steps, -1, hid))   # time-major, as rz, n
         d_rz = 2.0 * rz * (1.0 - rz)                     # d(r, z)/da with a's rows halved
         a_n = (1.0 - z) * (1.0 - nn * nn)                # dh_t/da_n
         a_z = (h_prev - nn) * d_rz[..., hid:]            # dh_t/da_z
@@ -66,12 +66,12 @@ class GRU(Recurrent):
         dghs, dans = [None] * steps, [None] * steps
         for t in range(steps - 1, -1, -1):
             dh_t = grad_output[:, t, :] + dh
-            da_n = dh_t * a_n[:, t, :]
-            dgh = xp.concat([da_n * a_r[:, t, :], dh_t * a_z[:, t, :], da_n * r[:, t, :]],
+            da_n = dh_t * a_n[t, ...]
+            dgh = xp.concat([da_n * a_r[t, ...], dh_t * a_z[t, ...], da_n * r[t, ...]],
                             axis=-1)
-            dh = dgh @ w_hh + dh_t * z[:, t, :]
+            dh = dgh @ w_hh + dh_t * z[t, ...]
             dghs[t], dans[t] = dgh, da_n
         self.state_grad = dh
-        dgh = xp.stack(dghs, axis=1)
-        dxw = xp.concat([dgh[..., :2 * hid], xp.stack(dans, axis=1)], axis=-1)
-        return self._weight_grads(xp, dxw, dgh, h_prev, self.s, need_input_grad, self.w_ih)
+        dgh = xp.stack(dghs, axis=0)
+        dxw = xp.concat([dgh[..., :2 * hid], xp.stack(dans, axis=0)], axis=-1)
+        return self._split_grads(xp, dxw, dgh, self.s, need_input_grad, self.w_ih)

@@ -1,3 +1,5 @@
+from nnx.backends import fast_rnn
+
 from ._recurrent import Recurrent
 
 
@@ -15,62 +17,82 @@ class LSTM(Recurrent):
             da_i = dc_t·g·i(1−i),  da_f = dc_t·c_{t−1}·f(1−f),  da_g = dc_t·i·(1−g²),
             da_o = dh_t·tanh c_t·o(1−o)
             carried: dh = da_t·W_hh,  dc = dc_t·f
-            dW_ih = Σ_t da_tᵀ·x_t,  dW_hh = Σ_t da_tᵀ·h_{t−1},  db_ih = db_hh = Σ da_t,  dx_t = da_t·W_ih
+            dA (every step's da_t, stacked once):  [dW_ih | dW_hh | db] = dAᵀ·[x | h_{t−1} | 1]
+            (one matmul over all steps),  db_ih = db_hh = db,  dx = dA·W_ih
 
-    Array operations per time step: 10 forward, 7 backward (σ is computed as ½·tanh(a/2) + ½,
-    so one tanh covers the four gates).  The state is (h, c): see ``set_state``,
-    ``reset_state``, ``stateful``, ``last_state`` and ``state_grad`` (nnx.layers._recurrent).
+    Array operations per time step: 10 forward, 14 backward (σ is computed as ½·tanh(a/2) + ½,
+    so one tanh covers the four gates; the gates' derivatives are formed inside the backward
+    loop, on one step's arrays); none of them reads a value back to the host.  On NumPy
+    arrays and CPU torch tensors the same loop runs in place (``out=``) in
+    nnx.backends.fast_rnn, one matmul a step for a_t ([x_t | h_{t−1} | 1]·[W_ih | W_hh | b]ᵀ),
+    10 and 17 kernels a step, no temporaries.  The state is (h, c):
+    see ``set_state``, ``reset_state``, ``stateful``, ``last_state`` and ``state_grad``
+    (nnx.layers._recurrent).
     """
 
     gates = 4
     state_names = ("h", "c")
 
     def fprop(self, x):
-        xp, n, steps, (h, c), x2 = self._begin(x)
+        xp, n, steps, (h, c), x_rows = self._begin(x)
         hid = self.n_hidden
         s = self._row_scale(xp, (True, True, False, True))
-        m = 1.0 - s
         w_ih = self.weight_ih * s[:, None]                  # rows of σ gates halved
-        w_hh_t = xp.matrix_transpose(self.weight_hh * s[:, None])
-        xw = x2 @ xp.matrix_transpose(w_ih)
-        xw += (self.bias_ih + self.bias_hh) * s
-        xw = xp.reshape(xw, (n, steps, 4 * hid))
+        b = (self.bias_ih + self.bias_hh) * s
         self.h0, self.c0 = h, c
-        hs, zs, cs = [], [], []
+        if fast_rnn.usable(x, h, c, self.weight_hh):       # NumPy: the same loop, in place
+            w1 = xp.concat([xp.matrix_transpose(w_ih),      # [W_ih | W_hh | b]ᵀ, one matmul
+                            xp.matrix_transpose(self.weight_hh * s[:, None]), b[None, :]])
+            fast = fast_rnn.lstm_forward(x, h, c, w1)
+            if fast is not None:
+                y, self.u, self.z, self.c, self.tc, self.xh1 = fast
+                hs = [y[:, t, :] for t in range(steps)]
+                return self._end(xp, hs, (hs[-1], self.c[-1]), y)
+        self.xh1 = None
+        w_hh_t = self._rows_first(xp, self.weight_hh * s[:, None])
+        xw = x_rows @ xp.matrix_transpose(w_ih) + b
+        xw = xp.reshape(xw, (steps, n, 4 * hid))            # time-major: xw[t] is contiguous
+        hs, us, zs, cs, tcs = [], [], [], [], []
         for t in range(steps):
-            z = xp.tanh(xw[:, t, :] + h @ w_hh_t) * s + m   # i, f, o = σ(a), g = tanh(a)
-            c = z[:, hid:2 * hid] * c + z[:, :hid] * z[:, 2 * hid:3 * hid]
-            h = z[:, 3 * hid:] * xp.tanh(c)
+            u = xp.tanh(xw[t, ...] + h @ w_hh_t)            # tanh of each gate's (scaled) a
+            z = u * 0.5 + 0.5                               # i, f, o = σ(a) (z's g block unused)
+            c = z[:, hid:2 * hid] * c + z[:, :hid] * u[:, 2 * hid:3 * hid]     # g = tanh(a_g)
+            tc = xp.tanh(c)
+            h = z[:, 3 * hid:] * tc
             hs.append(h)
+            us.append(u)
             zs.append(z)
             cs.append(c)
-        self.z, self.c = xp.stack(zs, axis=1), xp.stack(cs, axis=1)
-        self.s, self.m, self.w_ih, self.w_hh = s, m, w_ih, w_hh_t
+            tcs.append(tc)
+        self.u, self.z, self.c, self.tc = us, zs, cs, tcs
         return self._end(xp, hs, (h, c))
 
     def bprop(self, grad_output, *, need_input_grad=True):
         xp = self._check_grad(grad_output)
         hid, steps = self.n_hidden, self.x_shape[1]
-        z, c, s = self.z, self.c, self.s
-        u = (z - self.m) / s                                 # the tanh of each gate
-        tc = xp.tanh(c)
-        c_prev = xp.concat([self.c0[:, None, :], c[:, :-1, :]], axis=1)
-        dz = (s - s * u * u) * xp.concat([z[..., 2 * hid:3 * hid], c_prev, z[..., :hid], tc],
-                                          axis=-1)          # d(i, f, g, o)/da, times a factor
-        e = z[..., 3 * hid:] * (1.0 - tc * tc)               # dc_t/dh_t
-        f = z[..., hid:2 * hid]
-        w_hh = xp.matrix_transpose(self.w_hh)
+        # the loop's da_t leaves out the gates' constant factors: ¼ on σ rows (σ'(a) =
+        # ¼(1 − u²)), 1 on g; they go into W_hh, the weight gradients and dx, once a call
+        s2 = self._row_scale(xp, (True, True, False, True), 0.25)
+        w_hh = self.weight_hh * s2[:, None]
+        fast = fast_rnn.lstm_backward(grad_output, self.u, self.z, self.c, self.tc, self.c0,
+                                      w_hh)                 # NumPy: the same loop, in place
+        if fast is not None:
+            das, dh, dc = fast
+            self.state_grad = (dh, dc)
+            return self._shared_grads(xp, das, s2, need_input_grad)
         dh = xp.zeros_like(self.h0)
         dc = xp.zeros_like(self.c0)
         das = [None] * steps
         for t in range(steps - 1, -1, -1):
+            z, u, tc = self.z[t], self.u[t], self.tc[t]
+            c_prev = self.c[t - 1] if t else self.c0
             dh_t = grad_output[:, t, :] + dh
-            dc_t = dc + dh_t * e[:, t, :]
-            da = xp.concat([dc_t, dc_t, dc_t, dh_t], axis=-1) * dz[:, t, :]
+            dc_t = dc + dh_t * z[:, 3 * hid:] * (1.0 - tc * tc)
+            da = (xp.concat([dc_t, dc_t, dc_t, dh_t], axis=-1)
+                  * xp.concat([u[:, 2 * hid:3 * hid], c_prev, z[:, :hid], tc], axis=-1)
+                  * (1.0 - u * u))
             dh = da @ w_hh
-            dc = dc_t * f[:, t, :]
+            dc = dc_t * z[:, hid:2 * hid]
             das[t] = da
         self.state_grad = (dh, dc)
-        da = xp.stack(das, axis=1)
-        h_prev = xp.concat([self.h0[:, None, :], self.y[:, :-1, :]], axis=1)
-        return self._weight_grads(xp, da, None, h_prev, s, need_input_grad, self.w_ih)
+        return self._shared_grads(xp, das, s2, need_input_grad)

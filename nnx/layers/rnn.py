@@ -10,8 +10,8 @@ class RNN(Recurrent):
                 matmul);  the output holds every h_t
         bprop, backwards through time, dh carried from step t+1 (zeros after the last):
                 da_t = (g_t + dh)·(1 − h_t²);   dh = da_t·W_hh
-                dW_ih = Σ_t da_tᵀ·x_t,  dW_hh = Σ_t da_tᵀ·h_{t−1},  db_ih = db_hh = Σ_t da_t,
-                dx_t = da_t·W_ih
+                [dW_ih | dW_hh | db] = dAᵀ·[x | h_{t−1} | 1] over all steps at once (dA: every
+                da_t, stacked once),  db_ih = db_hh = db,  dx = dA·W_ih
 
     Array operations per time step: 3 forward, 3 backward.  The state is h: see
     ``set_state``, ``reset_state``, ``stateful``, ``last_state``, ``state_grad``.
@@ -20,15 +20,15 @@ class RNN(Recurrent):
     gates = 1
 
     def fprop(self, x):
-        xp, n, steps, (h,), x2 = self._begin(x)
-        xw = x2 @ xp.matrix_transpose(self.weight_ih)
+        xp, n, steps, (h,), x_rows = self._begin(x)
+        xw = x_rows @ xp.matrix_transpose(self.weight_ih)
         xw += self.bias_ih + self.bias_hh
-        xw = xp.reshape(xw, (n, steps, self.n_hidden))
-        w_hh_t = xp.matrix_transpose(self.weight_hh)
+        xw = xp.reshape(xw, (steps, n, self.n_hidden))      # time-major: xw[t] is contiguous
+        w_hh_t = self._rows_first(xp, self.weight_hh)
         self.h0 = h
         hs = []
         for t in range(steps):
-            h = xp.tanh(xw[:, t, :] + h @ w_hh_t)
+            h = xp.tanh(xw[t, ...] + h @ w_hh_t)
             hs.append(h)
         return self._end(xp, hs, (h,))
 
@@ -43,6 +43,4 @@ class RNN(Recurrent):
             dh = da @ self.weight_hh
             das[t] = da
         self.state_grad = dh
-        h_prev = xp.concat([self.h0[:, None, :], self.y[:, :-1, :]], axis=1)
-        return self._weight_grads(xp, xp.stack(das, axis=1), None, h_prev,
-                                  need_input_grad=need_input_grad)
+        return self._shared_grads(xp, das, need_input_grad=need_input_grad)

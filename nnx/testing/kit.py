@@ -87,8 +87,10 @@ def check_module(factory, input_shape, *, devices=None, dtypes=("float64", "floa
     ``factory()`` builds the module (it is built once, on cpu, and copied to each device, so
     every device sees the same weights).  ``input_shape``: the shape of the input drawn for
     it, e.g. ``(4, 5)`` (values with ``|x| >= 0.1``, away from ReLU-like kinks); or give the input
-    itself as ``x`` (a list or any array).  ``devices``: device strings (default: every one
-    nnx knows; unavailable ones are reported as skipped with the reason).  ``dtypes``: the
+    itself as ``x`` (a list or any array; integers stay integers, for a module that takes
+    indices such as an Embedding, whose bprop returns no input gradient).  ``devices``:
+    device strings (default: every one nnx knows; unavailable ones are reported as skipped
+    with the reason).  ``dtypes``: the
     precisions to check in; gradcheck's and the agreement's tolerances scale with them.
     ``samples``: None (default) lets gradcheck check every Jacobian entry up to its budget
     (then random directions through the rest); a number checks that many rows and columns
@@ -114,7 +116,9 @@ def check_module(factory, input_shape, *, devices=None, dtypes=("float64", "floa
                 x_host = _away_from_zero(tuple(input_shape))
             else:
                 try:
-                    x_host = backends.host.as_float64(backends.to_host(x))
+                    x_host = backends.to_host(x)
+                    if getattr(x_host, "dtype", None) is None or x_host.dtype.kind not in "iu":
+                        x_host = backends.host.as_float64(x_host)   # integers stay integers
                 except (TypeError, ValueError):
                     raise ArgumentTypeError(f"check_module: x must be numbers of one "
                                             f"rectangular shape, got {x!r}"[:200]) from None
@@ -216,7 +220,7 @@ def _check_dtype(report, base, specs, dtype, x_host, seed, samples, first):
         try:
             target = backends.resolve(spec)
             module = copy.deepcopy(base).to(target, dtype)
-            x = asarray(x_host, device=target, dtype=dtype)
+            x = _input(x_host, target, dtype)
         except Exception as e:               # e.g. a device without float64
             add(spec, "all", "skipped", f"cannot hold {dtype} there: {_say(e)}")
             continue
@@ -243,6 +247,12 @@ def _check_dtype(report, base, specs, dtype, x_host, seed, samples, first):
             add(spec, *_mixing(base, target, dtype, x_host, specs))
 
 
+def _input(x_host, target, dtype):
+    """The input on ``target``: in ``dtype``, or as the integers it is (an Embedding's indices,
+    which have no gradient)."""
+    return asarray(x_host, device=target, dtype=None if x_host.dtype.kind in "iu" else dtype)
+
+
 def _say(e):
     return f"{type(e).__name__}: {e}"
 
@@ -261,7 +271,7 @@ def _run(base, spec, dtype, x_host, g_host, seed):
     module.train()
     with device(target):
         backends.host.seed(seed + 1)
-        y = module.fprop(asarray(x_host, device=target, dtype=dtype))
+        y = module.fprop(_input(x_host, target, dtype))
         if g_host is None:
             backends.host.seed(seed + 2)
             g_host = backends.host.uniform(tuple(y.shape), -1.0, 1.0, "float64")
@@ -271,6 +281,8 @@ def _run(base, spec, dtype, x_host, g_host, seed):
         arrays = [("output", y), ("input gradient", dx)] + [
             (f"gradient of {name}", grad) for (name, _), grad in
             zip(module.named_params(), module.grads())]
+    if dx is None and x_host.dtype.kind in "iu":      # integer input: no gradient to compare
+        arrays = arrays[:1] + arrays[2:]
     for what, a in arrays:
         where = device_of(a)
         if where != target:
@@ -284,7 +296,7 @@ def _contract(base, target, dtype, x_host):
     from ..device import short_dtype
     module = copy.deepcopy(base).to(target, dtype)
     module.train()
-    x = asarray(x_host, device=target, dtype=dtype)
+    x = _input(x_host, target, dtype)
     before = to_numpy(x).copy()
     try:
         y = module.fprop(x)
@@ -396,7 +408,7 @@ def _mixing(base, target, dtype, x_host, specs):
         return check, "skipped", "no second device here to mix with"
     module = copy.deepcopy(base).to(target, dtype)
     try:
-        x = asarray(x_host, device=other, dtype=dtype)
+        x = _input(x_host, other, dtype)
     except Exception as e:
         return check, "skipped", f"cannot put the input on {other}: {_say(e)}"
     try:
