@@ -20,6 +20,7 @@ state per parameter): after changing the network's structure, create a new one.
 import math
 
 from nnx import backends
+from nnx.backends import fused
 
 from . import _checks
 from .device import dtype_name, namespace
@@ -63,6 +64,8 @@ class Optimizer:
             self._flatten()                 # rebound since: set_params, to(), load
             params = [getattr(m, n) for m, n in self._slots]
         grads = [getattr(m, "d" + n) for m, n in self._slots]
+        if self._step_together(params, grads):
+            return
         flats = []
         for group in self._groups:
             xp = group.xp
@@ -101,6 +104,11 @@ class Optimizer:
     def update(self, i, p, g):
         """Return the updated parameter (the same object when updated in place)."""
         raise NotImplementedError
+
+    def _step_together(self, params, grads):
+        """Update every parameter with the library's multi-tensor kernels, where it has
+        them (torch): True when done, False to take the flat update."""
+        return False
 
     def _update_flat(self, group, g):
         """Update the flat buffer ``group.flat`` (in place) from its flat gradient ``g``."""
@@ -271,7 +279,10 @@ def _param_slots(module):
 
 
 class SGD(Optimizer):
-    """v ← μ·v + g + λ·p;   p ← p - lr·v   (μ = momentum, λ = weight_decay; v = g when μ = 0)"""
+    """v ← μ·v + g + λ·p;   p ← p - lr·v   (μ = momentum, λ = weight_decay; v = g when μ = 0)
+
+    On torch tensors (and without ``clip_norm``) the step updates every parameter at once
+    in torch's multi-tensor kernels (``nnx.backends.fused.sgd_step``)."""
 
     def __init__(self, module, lr=0.1, momentum=0.0, weight_decay=0.0, clip_norm=None):
         super().__init__(module, lr, clip_norm)
@@ -291,6 +302,16 @@ class SGD(Optimizer):
             self.state[i] = g = v
         p -= self.lr * g
         return p
+
+    def _step_together(self, params, grads):
+        if self.clip_norm is not None:          # the flat update clips in one reduction
+            return False
+        new = fused.sgd_step(params, grads, self.state, self.lr, self.momentum,
+                             self.weight_decay)
+        if new is None:
+            return False
+        self.state = new
+        return True
 
     def _update_flat(self, group, g):
         p = group.flat

@@ -216,3 +216,20 @@ def test_bad_clip_norm_is_refused(bad):
 def test_adamw_refuses_a_negative_decay():
     with pytest.raises(ArgumentError, match="AdamW: weight_decay"):
         nnx.AdamW(nnx.Linear(2, 2), weight_decay=-0.1)
+
+
+@pytest.mark.parametrize("momentum, weight_decay, want", [(0.0, 0.0, 1), (0.9, 0.0, 3),
+                                                           (0.9, 0.01, 4)])
+def test_sgd_on_torch_is_a_few_multi_tensor_kernels(momentum, weight_decay, want):
+    """On torch tensors SGD updates every parameter with torch's _foreach kernels (what
+    torch.optim does): a fixed handful of launches for the whole list, no concatenation of
+    the gradients, and the same values as the per-array update (the test above)."""
+    pytest.importorskip("torch", reason="torch is not installed")
+    from nnx.testing import count_ops
+    with nnx.device("torch:cpu"):
+        net = _net("float32")
+        opt = nnx.SGD(net, lr=0.1, momentum=momentum, weight_decay=weight_decay)
+        _train(net, opt, "float32", steps=2)
+        c = count_ops(opt.step, on="torch")
+    assert c.ops == want and c.readbacks == 0, c
+    assert all(name.startswith("aten::_foreach_") for name in c.by_name), c
