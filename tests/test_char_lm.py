@@ -44,6 +44,33 @@ def torch_twin(lm):
     return net
 
 
+def optimisers(lm, params, optimizer):
+    """(nnx optimiser, torch optimiser) with the same settings.  nnx adds ε to √v and folds
+    the bias corrections into lr; torch adds ε to √v̂: the same Adam update but for ε,
+    which is made negligible here."""
+    import torch
+    if optimizer == "sgd":
+        return nnx.SGD(lm.net, lr=0.5), torch.optim.SGD(params, lr=0.5)
+    return (nnx.Adam(lm.net, lr=3e-2, eps=1e-14),
+            torch.optim.Adam(params, lr=3e-2, eps=1e-14))
+
+
+def assert_tracks_torch(char_lm, lm, opt, topt, windows, torch_loss, tol):
+    """Train nnx and torch side by side on ``windows``: the losses agree step for step
+    (and fall); ``torch_loss(x, y)`` is torch's loss tensor of one window."""
+    loss = nnx.SoftmaxCrossEntropy()
+    ours, theirs = [], []
+    for x, y in windows:
+        ours.append(float(char_lm.step(lm, loss, opt, x, y)))
+        topt.zero_grad()
+        value = torch_loss(x, y)
+        value.backward()
+        topt.step()
+        theirs.append(value.item())
+    assert ours[-1] < ours[0] - 0.05                # it learns
+    np.testing.assert_allclose(ours, theirs, rtol=tol, atol=0)
+
+
 @pytest.mark.parametrize("optimizer, tol", [("sgd", 1e-11), ("adam", 1e-9)])
 def test_char_lm_trains_as_pytorch_does(float64, optimizer, tol):
     torch = pytest.importorskip("torch")
@@ -55,27 +82,15 @@ def test_char_lm_trains_as_pytorch_does(float64, optimizer, tol):
     lm = char_lm.CharLM("lstm", len(chars), argparse.Namespace(embed=5, hidden=7))
     lm.check(ids)
     net = torch_twin(lm)
-    loss = nnx.SoftmaxCrossEntropy()
-    if optimizer == "sgd":
-        opt, topt = nnx.SGD(lm.net, lr=0.5), torch.optim.SGD(net.parameters(), lr=0.5)
-    else:
-        # nnx adds ε to √v and folds the bias corrections into lr; torch adds ε to √v̂:
-        # the same update but for ε, which is made negligible here
-        opt = nnx.Adam(lm.net, lr=3e-2, eps=1e-14)
-        topt = torch.optim.Adam(net.parameters(), lr=3e-2, eps=1e-14)
-    ours, theirs, state = [], [], None
-    for x, y in batches[:8]:                    # the state carried across windows
-        ours.append(float(char_lm.step(lm, loss, opt, x, y)))
-        topt.zero_grad()
-        h, state = net["lstm"](net["emb"](torch.from_numpy(x)), state)
-        state = tuple(s.detach() for s in state)            # truncated backprop through time
-        value = F.cross_entropy(net["head"](h).reshape(-1, len(chars)),
-                                torch.from_numpy(y.reshape(-1)))
-        value.backward()
-        topt.step()
-        theirs.append(value.item())
-    assert ours[-1] < ours[0] - 0.05                # it learns
-    np.testing.assert_allclose(ours, theirs, rtol=tol, atol=0)
+    opt, topt = optimisers(lm, net.parameters(), optimizer)
+    state = [None]
+
+    def torch_loss(x, y):                       # the state carried across windows
+        h, state[0] = net["lstm"](net["emb"](torch.from_numpy(x)), state[0])
+        state[0] = tuple(s.detach() for s in state[0])    # truncated backprop through time
+        return F.cross_entropy(net["head"](h).reshape(-1, len(chars)),
+                               torch.from_numpy(y.reshape(-1)))
+    assert_tracks_torch(char_lm, lm, opt, topt, batches[:8], torch_loss, tol)
 
 
 def test_char_lm_runs_and_samples(capsys, tmp_path):
@@ -125,23 +140,12 @@ def test_char_lm_transformer_trains_as_pytorch_does(float64, optimizer, tol):
                         argparse.Namespace(hidden=8, heads=2, blocks=2, seq=8))
     lm.check(ids)
     forward, params = torch_transformer_twin(torch, lm)
-    loss = nnx.SoftmaxCrossEntropy()
-    if optimizer == "sgd":
-        opt, topt = nnx.SGD(lm.net, lr=0.5), torch.optim.SGD(params, lr=0.5)
-    else:                                   # ε negligible: see the LSTM test above
-        opt = nnx.Adam(lm.net, lr=3e-2, eps=1e-14)
-        topt = torch.optim.Adam(params, lr=3e-2, eps=1e-14)
-    ours, theirs = [], []
-    for x, y in batches[:6]:
-        ours.append(float(char_lm.step(lm, loss, opt, x, y)))
-        topt.zero_grad()
-        value = F.cross_entropy(forward(torch.from_numpy(x)).reshape(-1, len(chars)),
-                                torch.from_numpy(y.reshape(-1)))
-        value.backward()
-        topt.step()
-        theirs.append(value.item())
-    assert ours[-1] < ours[0] - 0.05                # it learns
-    np.testing.assert_allclose(ours, theirs, rtol=tol, atol=0)
+    opt, topt = optimisers(lm, params, optimizer)
+
+    def torch_loss(x, y):
+        return F.cross_entropy(forward(torch.from_numpy(x)).reshape(-1, len(chars)),
+                               torch.from_numpy(y.reshape(-1)))
+    assert_tracks_torch(char_lm, lm, opt, topt, batches[:6], torch_loss, tol)
 
 
 def test_char_lm_transformer_runs_samples_and_refuses_bad_heads(capsys, tmp_path):
