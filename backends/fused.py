@@ -13,7 +13,9 @@ computes the same values:
 - ``sign(x)``: torch.sign, one kernel where array-api-compat's adds two to make NaN give
   NaN (torch's gives 0 for NaN);
 - ``max_argmax(x, axis)``: the maximum along ``axis`` and the position of its first
-  occurrence, both with the axis kept (torch.max with a dim: one reduction).
+  occurrence, both with the axis kept (torch.max with a dim: one reduction);
+- ``sgd_step(params, grads, velocities, lr, momentum, weight_decay)``: SGD's whole update
+  of a list of parameters in torch's multi-tensor kernels (1 to 4 launches in all).
 
 Each returns None for other libraries; the caller then issues the two operations itself.
 """
