@@ -33,6 +33,7 @@ from .checkpoint import CheckpointError, load, save
 from .datasets import DatasetError
 from .compile import compile_step
 from .train import EpochStats, TrainingDiverged, evaluate, fit
+from ._deferred import check_deferred
 
 __version__ = "0.1.0"
 
@@ -67,7 +68,7 @@ __all__ = [
     "Loss", "SoftmaxCrossEntropy", "CrossEntropy", "MSE", "BCEWithLogits", "Hinge",
     "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm",
     "datasets", "DatasetError", "save", "load", "CheckpointError",
-    "compile_step", "fit", "evaluate", "EpochStats", "TrainingDiverged",
+    "compile_step", "fit", "evaluate", "check_deferred", "EpochStats", "TrainingDiverged",
 ]
 
 from .graph import (Add, Concat, Cos, Exp, Gaussian, Graph, Log, Multiply, RBFNetwork,

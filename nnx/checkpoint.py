@@ -21,6 +21,7 @@ import zipfile
 from nnx import backends
 
 from . import outputs
+from ._deferred import check_deferred
 from .device import short_dtype
 from .errors import NNXError
 from .module import Module, registry
@@ -36,10 +37,12 @@ def save(module, path, **extra):
     """Write ``module`` (architecture + parameters) to ``path``; ``extra`` is stored as JSON.
 
     ``path`` may be a new file or an existing nnx checkpoint (replaced atomically, keeping
-    its file mode); any other existing file is refused, never overwritten.
+    its file mode); any other existing file is refused, never overwritten.  Deferred checks
+    still pending are verified first (``nnx.check_deferred``).
     """
     if not isinstance(module, Module):
         raise CheckpointError(f"save: expected an nnx module, got {type(module).__name__}")
+    check_deferred()            # parameters trained on bad labels are not written silently
     path = check_target(path)
     named = module.named_params()
     meta = {"format": FORMAT, "version": VERSION, "architecture": module.architecture(),

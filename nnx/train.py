@@ -22,6 +22,7 @@ import time
 from nnx import backends
 
 from . import _checks
+from ._deferred import check_deferred
 from .device import asarray, get_device, index_dtype, namespace, permutation, short_dtype
 from .layers.embedding import first_embedding
 from .errors import ArgumentError, LabelError, NNXError, NonFiniteError, ShapeError
@@ -75,8 +76,10 @@ def evaluate(net, x, t, batch_size=1000):
 
     Labels outside [0, classes) raise LabelError; rows whose output is NaN or infinite
     raise NonFiniteError (they have no class).  Two readbacks: the labels' range, the counts.
+    Deferred checks still pending are verified first (``nnx.check_deferred``).
     """
     _checks.instance("evaluate", "net", net, Module, "an nnx Module")
+    check_deferred()
     batch_size = _checks.positive_int("evaluate", "batch_size", batch_size)
     xp = namespace(x)
     _check_pair("evaluate", x, t)
@@ -192,6 +195,7 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
                                         f"nnx.SGD(net, lr=0.1)), got {type(opt).__name__}")
     epochs = _checks.positive_int("fit", "epochs", epochs)
     batch_size = _checks.positive_int("fit", "batch_size", batch_size)
+    check_deferred()            # a loop of deferred checks before this call: its verdict
     for name, f in (("lr_schedule", lr_schedule), ("on_epoch", on_epoch),
                     ("progress", progress)):
         _checks.function("fit", name, f)
@@ -331,7 +335,7 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
     finally:
         loss.check_labels = checked
         if tables:
-            table.check_indices = True
+            table.check_indices = tables
 
 
 

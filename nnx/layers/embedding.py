@@ -5,7 +5,7 @@ import array_api_compat
 
 from nnx import backends
 
-from .. import _checks
+from .. import _checks, _deferred
 from ..device import check_same_device, index_dtype, namespace, short_dtype
 from ..errors import ArgumentTypeError, DTypeError, LabelError, ShapeError
 from ..module import Module
@@ -22,7 +22,10 @@ class Embedding(Module):
 
     W ~ N(0, 1) drawn on the host, as torch.nn.Embedding.  Indices must be integers in
     [0, V); the range is read back once per index array (``check_indices = False`` skips it,
-    for a caller that has checked all its indices up front, as ``fit`` does).
+    for a caller that has checked all its indices up front, as ``fit`` does;
+    ``check_indices = "deferred"`` keeps each batch's min and max on the device and verifies
+    them at the next readback nnx makes, or at ``nnx.check_deferred()``: no synchronisation
+    per step).
     """
 
     param_names = ("W",)
@@ -35,6 +38,7 @@ class Embedding(Module):
                           W=backends.host.normal((self.num_embeddings, self.dim), 1.0,
                                                  "float64"))
         self._checked = None
+        self._pending = None
 
     def config(self):
         return {"_num_embeddings": self.num_embeddings, "_dim": self.dim}
@@ -46,9 +50,15 @@ class Embedding(Module):
         wide = index_dtype(xp)      # narrow ints compared with V wrap around (torch uint8)
         k = k if k.dtype == wide else xp.astype(k, wide)
         if math.prod(k.shape) and bool(xp.any((k < 0) | (k >= self.num_embeddings))):
-            raise LabelError(f"{self!r}: indices must lie in [0, {self.num_embeddings}), got "
-                             f"values from {int(xp.min(k))} to {int(xp.max(k))}; the table "
-                             f"has one row per index (raise num_embeddings or fix the data)")
+            raise self._range_error(int(xp.min(k)), int(xp.max(k)))
+
+    def _range_error(self, low, high):
+        """The LabelError for indices from ``low`` to ``high``; None inside [0, V)."""
+        if 0 <= low and high < self.num_embeddings:
+            return None
+        return LabelError(f"{self!r}: indices must lie in [0, {self.num_embeddings}), got "
+                          f"values from {low} to {high}; the table has one row per index "
+                          f"(raise num_embeddings or fix the data)")
 
     def _check_indices(self, k):
         if not hasattr(k, "dtype") or not hasattr(k, "shape"):
@@ -68,17 +78,31 @@ class Embedding(Module):
         shape = tuple(k.shape)
         if len(shape) < 1:
             raise ShapeError(f"{self!r}.fprop: indices have shape (), expected (batch, time)")
+        wide = index_dtype(xp)
+        self.k = k if k.dtype == wide else xp.astype(k, wide)
+        deferred = (_deferred.setting(self, "check_indices") == "deferred"
+                    and not array_api_compat.is_numpy_array(k))
         if self.check_indices:
             seen = self._checked() if self._checked is not None else None
             if seen is not k:
-                self.check(k)
+                if not deferred:
+                    self.check(k)
+                elif math.prod(shape):      # the min and max wait on the device
+                    if getattr(self, "_pending", None) is None:
+                        self._pending = _deferred.Deferred()
+                    self._pending.record("range", (xp.min(self.k), xp.max(self.k)),
+                                         lambda v: self._range_error(*v))
                 try:
                     self._checked = weakref.ref(k)
                 except TypeError:
                     self._checked = None
-        wide = index_dtype(xp)
-        self.k = k if k.dtype == wide else xp.astype(k, wide)
-        y = xp.take(self.W, xp.reshape(self.k, (-1,)), axis=0)
+        try:
+            y = xp.take(self.W, xp.reshape(self.k, (-1,)), axis=0)
+        except (IndexError, RuntimeError, ValueError):
+            if deferred:                # the gather met an index out of range: say which
+                self._pending.entries = self._pending.entries[:-1]  # told now, not later
+                self.check(k)
+            raise
         y = xp.reshape(y, shape + (self.dim,))
         self._out_shape = tuple(y.shape)
         return y

@@ -1,8 +1,11 @@
+import math
 import weakref
 
+import array_api_compat
 
 from nnx import backends
 
+from .. import _deferred
 from ..device import check_same_device, dtype_name, index_dtype, namespace, short_dtype
 from ..errors import DTypeError, LabelError, ShapeError, StateError
 
@@ -20,6 +23,14 @@ class Loss:
     checked again.  ``check_labels=False`` skips the checks that read
     values back: the label range, CrossEntropy's [0, 1] inputs, Hinge's one-hot targets;
     ``fit`` checks them once up front instead.
+
+    ``check_labels = "deferred"`` checks every batch without reading anything back inside
+    the step: fprop keeps the reductions the check needs (the labels' min and max, or one
+    flag) on the device, and the verdict comes at the next readback nnx makes itself
+    (``evaluate``, ``save``, the start of ``fit``) or at ``nnx.check_deferred()``, as a
+    LabelError naming the calls that had bad values: the loop a GPU wants (two array
+    operations per batch, no synchronisation).  On NumPy, where nothing needs reading
+    back, bad labels raise at once.
     """
 
     check_labels = True
@@ -48,12 +59,35 @@ class Loss:
         """LabelError unless the integer labels ``t`` (``given``, widened) lie in [0, c):
         one readback per new label array, none for an array checked before (or with
         ``check_labels`` off)."""
+        deferring = self._deferring(t)
         if not self.check_labels or self._seen(given, ("range", c)):
             return
-        if bool(xp.any((t < 0) | (t >= c))):
-            raise LabelError(f"{name}: labels must lie in [0, {c}) for {c} classes, got "
-                             f"values from {int(xp.min(t))} to {int(xp.max(t))}")
+        if deferring:
+            if math.prod(t.shape):
+                self._deferred_checks().record(("range", c), (xp.min(t), xp.max(t)),
+                                               lambda v: _range_error(name, c, *v))
+            return
+        self._raise_out_of_range(xp, t, c, name)
         self._remember(given, ("range", c))
+
+    @staticmethod
+    def _raise_out_of_range(xp, t, c, name):
+        """LabelError now (one readback) unless the labels ``t`` lie in [0, c)."""
+        if bool(xp.any((t < 0) | (t >= c))):
+            raise _range_error(name, c, int(xp.min(t)), int(xp.max(t)))
+
+    def _deferring(self, x):
+        """Whether the checks of ``x`` wait for a later readback (``check_labels =
+        "deferred"``, on arrays that live away from the host, NumPy's excepted)."""
+        return (_deferred.setting(self, "check_labels") == "deferred"
+                and not array_api_compat.is_numpy_array(x))
+
+    def _deferred_checks(self):
+        """This loss's pending deferred checks, counting its fprop calls."""
+        pending = self.__dict__.get("_pending")
+        if pending is None:
+            pending = self._pending = _deferred.Deferred()
+        return pending
 
     def __call__(self, z, t):
         return self.fprop(z, t)
@@ -139,3 +173,11 @@ class Loss:
             raise DTypeError(f"{name}: targets dtype {t.dtype} differs from scores' "
                              f"{z.dtype}; convert with nnx.asarray(t, dtype=...)")
         return t
+
+
+def _range_error(name, c, low, high):
+    """The LabelError for labels from ``low`` to ``high``, or None when they lie in [0, c)."""
+    if 0 <= low and high < c:
+        return None
+    return LabelError(f"{name}: labels must lie in [0, {c}) for {c} classes, got values "
+                      f"from {low} to {high}")

@@ -1,3 +1,5 @@
+import math
+
 from .. import _checks
 from ..errors import ArgumentError
 from .base import Loss
@@ -15,7 +17,9 @@ class CrossEntropy(Loss):
 
     Inputs outside [0, 1] (or NaN) raise ArgumentError: scores belong in
     SoftmaxCrossEntropy.  The check reads one flag back per call (a sync on a GPU);
-    ``check_labels=False`` skips it (``fit`` checks the first example up front instead).
+    ``check_labels=False`` skips it (``fit`` checks the first example up front instead);
+    ``check_labels = "deferred"`` keeps the inputs' min and max on the device and verifies
+    them later (see Loss).
     """
 
     classifies = True           # fit reports accuracy and test errors
@@ -26,11 +30,23 @@ class CrossEntropy(Loss):
     def fprop(self, x, t):
         xp = self._check_z(x)
         t = self._targets(xp, x, t)
-        if self.check_labels and bool(xp.any(~(x >= 0.0) | (x > 1.0))):       # ~(x >= 0) also catches NaN
-            raise ArgumentError(f"{self!r}.fprop: inputs must be probabilities in [0, 1], got "
-                                f"values from {float(xp.min(x)):g} to {float(xp.max(x)):g}; "
-                                f"for scores (logits) use SoftmaxCrossEntropy, which is stable")
+        if not self.check_labels or not math.prod(x.shape):
+            pass
+        elif self._deferring(x):
+            self._deferred_checks().record("probabilities", (xp.min(x), xp.max(x)),
+                                           lambda v: self._range_error(*v))
+        elif bool(xp.any(~(x >= 0.0) | (x > 1.0))):       # ~(x >= 0) also catches NaN
+            raise self._range_error(float(xp.min(x)), float(xp.max(x)))
         clamped = xp.maximum(x, self.eps)
         n = float(x.shape[0])
         self._grad = xp.where(x > self.eps, -t / clamped / n, 0.0)
         return -self._mean(xp, t * xp.log(clamped), n)
+
+    def _range_error(self, low, high):
+        """The ArgumentError for inputs from ``low`` to ``high`` (None inside [0, 1]; NaN,
+        which the minimum or maximum carries, is outside)."""
+        if low >= 0.0 and high <= 1.0:
+            return None
+        return ArgumentError(f"{self!r}.fprop: inputs must be probabilities in [0, 1], got "
+                             f"values from {low:g} to {high:g}; for scores (logits) use "
+                             f"SoftmaxCrossEntropy, which is stable")

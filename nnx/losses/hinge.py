@@ -13,7 +13,8 @@ class Hinge(Loss):
 
     Targets are integer labels or one-hot rows; float targets that are not one-hot raise
     LabelError (the check reads one flag back per new target array, none for an array
-    checked before; ``check_labels=False`` skips it, as it skips the label-range check).
+    checked before; ``check_labels=False`` skips it, as it skips the label-range check;
+    ``check_labels = "deferred"`` verifies it later, see Loss).
     """
 
     classifies = True           # fit reports accuracy and test errors
@@ -25,8 +26,12 @@ class Hinge(Loss):
         xp = self._check_z(z)
         onehot = self._targets(xp, z, t)
         if onehot is t and self.check_labels and not self._seen(t, "one-hot"):
-            self._check_one_hot(xp, t)
-            self._remember(t, "one-hot")
+            if self._deferring(t):
+                self._deferred_checks().record("one-hot", (self._not_one_hot(xp, t),),
+                                               lambda v: self._one_hot_error() if v[0] else None)
+            else:
+                self._check_one_hot(xp, t)
+                self._remember(t, "one-hot")
         is_true = onehot > 0
         z_true = xp.sum(z * onehot, axis=1, keepdims=True)
         margins = xp.where(is_true, 0.0, z - z_true + self.margin)
@@ -37,8 +42,16 @@ class Hinge(Loss):
         self._grad = grad
         return self._mean(xp, xp.maximum(margins, 0.0), n)
 
+    @staticmethod
+    def _not_one_hot(xp, t):
+        """A 0-d flag: True unless every row of ``t`` is one-hot."""
+        return xp.any((t != 0.0) & (t != 1.0)) | xp.any(xp.sum(t, axis=1) != 1.0)
+
     def _check_one_hot(self, xp, t):
-        if bool(xp.any((t != 0.0) & (t != 1.0)) | xp.any(xp.sum(t, axis=1) != 1.0)):
-            raise LabelError(f"{self!r}.fprop: targets must be one-hot (one 1 per row, zeros "
-                             f"elsewhere) or integer labels; for soft targets use "
-                             f"SoftmaxCrossEntropy")
+        if bool(self._not_one_hot(xp, t)):
+            raise self._one_hot_error()
+
+    def _one_hot_error(self):
+        return LabelError(f"{self!r}.fprop: targets must be one-hot (one 1 per row, zeros "
+                          f"elsewhere) or integer labels; for soft targets use "
+                          f"SoftmaxCrossEntropy")

@@ -44,7 +44,7 @@ class SoftmaxCrossEntropy(Loss):
         xp = self._check_z(z)
         t = self._targets(xp, z, t, labels=True)    # checks t's type and device first
         if xp.isdtype(t.dtype, "integral"):
-            return self._labels(xp, z, t)
+            return self._gather(xp, z, t)
         n = float(z.shape[0])
         shifted = z - xp.max(z, axis=1, keepdims=True)
         p = xp.exp(shifted)
@@ -111,4 +111,16 @@ class SoftmaxCrossEntropy(Loss):
         if t.dtype != wide:
             t = xp.astype(t, wide)
         self._check_range(xp, t, z.shape[2], name, given)
-        return self._labels(xp, z, t)
+        return self._gather(xp, z, t)
+
+    def _gather(self, xp, z, t):
+        """``_labels``; where a deferred check let labels out of range through and the
+        gather refuses them (torch, array-api-strict), the LabelError that says so."""
+        try:
+            return self._labels(xp, z, t)
+        except (IndexError, RuntimeError, ValueError):
+            if self._deferring(t):
+                pending = self._deferred_checks()
+                pending.entries = pending.entries[:-1]      # told now, not again later
+                self._raise_out_of_range(xp, t, z.shape[-1], f"{self!r}.fprop")
+            raise
