@@ -21,7 +21,7 @@ import time
 
 from nnx import backends
 
-from . import _checks
+from . import _checks, _deferred
 from ._deferred import check_deferred
 from .device import asarray, get_device, index_dtype, namespace, permutation, short_dtype
 from .layers.embedding import first_embedding
@@ -248,14 +248,18 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
     _check_batches(net, n, batch_size)
     if classify or isinstance(probe, (tuple, list)):
         check_scores("fit", probe, 1)
-    loss.fprop(probe, t[:1, ...])       # the loss's own checks once, with check_labels on
+    checked = _deferred.setting(loss, "check_labels")
+    loss.check_labels = bool(checked)   # the loss's own checks once, at once ("deferred" too)
+    try:
+        loss.fprop(probe, t[:1, ...])
+    finally:
+        loss.check_labels = checked
     labels = test_labels = None         # classification: the class of each row, for accuracy
     if classify:
         n_classes = int(probe.shape[1])
         labels = _labels(t, n_classes, "training labels")
         if t_test is not None:
             test_labels = _labels(t_test, n_classes, "test labels")
-    checked = loss.check_labels
     loss.check_labels = False           # checked once above; restored when fit returns
     table = first_embedding(net)        # an Embedding reading x: its indices checked once
     tables = table.check_indices if table is not None else None

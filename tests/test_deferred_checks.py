@@ -228,3 +228,16 @@ def test_a_compiled_jax_step_leaves_no_tracer_pending():
     for _ in range(2):
         step(x, labels("jax:cpu", [0, 1, 1, 0]))
     nnx.check_deferred()                            # no tracer to read back
+
+
+def test_fit_checks_the_first_example_at_once_with_deferred_checks():
+    """fit's up-front check does not wait: scores given to CrossEntropy stop it before a step."""
+    net = nnx.Sequential(nnx.Linear(5, 3, device="strict"))
+    net.set_params([nnx.asarray(-np.ones((5, 3)), device="strict"),
+                    nnx.asarray(-np.ones(3), device="strict")])
+    x = nnx.asarray(RNG.random((8, 5)), device="strict")
+    loss = deferred(nnx.CrossEntropy)
+    with pytest.raises(nnx.ArgumentError, match="inputs must be probabilities in"):
+        nnx.fit(net, loss, nnx.SGD(net, lr=0.01), x, labels("strict", RNG.integers(0, 3, 8)),
+                epochs=1, verbose=False)
+    assert loss.check_labels == "deferred"          # put back as it was
