@@ -140,6 +140,26 @@ def test_multi_head_attention_matches_torch(torch, d, heads, causal, shape):
     assert_same(result, (yt, dxt, torch_grads_of_attention(grads)))
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_the_attention_map_is_torchs_attention_weights(torch, causal):
+    nnx.seed(2)
+    ours = nnx.MultiHeadAttention(6, 3, causal=causal, dtype=F64)
+    with pytest.raises(nnx.StateError, match=r"\.attention: no attention computed yet; run "
+                                             r"fprop\(x\) first"):
+        ours.attention
+    theirs = torch_attention(torch, ours)
+    x = host((2, 4, 6), 3)
+    ours.fprop(arr(x))
+    xt = torch.tensor(x)
+    mask = torch.triu(torch.ones(4, 4, dtype=torch.bool), 1) if causal else None
+    _, weights = theirs(xt, xt, xt, need_weights=True, attn_mask=mask,
+                        average_attn_weights=False)
+    p = nnx.to_numpy(ours.attention)
+    assert p.shape == (2, 3, 4, 4)
+    np.testing.assert_allclose(p, weights.detach().numpy(), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(p.sum(axis=-1), 1.0, rtol=0, atol=1e-14)
+
+
 def torch_block(torch, ours):
     """A pre-LN block written out in torch: x + MHA(LN(x)), then h + W2·GELU(W1·LN(h))."""
     d, ff = ours.d_model, ours.d_ff

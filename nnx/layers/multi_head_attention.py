@@ -3,7 +3,7 @@ import math
 from nnx import backends
 
 from .. import _checks
-from ..errors import ArgumentError, ShapeError
+from ..errors import ArgumentError, ShapeError, StateError
 from ..module import Module
 
 
@@ -65,6 +65,17 @@ class MultiHeadAttention(Module):
             self._mask = (key, allowed, xp.full((T, T), -math.inf, dtype=like.dtype,
                                                 device=dev.native))
         return self._mask[1], self._mask[2]
+
+    @property
+    def attention(self):
+        """P of the last fprop, (N, heads, T, T): row t of head h holds the weights position
+        t gave every position (each row sums to 1; zero above the diagonal if causal).  The
+        array bprop uses, so read it, don't change it."""
+        p = getattr(self, "p", None)
+        if p is None:
+            raise StateError(f"{self!r}.attention: no attention computed yet; run fprop(x) "
+                             f"first")
+        return p
 
     def fprop(self, x):
         shape = tuple(x.shape)
