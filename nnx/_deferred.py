@@ -7,13 +7,12 @@ everything pending later, at once: ``nnx.check_deferred()``, or the next readbac
 itself (``evaluate``, ``save``, the start of ``fit``).  Losses take it with
 ``check_labels = "deferred"``, Embedding with ``check_indices = "deferred"``.
 """
-import weakref
-
 from nnx import backends
 
 from .errors import ArgumentError
 
-_PENDING = weakref.WeakSet()        # every Deferred with unverified entries
+_PENDING = set()    # every Deferred with unverified entries, kept until verified: a loss
+                    # dropped after a bad batch still has its verdict said
 _FOLD = 256                         # entries kept per check before they fold into one
 
 

@@ -241,3 +241,15 @@ def test_fit_checks_the_first_example_at_once_with_deferred_checks():
         nnx.fit(net, loss, nnx.SGD(net, lr=0.01), x, labels("strict", RNG.integers(0, 3, 8)),
                 epochs=1, verbose=False)
     assert loss.check_labels == "deferred"          # put back as it was
+
+
+def test_the_verdict_outlives_the_loss():
+    """A loss dropped after a bad batch (a loop inside a function) still has it said."""
+    def train_a_little():
+        loss = deferred(nnx.SoftmaxCrossEntropy)
+        loss.fprop(scores("strict"), labels("strict", [0, -1, 2, 1]))
+    train_a_little()
+    import gc
+    gc.collect()
+    with pytest.raises(nnx.LabelError, match="got values from -1 to 2"):
+        nnx.check_deferred()
