@@ -40,93 +40,146 @@ def _empty(lib, shape, like):
     return lib.empty(shape, dtype=like.dtype, device=like.device)
 
 
-def _one_minus(lib, e):
-    """e = 1 − e, in place."""
-    if lib is np:
-        np.subtract(1.0, e, out=e)
-    else:
-        e.neg_().add_(1.0)
-
-
 def usable(*arrays):
     """Whether these arrays take the fast path (NumPy, or CPU torch without autograd)."""
     return _lib(*arrays) is not None
 
 
 def lstm_forward(x, h, c, w1):
-    """(y (N, T, H), u, z (T, N, 4H), c, tanh c (T, N, H), xh1) of LSTM.fprop, or None.
+    """(y (N, T, H), (u, z, c, tanh c, xh1)) of LSTM.fprop, or None.
 
     x (N, T, n_in): the input; h, c (N, H): the initial state; w1 (n_in + H + 1, 4H):
-    [W_ih | W_hh | b_ih + b_hh]ᵀ with the σ gates' columns halved.  The rows [x_t | h_{t−1}
-    | 1] of every step are laid out once in xh1 (T + 1, N, n_in + H + 1), each h_t written
-    straight into the next step's block, so that a step is ONE matmul, input projection,
-    recurrence and biases together:  u = tanh([x_t | h_{t−1} | 1]·w1),  z = ½u + ½ (i, f,
-    o),  c = f·c + i·g (g = u's block),  h = o·tanh c.  xh1[:T] is also what the weight
-    gradients' one matmul needs.
+    [W_ih | W_hh | b_ih + b_hh]ᵀ with its gate blocks in the order (o, i, f, g) (the σ gates
+    first, then the three that dc_t multiplies in the backward) and the σ gates' columns
+    halved.  The rows [x_t | h_{t−1} | 1] of every step are laid out once in xh1 (T + 1, N,
+    n_in + H + 1), each h_t written straight into the next step's block, so that a step is
+    ONE matmul, input projection, recurrence and biases together:
+    u = tanh([x_t | h_{t−1} | 1]·w1),  z = ½u + ½ over (o, i, f) only,  c_t = f·c_{t−1} +
+    i·g (g = u's last block),  h_t = o·tanh c_t.  c (T + 1, N, H) holds c_0 first; xh1[:T]
+    is what the weight gradients' one matmul reads.  9 kernels a step on NumPy, 7 on torch
+    (the σ affine as one add, the cell update as a mul and an addcmul), none allocating.
     """
     lib = _lib(x, h, c, w1)
     if lib is None:
         return None
     n, steps, n_in = x.shape
     hid, rows = c.shape[1], w1.shape[1]
+    h_cols = slice(n_in, n_in + hid)
     xh1 = _empty(lib, (steps + 1, n, n_in + hid + 1), x)
     xh1[:steps, :, :n_in] = x.transpose(1, 0, 2) if lib is np else x.permute(1, 0, 2)
     xh1[steps, :, :n_in] = 0.0                      # never read: the block only holds h_T
     xh1[..., n_in + hid] = 1.0
-    xh1[0, :, n_in:n_in + hid] = h
-    u_all, z_all = _empty(lib, (steps, n, rows), x), _empty(lib, (steps, n, rows), x)
-    c_all, tc_all = _empty(lib, (steps, n, hid), x), _empty(lib, (steps, n, hid), x)
-    y = _empty(lib, (n, steps, hid), x)
-    ig = _empty(lib, (n, hid), x)
-    for t in range(steps):
-        u, z, c_t, tc = u_all[t], z_all[t], c_all[t], tc_all[t]
-        lib.matmul(xh1[t], w1, out=u)
-        lib.tanh(u, out=u)
-        lib.multiply(u, 0.5, out=z)
-        z += 0.5
-        lib.multiply(z[:, hid:2 * hid], c, out=c_t)
-        lib.multiply(z[:, :hid], u[:, 2 * hid:3 * hid], out=ig)
-        c_t += ig
-        lib.tanh(c_t, out=tc)
-        h = lib.multiply(z[:, 3 * hid:], tc, out=xh1[t + 1, :, n_in:n_in + hid])
-        y[:, t, :] = h
-        c = c_t
-    return y, u_all, z_all, c_all, tc_all, xh1
+    xh1[0, :, h_cols] = h
+    u_all, z_all = _empty(lib, (steps, n, rows), x), _empty(lib, (steps, n, 3 * hid), x)
+    c_all, tc_all = _empty(lib, (steps + 1, n, hid), x), _empty(lib, (steps, n, hid), x)
+    c_all[0] = c
+    hs = xh1[1:, :, h_cols]                         # where each h_t goes: (T, N, H)
+    if lib is np:
+        ig = np.empty((n, hid), dtype=x.dtype)
+        for t in range(steps):
+            u, z, c_t, tc = u_all[t], z_all[t], c_all[t + 1], tc_all[t]
+            np.matmul(xh1[t], w1, out=u)
+            np.tanh(u, out=u)
+            np.multiply(u[:, :3 * hid], 0.5, out=z)
+            z += 0.5
+            np.multiply(z[:, 2 * hid:], c_all[t], out=c_t)        # f·c_{t−1}
+            np.multiply(z[:, hid:2 * hid], u[:, 3 * hid:], out=ig)  # i·g
+            c_t += ig
+            np.tanh(c_t, out=tc)
+            np.multiply(z[:, :hid], tc, out=hs[t])                  # o·tanh c_t
+        y = np.empty((n, steps, hid), dtype=x.dtype)
+        y[...] = hs.transpose(1, 0, 2)
+    else:
+        torch = lib
+        # every step's views made at once (unbind): indexing in the loop costs µs per view
+        per_step = zip(xh1.unbind(0), u_all.unbind(0), u_all[..., :3 * hid].unbind(0),
+                       u_all[..., 3 * hid:].unbind(0), z_all.unbind(0),
+                       z_all[..., :hid].unbind(0), z_all[..., hid:2 * hid].unbind(0),
+                       z_all[..., 2 * hid:].unbind(0), c_all.unbind(0), c_all[1:].unbind(0),
+                       tc_all.unbind(0), hs.unbind(0))
+        for xh_t, u, u_s, g, z, o, i, f, c_prev, c_t, tc, h_t in per_step:
+            torch.matmul(xh_t, w1, out=u)
+            u.tanh_()
+            torch.add(u_s, 1.0, out=z)                  # (u + 1)·½: equal to ½u + ½
+            z.mul_(0.5)
+            torch.mul(f, c_prev, out=c_t)
+            c_t.addcmul_(i, g)
+            torch.tanh(c_t, out=tc)
+            torch.mul(o, tc, out=h_t)
+        y = hs.permute(1, 0, 2).contiguous()
+    return y, (u_all, z_all, c_all, tc_all, xh1)
 
 
-def lstm_backward(grad_output, u_all, z_all, c_all, tc_all, c0, w_hh):
+def lstm_backward(grad_output, u_all, z_all, c_all, tc_all, w_hh):
     """(dA (T, N, 4H), dh_0, dc_0) of LSTM.bprop's loop, or None.
 
-    grad_output (N, T, H); u, z, c, tanh c as lstm_forward returned them; c0 the initial
-    cell state; w_hh (4H, H): W_hh with the σ rows times ¼.  Per step, backwards:
-    dh_t = g_t + dh,  dc_t = dc + dh_t·o·(1 − tanh²c_t),
-    da_t = (dc_t·g, dc_t·c_{t−1}, dc_t·i, dh_t·tanh c_t)·(1 − u²),  dh = da_t·W_hh,  dc = dc_t·f.
+    grad_output (N, T, H); u, z, c, tanh c as lstm_forward returned them (gates in its
+    order o, i, f, g); w_hh (4H, H): W_hh's rows in that order, the σ rows times ¼.  What
+    does not depend on the carried gradients is formed for all steps at once, before the
+    loop, in dA's own array:  F = (1 − u²)·(tanh c, g, c_{t−1}, i)  and  E = o·(1 − tanh²c).
+    Per step, backwards (dh and dc carried from step t+1, zero after the last):
+    dh_t = g_t + dh,  dc_t = dc + dh_t·E_t,  da_t = (dh_t, dc_t, dc_t, dc_t)·F_t (in place),
+    dh = da_t·W_hh,  dc = dc_t·f.  7 kernels a step on NumPy, 5 on torch (addcmul for dc_t,
+    addmm for the next step's dh_t).
     """
-    lib = _lib(grad_output, u_all, z_all, c_all, tc_all, c0, w_hh)
+    lib = _lib(grad_output, u_all, z_all, c_all, tc_all, w_hh)
     if lib is None:
         return None
     steps, n, rows = u_all.shape
     hid = rows // 4
     d_all = _empty(lib, (steps, n, rows), u_all)
-    dh, dc = lib.zeros_like(c0), lib.zeros_like(c0)
-    dh_t, e = _empty(lib, (n, hid), c0), _empty(lib, (n, hid), c0)
-    du = _empty(lib, (n, rows), u_all)
+    if lib is np:
+        dh, dc = np.zeros((n, hid), dtype=u_all.dtype), np.zeros((n, hid), dtype=u_all.dtype)
+        dh_t, e = np.empty((n, hid), dtype=u_all.dtype), np.empty((n, hid), dtype=u_all.dtype)
+        du = np.empty((n, rows), dtype=u_all.dtype)
+        for t in range(steps - 1, -1, -1):
+            u, z, tc, da = u_all[t], z_all[t], tc_all[t], d_all[t]
+            np.add(grad_output[:, t, :], dh, out=dh_t)
+            np.multiply(tc, tc, out=e)                  # dc_t = dc + dh_t·o·(1 − tc²)
+            np.subtract(1.0, e, out=e)
+            e *= z[:, :hid]
+            e *= dh_t
+            dc += e
+            np.multiply(dh_t, tc, out=da[:, :hid])                  # o block
+            np.multiply(dc, u[:, 3 * hid:], out=da[:, hid:2 * hid])  # i: dc_t·g
+            np.multiply(dc, c_all[t], out=da[:, 2 * hid:3 * hid])   # f: dc_t·c_{t−1}
+            np.multiply(dc, z[:, hid:2 * hid], out=da[:, 3 * hid:])  # g: dc_t·i
+            np.multiply(u, u, out=du)
+            np.subtract(1.0, du, out=du)
+            da *= du
+            np.matmul(da, w_hh, out=dh)
+            dc *= z[:, 2 * hid:]
+        return d_all, dh, dc
+    torch = lib
+    # F = (1 − u²)·(tanh c, g, c_{t−1}, i) and E = o·(1 − tanh²c), all steps at once, in dA's
+    # array (torch's whole-array kernels are fast, its small ones dear)
+    e_all = torch.empty((steps, n, hid), dtype=u_all.dtype, device=u_all.device)
+    one = torch.tensor(1.0, dtype=u_all.dtype, device=u_all.device)
+    torch.addcmul(one, u_all, u_all, value=-1.0, out=d_all)
+    torch.addcmul(one, tc_all, tc_all, value=-1.0, out=e_all)
+    d_all[..., :hid] *= tc_all
+    d_all[..., hid:2 * hid] *= u_all[..., 3 * hid:]
+    d_all[..., 2 * hid:3 * hid] *= c_all[:steps]
+    d_all[..., 3 * hid:] *= z_all[..., hid:2 * hid]
+    e_all *= z_all[..., :hid]
+    dc = torch.empty((n, hid), dtype=u_all.dtype, device=u_all.device)
+    dh = torch.empty((n, hid), dtype=u_all.dtype, device=u_all.device)
+    d4 = d_all.view(steps, n, 4, hid)
+    per_step = list(zip(d_all.unbind(0), d_all[..., :hid].unbind(0), d4[:, :, 1:].unbind(0),
+                        e_all.unbind(0), z_all[..., 2 * hid:].unbind(0),
+                        (None,) + grad_output[:, :steps - 1, :].unbind(1)))
+    dh_t = grad_output[:, steps - 1, :]             # read only: the next ones go into dh
+    torch.mul(e_all[steps - 1], dh_t, out=dc)
     for t in range(steps - 1, -1, -1):
-        u, z, tc, da = u_all[t], z_all[t], tc_all[t], d_all[t]
-        c_prev = c_all[t - 1] if t else c0
-        lib.add(grad_output[:, t, :], dh, out=dh_t)
-        lib.multiply(tc, tc, out=e)                  # dc_t = dc + dh_t·o·(1 − tc²)
-        _one_minus(lib, e)
-        e *= z[:, 3 * hid:]
-        e *= dh_t
-        dc += e
-        lib.multiply(dc, u[:, 2 * hid:3 * hid], out=da[:, :hid])
-        lib.multiply(dc, c_prev, out=da[:, hid:2 * hid])
-        lib.multiply(dc, z[:, :hid], out=da[:, 2 * hid:3 * hid])
-        lib.multiply(dh_t, tc, out=da[:, 3 * hid:])
-        lib.multiply(u, u, out=du)
-        _one_minus(lib, du)
-        da *= du
-        lib.matmul(da, w_hh, out=dh)
-        dc *= z[:, hid:2 * hid]
+        da, da_o, da_dc, e, f, g_prev = per_step[t]
+        if t < steps - 1:
+            dc.addcmul_(e, dh_t)
+        da_dc.mul_(dc[:, None, :])
+        da_o.mul_(dh_t)
+        if t:
+            torch.addmm(g_prev, da, w_hh, out=dh)
+        else:
+            torch.mm(da, w_hh, out=dh)
+        dh_t = dh
+        dc.mul_(f)
     return d_all, dh, dc
