@@ -8,6 +8,12 @@ straight into the (T, N, 4H) array the backward reads (forward) and every step's
 gradients straight into the (T, N, 4H) array the weight gradients' matmul reads (backward),
 so nothing is stacked afterwards.  Both return None for other libraries (or devices); the
 layer then runs its own loop.
+
+What a step costs at batch 100 (H = 128, one thread): the two matmuls are most of it (~130
+and ~115 µs); the elementwise kernels on (N, H) arrays cost ~3 µs when their operands are
+contiguous and 2-3 times that on a gate's columns of an (N, 4H) array, so the σ gates are
+kept gate-major (T, 3, N, H); on torch, making a view costs ~1-3 µs, so each step's views
+are made for all steps at once (unbind) rather than by indexing in the loop.
 """
 
 import sys
@@ -55,9 +61,10 @@ def lstm_forward(x, h, c, w1):
     n_in + H + 1), each h_t written straight into the next step's block, so that a step is
     ONE matmul, input projection, recurrence and biases together:
     u = tanh([x_t | h_{t−1} | 1]·w1),  z = ½u + ½ over (o, i, f) only,  c_t = f·c_{t−1} +
-    i·g (g = u's last block),  h_t = o·tanh c_t.  c (T + 1, N, H) holds c_0 first; xh1[:T]
-    is what the weight gradients' one matmul reads.  9 kernels a step on NumPy, 7 on torch
-    (the σ affine as one add, the cell update as a mul and an addcmul), none allocating.
+    i·g (g = u's last block),  h_t = o·tanh c_t.  z is gate-major, (T, 3, N, H): each gate a
+    contiguous (N, H); c (T + 1, N, H) holds c_0 first; xh1[:T] is what the weight
+    gradients' one matmul reads.  9 kernels a step on NumPy, 8 on torch (the cell update as
+    a mul and an addcmul), none allocating; y (N, T, H) is copied out once, after the loop.
     """
     lib = _lib(x, h, c, w1)
     if lib is None:
@@ -70,33 +77,35 @@ def lstm_forward(x, h, c, w1):
     xh1[steps, :, :n_in] = 0.0                      # never read: the block only holds h_T
     xh1[..., n_in + hid] = 1.0
     xh1[0, :, h_cols] = h
-    u_all, z_all = _empty(lib, (steps, n, rows), x), _empty(lib, (steps, n, 3 * hid), x)
+    u_all, z_all = _empty(lib, (steps, n, rows), x), _empty(lib, (steps, 3, n, hid), x)
     c_all, tc_all = _empty(lib, (steps + 1, n, hid), x), _empty(lib, (steps, n, hid), x)
     c_all[0] = c
     hs = xh1[1:, :, h_cols]                         # where each h_t goes: (T, N, H)
+    # u's σ blocks gate-major, (T, 3, N, H), as z is: every gate of z a contiguous (N, H)
+    u4 = u_all.reshape(steps, n, 4, hid)            # a view: u_all is contiguous
+    u_s = u4[:, :, :3].transpose(0, 2, 1, 3) if lib is np else u4[:, :, :3].permute(0, 2, 1, 3)
     if lib is np:
         ig = np.empty((n, hid), dtype=x.dtype)
         for t in range(steps):
-            u, z, c_t, tc = u_all[t], z_all[t], c_all[t + 1], tc_all[t]
+            u, (o, i, f), c_t, tc = u_all[t], z_all[t], c_all[t + 1], tc_all[t]
             np.matmul(xh1[t], w1, out=u)
             np.tanh(u, out=u)
-            np.multiply(u[:, :3 * hid], 0.5, out=z)
-            z += 0.5
-            np.multiply(z[:, 2 * hid:], c_all[t], out=c_t)        # f·c_{t−1}
-            np.multiply(z[:, hid:2 * hid], u[:, 3 * hid:], out=ig)  # i·g
+            np.multiply(u_s[t], 0.5, out=z_all[t])
+            z_all[t] += 0.5
+            np.multiply(f, c_all[t], out=c_t)
+            np.multiply(i, u[:, 3 * hid:], out=ig)
             c_t += ig
             np.tanh(c_t, out=tc)
-            np.multiply(z[:, :hid], tc, out=hs[t])                  # o·tanh c_t
+            np.multiply(o, tc, out=hs[t])
         y = np.empty((n, steps, hid), dtype=x.dtype)
         y[...] = hs.transpose(1, 0, 2)
     else:
         torch = lib
         # every step's views made at once (unbind): indexing in the loop costs µs per view
-        per_step = zip(xh1.unbind(0), u_all.unbind(0), u_all[..., :3 * hid].unbind(0),
+        per_step = zip(xh1.unbind(0), u_all.unbind(0), u_s.unbind(0),
                        u_all[..., 3 * hid:].unbind(0), z_all.unbind(0),
-                       z_all[..., :hid].unbind(0), z_all[..., hid:2 * hid].unbind(0),
-                       z_all[..., 2 * hid:].unbind(0), c_all.unbind(0), c_all[1:].unbind(0),
-                       tc_all.unbind(0), hs.unbind(0))
+                       z_all[:, 0].unbind(0), z_all[:, 1].unbind(0), z_all[:, 2].unbind(0),
+                       c_all.unbind(0), c_all[1:].unbind(0), tc_all.unbind(0), hs.unbind(0))
         for xh_t, u, u_s, g, z, o, i, f, c_prev, c_t, tc, h_t in per_step:
             torch.matmul(xh_t, w1, out=u)
             u.tanh_()
@@ -114,13 +123,17 @@ def lstm_backward(grad_output, u_all, z_all, c_all, tc_all, w_hh):
     """(dA (T, N, 4H), dh_0, dc_0) of LSTM.bprop's loop, or None.
 
     grad_output (N, T, H); u, z, c, tanh c as lstm_forward returned them (gates in its
-    order o, i, f, g); w_hh (4H, H): W_hh's rows in that order, the σ rows times ¼.  What
-    does not depend on the carried gradients is formed for all steps at once, before the
-    loop, in dA's own array:  F = (1 − u²)·(tanh c, g, c_{t−1}, i)  and  E = o·(1 − tanh²c).
-    Per step, backwards (dh and dc carried from step t+1, zero after the last):
-    dh_t = g_t + dh,  dc_t = dc + dh_t·E_t,  da_t = (dh_t, dc_t, dc_t, dc_t)·F_t (in place),
-    dh = da_t·W_hh,  dc = dc_t·f.  7 kernels a step on NumPy, 5 on torch (addcmul for dc_t,
-    addmm for the next step's dh_t).
+    order o, i, f, g); w_hh (4H, H): W_hh's rows in that order, the σ rows times ¼.  Per
+    step, backwards (dh and dc carried from step t+1, zero after the last), with
+    E = o·(1 − tanh²c) and F = (1 − u²)·(tanh c, g, c_{t−1}, i):
+    dh_t = g_t + dh,  dc_t = dc + dh_t·E_t,  da_t = (dh_t, dc_t, dc_t, dc_t)·F_t,
+    dh = da_t·W_hh,  dc = dc_t·f.
+    On torch, E and F (what does not depend on the carried gradients) are formed for all
+    steps at once before the loop, F in dA's own array, and a step is 5 kernels (addcmul
+    for dc_t, two products into da_t, addmm for the next step's dh_t, dc·f).  On NumPy they
+    are formed step by step (15 kernels a step): there the whole-sequence passes over
+    (T, N, 4H) arrays were ~20% slower at batch 100, memory-bound where one step's arrays
+    stay in cache.
     """
     lib = _lib(grad_output, u_all, z_all, c_all, tc_all, w_hh)
     if lib is None:
@@ -133,22 +146,22 @@ def lstm_backward(grad_output, u_all, z_all, c_all, tc_all, w_hh):
         dh_t, e = np.empty((n, hid), dtype=u_all.dtype), np.empty((n, hid), dtype=u_all.dtype)
         du = np.empty((n, rows), dtype=u_all.dtype)
         for t in range(steps - 1, -1, -1):
-            u, z, tc, da = u_all[t], z_all[t], tc_all[t], d_all[t]
+            u, (o, i, f), tc, da = u_all[t], z_all[t], tc_all[t], d_all[t]
             np.add(grad_output[:, t, :], dh, out=dh_t)
             np.multiply(tc, tc, out=e)                  # dc_t = dc + dh_t·o·(1 − tc²)
             np.subtract(1.0, e, out=e)
-            e *= z[:, :hid]
+            e *= o
             e *= dh_t
             dc += e
             np.multiply(dh_t, tc, out=da[:, :hid])                  # o block
             np.multiply(dc, u[:, 3 * hid:], out=da[:, hid:2 * hid])  # i: dc_t·g
             np.multiply(dc, c_all[t], out=da[:, 2 * hid:3 * hid])   # f: dc_t·c_{t−1}
-            np.multiply(dc, z[:, hid:2 * hid], out=da[:, 3 * hid:])  # g: dc_t·i
+            np.multiply(dc, i, out=da[:, 3 * hid:])                  # g: dc_t·i
             np.multiply(u, u, out=du)
             np.subtract(1.0, du, out=du)
             da *= du
             np.matmul(da, w_hh, out=dh)
-            dc *= z[:, 2 * hid:]
+            dc *= f
         return d_all, dh, dc
     torch = lib
     # F = (1 − u²)·(tanh c, g, c_{t−1}, i) and E = o·(1 − tanh²c), all steps at once, in dA's
@@ -160,13 +173,13 @@ def lstm_backward(grad_output, u_all, z_all, c_all, tc_all, w_hh):
     d_all[..., :hid] *= tc_all
     d_all[..., hid:2 * hid] *= u_all[..., 3 * hid:]
     d_all[..., 2 * hid:3 * hid] *= c_all[:steps]
-    d_all[..., 3 * hid:] *= z_all[..., hid:2 * hid]
-    e_all *= z_all[..., :hid]
+    d_all[..., 3 * hid:] *= z_all[:, 1]
+    e_all *= z_all[:, 0]
     dc = torch.empty((n, hid), dtype=u_all.dtype, device=u_all.device)
     dh = torch.empty((n, hid), dtype=u_all.dtype, device=u_all.device)
     d4 = d_all.view(steps, n, 4, hid)
     per_step = list(zip(d_all.unbind(0), d_all[..., :hid].unbind(0), d4[:, :, 1:].unbind(0),
-                        e_all.unbind(0), z_all[..., 2 * hid:].unbind(0),
+                        e_all.unbind(0), z_all[:, 2].unbind(0),
                         (None,) + grad_output[:, :steps - 1, :].unbind(1)))
     dh_t = grad_output[:, steps - 1, :]             # read only: the next ones go into dh
     torch.mul(e_all[steps - 1], dh_t, out=dc)

@@ -23,9 +23,10 @@ class LSTM(Recurrent):
     Array operations per time step: 10 forward, 14 backward (σ is computed as ½·tanh(a/2) + ½,
     so one tanh covers the four gates; the gates' derivatives are formed inside the backward
     loop, on one step's arrays); none of them reads a value back to the host.  On NumPy
-    arrays and CPU torch tensors the same loop runs in place (``out=``) in
+    arrays and CPU torch tensors the same formulas run in place (``out=``) in
     nnx.backends.fast_rnn, one matmul a step for a_t ([x_t | h_{t−1} | 1]·[W_ih | W_hh | b]ᵀ),
-    10 and 17 kernels a step, no temporaries.  The state is (h, c):
+    9 forward and 15 backward kernels a step on NumPy, 8 and 5 on torch, no temporaries.
+    The state is (h, c):
     see ``set_state``, ``reset_state``, ``stateful``, ``last_state`` and ``state_grad``
     (nnx.layers._recurrent).
     """
