@@ -196,3 +196,108 @@ def lstm_backward(grad_output, u_all, z_all, c_all, tc_all, w_hh):
         dh_t = dh
         dc.mul_(f)
     return d_all, dh, dc
+
+
+def _steps(lib, a):
+    """a's first axis as a list of views, made at once (torch: unbind; indexing a tensor in
+    a loop costs µs a view)."""
+    return list(a) if lib is np else list(a.unbind(0))
+
+
+def gru_forward(x, h, w_x, w_h):
+    """(y (N, T, H), (rz, n, gh, hb, x1)) of GRU.fprop, or None.
+
+    x (N, T, n_in): the input; h (N, H): the initial state; w_x (n_in + 1, 3H) = [W_ih |
+    b_ih]ᵀ and w_h (H + 1, 3H) = [W_hh | b_hh]ᵀ, the r and z gates' columns halved.  The
+    rows [x_t | 1] are laid out once in x1 (T, N, n_in + 1) and x̃ = x1·w_x is one matmul
+    for all steps; the rows [h_{t−1} | 1] live in hb (T + 1, N, H + 1), each h_t written
+    straight into the next step's block, so that h̃ = [h_{t−1} | 1]·w_h is one matmul a
+    step, and x1 and hb[:T] are what the weight gradients' two matmuls read.  Per step:
+    rz = ½·tanh(x̃_rz + h̃_rz) + ½ (gate-major, (T, 2, N, H)),  n = tanh(x̃_n + r·h̃_n),
+    h_t = n + z·(h_{t−1} − n).  11 kernels a step, none allocating.
+    """
+    lib = _lib(x, h, w_x, w_h)
+    if lib is None:
+        return None
+    n, steps, n_in = x.shape
+    hid = h.shape[1]
+    x1 = _empty(lib, (steps, n, n_in + 1), x)
+    x1[..., :n_in] = x.transpose(1, 0, 2) if lib is np else x.permute(1, 0, 2)
+    x1[..., n_in] = 1.0
+    xw = lib.matmul(x1.reshape(steps * n, n_in + 1), w_x).reshape(steps, n, 3 * hid)
+    hb = _empty(lib, (steps + 1, n, hid + 1), x)
+    hb[..., hid] = 1.0
+    hb[0, :, :hid] = h
+    gh, nn = _empty(lib, (steps, n, 3 * hid), x), _empty(lib, (steps, n, hid), x)
+    rz = _empty(lib, (steps, 2, n, hid), x)
+    tmp = _empty(lib, (n, hid), x)
+
+    def gate_major(a):                  # (T, N, 3H) → its r, z blocks as (T, 2, N, H) views
+        a4 = a.reshape(steps, n, 3, hid)[:, :, :2]
+        return a4.transpose(0, 2, 1, 3) if lib is np else a4.permute(0, 2, 1, 3)
+    per_step = zip(_steps(lib, hb[:steps]), _steps(lib, hb[1:, :, :hid]),
+                   _steps(lib, hb[:steps, :, :hid]), _steps(lib, gh), _steps(lib, gh[..., 2 * hid:]),
+                   _steps(lib, gate_major(xw)), _steps(lib, gate_major(gh)),
+                   _steps(lib, xw[..., 2 * hid:]), _steps(lib, rz), _steps(lib, nn))
+    for hb_t, h_t, h_prev, gh_t, gh_n, xw_rz, gh_rz, xw_n, rz_t, n_t in per_step:
+        lib.matmul(hb_t, w_h, out=gh_t)
+        lib.add(xw_rz, gh_rz, out=rz_t)
+        lib.tanh(rz_t, out=rz_t)
+        rz_t *= 0.5
+        rz_t += 0.5
+        lib.multiply(rz_t[0], gh_n, out=n_t)
+        n_t += xw_n
+        lib.tanh(n_t, out=n_t)
+        lib.subtract(h_prev, n_t, out=tmp)
+        tmp *= rz_t[1]
+        lib.add(n_t, tmp, out=h_t)
+    hs = hb[1:, :, :hid]
+    y = _empty(lib, (n, steps, hid), x)
+    y[...] = hs.transpose(1, 0, 2) if lib is np else hs.permute(1, 0, 2)
+    return y, (rz, nn, gh, hb, x1)
+
+
+def gru_backward(grad_output, rz, nn, gh, hb, w_hh):
+    """(dx̃ (T, N, 3H), dh̃ (T, N, 3H), dh_0) of GRU.bprop, or None.
+
+    grad_output (N, T, H); rz, n, h̃, hb as gru_forward returned them; w_hh (3H, H): W_hh
+    with the r and z rows halved.  What does not depend on the carried gradient is formed
+    for all steps at once, before the loop:  a_n = (1 − z)·(1 − n²),  a_z = (h_{t−1} − n)·
+    2z(1 − z),  a_r = h̃_n·2r(1 − r).  Per step, backwards (dh carried from step t+1):
+    dh_t = g_t + dh,  da_n = dh_t·a_n,  dh̃ = (da_n·a_r, dh_t·a_z, da_n·r),
+    dh = dh̃·W_hh + dh_t·z.  8 kernels a step; dx̃ = (dh̃_r, dh̃_z, da_n).
+    """
+    lib = _lib(grad_output, rz, nn, gh, hb, w_hh)
+    if lib is None:
+        return None
+    steps, _, n, hid = rz.shape
+    r_all, z_all = rz[:, 0], rz[:, 1]
+    q = lib.subtract(1.0, rz) if lib is np else lib.rsub(rz, 1.0)   # 2·rz(1 − rz)
+    q *= rz
+    q *= 2.0
+    a_n = lib.multiply(nn, nn)                                       # (1 − z)(1 − n²)
+    a_n -= 1.0
+    a_n *= lib.subtract(z_all, 1.0)
+    a_z = lib.subtract(hb[:steps, :, :hid], nn)
+    a_z *= q[:, 1]
+    a_r = lib.multiply(gh[..., 2 * hid:], q[:, 0])
+    dxw, dgh = _empty(lib, (steps, n, 3 * hid), rz), _empty(lib, (steps, n, 3 * hid), rz)
+    dh = lib.zeros_like(rz[0, 0])
+    dh_t, tmp = _empty(lib, (n, hid), rz), _empty(lib, (n, hid), rz)
+    per_step = list(zip(_steps(lib, grad_output.transpose(1, 0, 2) if lib is np
+                               else grad_output.permute(1, 0, 2)),
+                        _steps(lib, a_n), _steps(lib, a_r), _steps(lib, a_z),
+                        _steps(lib, r_all), _steps(lib, z_all), _steps(lib, dgh),
+                        _steps(lib, dxw[..., 2 * hid:])))
+    for t in range(steps - 1, -1, -1):
+        g_t, an_t, ar_t, az_t, r_t, z_t, dgh_t, dan = per_step[t]
+        lib.add(g_t, dh, out=dh_t)
+        lib.multiply(dh_t, an_t, out=dan)
+        lib.multiply(dan, ar_t, out=dgh_t[:, :hid])
+        lib.multiply(dh_t, az_t, out=dgh_t[:, hid:2 * hid])
+        lib.multiply(dan, r_t, out=dgh_t[:, 2 * hid:])
+        lib.matmul(dgh_t, w_hh, out=dh)
+        lib.multiply(dh_t, z_t, out=tmp)
+        dh += tmp
+    dxw[..., :2 * hid] = dgh[..., :2 * hid]
+    return dxw, dgh, dh

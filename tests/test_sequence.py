@@ -155,6 +155,39 @@ def test_lstm_cpu_fast_path_equals_the_array_api_loop(monkeypatch, steps, spec):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("spec", ["cpu", "torch:cpu"])
+@pytest.mark.parametrize("steps", [1, 5])
+def test_gru_cpu_fast_path_equals_the_array_api_loop(monkeypatch, steps, spec):
+    """As for the LSTM: the GRU's in-place loop (nnx.backends.fast_rnn) against its Array
+    API loop, the reference: outputs, state, dx, every gradient, the state's gradient, from
+    a given state and from the carried state of a stateful layer."""
+    if spec != "cpu":
+        pytest.importorskip("torch")
+    from nnx.backends import fast_rnn
+    rng = np.random.default_rng(4)
+    x, g = rng.standard_normal((N, steps, I)), rng.standard_normal((N, steps, H))
+    h0 = rng.standard_normal((N, H))
+
+    def run():
+        nnx.seed(0)
+        m = nnx.GRU(I, H, stateful=True, dtype="float64", device=spec)
+        put = lambda a: nnx.asarray(a, dtype="float64", device=spec)  # noqa: E731
+        m.set_state(put(h0))
+        out = [m.fprop(put(x)), m.bprop(put(g)), *m.grads(), m.last_state, m.state_grad]
+        fast.append(m.hb is not None)
+        out.append(m.fprop(put(x)))                     # from the carried state
+        out.append(m.bprop(put(g), need_input_grad=False) is None)
+        out += m.grads()
+        return [nnx.to_numpy(a) for a in out]
+    fast = []
+    quick = run()
+    monkeypatch.setattr(fast_rnn, "gru_forward", lambda *a: None)
+    loop = run()
+    assert fast == [True, False]
+    for a, b in zip(quick, loop):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
 # -- operations per time step ------------------------------------------------------------
 
 def count_ops(name, steps, fast=False):
@@ -199,15 +232,20 @@ def test_array_operations_per_time_step(name, per_step, per_call):
     assert (f2 - 2 * per_step[0], b2 - 2 * per_step[1]) == per_call
 
 
-def test_the_lstm_cpu_fast_path_costs_a_fixed_number_of_kernels_per_time_step():
-    """The same formulas with out= (torch on the CPU), in place: 8 kernels a step forward
-    (matmul, tanh, σ = (u + 1)·½, f·c, + i·g as addcmul, tanh c, o·tanh c) and 5 backward
-    (dc_t as addcmul, two products into da_t, addmm for dh, dc·f), what does not depend on
-    the carried gradients formed once a call; still a fixed number per step."""
-    f2, b2 = count_ops("LSTM", 2, fast=True)
-    f7, b7 = count_ops("LSTM", 7, fast=True)
-    assert ((f7 - f2) / 5, (b7 - b2) / 5) == (8, 5)
-    assert (f2 - 2 * 8, b2 - 2 * 5) == (18, 24)
+@pytest.mark.parametrize("name, per_step, per_call", [("LSTM", (8, 5), (18, 24)),
+                                                      ("GRU", (11, 8), (20, 23))])
+def test_the_cpu_fast_paths_cost_a_fixed_number_of_kernels_per_time_step(name, per_step,
+                                                                         per_call):
+    """The same formulas with out= (torch on the CPU), in place.  LSTM: 8 kernels a step
+    forward (matmul, tanh, σ = (u + 1)·½, f·c, + i·g as addcmul, tanh c, o·tanh c) and 5
+    backward (dc_t as addcmul, two products into da_t, addmm for dh, dc·f), what does not
+    depend on the carried gradients formed once a call.  GRU: 11 forward (matmul, r and z:
+    add, tanh, ·½, +½; n: product, add, tanh; h: 3) and 8 backward (dh_t, da_n, the three
+    blocks of dh̃, matmul, + dh_t·z: 2).  A fixed number per step, and per call."""
+    f2, b2 = count_ops(name, 2, fast=True)
+    f7, b7 = count_ops(name, 7, fast=True)
+    assert ((f7 - f2) / 5, (b7 - b2) / 5) == per_step
+    assert (f2 - 2 * per_step[0], b2 - 2 * per_step[1]) == per_call
 
 
 # -- state ---------------------------------------------------------------------------------
