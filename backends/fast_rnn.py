@@ -46,6 +46,11 @@ def _empty(lib, shape, like):
     return lib.empty(shape, dtype=like.dtype, device=like.device)
 
 
+def _plain(a):
+    """A torch tensor that carries autograd history, detached (the backward reads it only)."""
+    return a.detach() if getattr(a, "requires_grad", False) else a
+
+
 def usable(*arrays):
     """Whether these arrays take the fast path (NumPy, or CPU torch without autograd)."""
     return _lib(*arrays) is not None
@@ -135,6 +140,7 @@ def lstm_backward(grad_output, u_all, z_all, c_all, tc_all, w_hh):
     (T, N, 4H) arrays were ~20% slower at batch 100, memory-bound where one step's arrays
     stay in cache.
     """
+    grad_output = _plain(grad_output)
     lib = _lib(grad_output, u_all, z_all, c_all, tc_all, w_hh)
     if lib is None:
         return None
@@ -267,6 +273,7 @@ def gru_backward(grad_output, rz, nn, gh, hb, w_hh):
     dh_t = g_t + dh,  da_n = dh_t·a_n,  dh̃ = (da_n·a_r, dh_t·a_z, da_n·r),
     dh = dh̃·W_hh + dh_t·z.  8 kernels a step; dx̃ = (dh̃_r, dh̃_z, da_n).
     """
+    grad_output = _plain(grad_output)
     lib = _lib(grad_output, rz, nn, gh, hb, w_hh)
     if lib is None:
         return None

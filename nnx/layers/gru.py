@@ -1,5 +1,6 @@
 from nnx.backends import fast_rnn
 
+from ..errors import StateError
 from ._recurrent import Recurrent
 
 
@@ -73,6 +74,9 @@ class GRU(Recurrent):
                                          self.weight_hh * self.s[:, None])
             if fast is not None:
                 return self._fast_grads(xp, *fast, need_input_grad)
+            raise StateError(f"{self!r}.bprop: grad_output ({type(grad_output).__name__}) "
+                             f"does not fit the arrays this fprop ran on; pass an array of "
+                             f"the input's kind, device and dtype")
         rz, nn = self.rz, self.n
         r, z = rz[..., :hid], rz[..., hid:]
         h_prev = xp.reshape(self._h_prev(xp), (steps, -1, hid))   # time-major, as rz, n

@@ -1,5 +1,6 @@
 from nnx.backends import fast_rnn
 
+from ..errors import StateError
 from ._recurrent import Recurrent
 
 
@@ -79,6 +80,9 @@ class LSTM(Recurrent):
                 das, dh, dc = fast
                 self.state_grad = (dh, dc)
                 return self._shared_grads(xp, das, s2, need_input_grad, last_first=True)
+            raise StateError(f"{self!r}.bprop: grad_output ({type(grad_output).__name__}) "
+                             f"does not fit the arrays this fprop ran on; pass an array of "
+                             f"the input's kind, device and dtype")
         s2 = self._row_scale(xp, (True, True, False, True), 0.25)
         w_hh = self.weight_hh * s2[:, None]
         dh = xp.zeros_like(self.h0)
