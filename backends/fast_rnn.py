@@ -1,16 +1,16 @@
-"""Fast path of the LSTM's time loop on the CPU (nnx.layers.LSTM; see backends/fast.py for
-the rule), for NumPy arrays and CPU torch tensors.
+"""Fast paths of the LSTM's and the GRU's time loops on the CPU (nnx.layers.LSTM, GRU; see
+backends/fast.py for the rule), for NumPy arrays and CPU torch tensors.
 
 The layer's Array API loop is the reference and runs everywhere.  On NumPy arrays (and CPU
-torch tensors) these two functions run the same formulas, step by step, with ``out=`` into
+torch tensors) these functions run the same formulas, step by step, with ``out=`` into
 arrays allocated once per call: no temporary per operation, every step's gates written
-straight into the (T, N, 4H) array the backward reads (forward) and every step's gate
-gradients straight into the (T, N, 4H) array the weight gradients' matmul reads (backward),
-so nothing is stacked afterwards.  Both return None for other libraries (or devices); the
-layer then runs its own loop.
+straight into the (T, ...) arrays the backward reads (forward) and every step's gate
+gradients straight into the (T, N, G·H) arrays the weight gradients' matmuls read
+(backward), so nothing is stacked afterwards.  Each returns None for other libraries (or
+devices); the layer then runs its own loop.
 
-What a step costs at batch 100 (H = 128, one thread): the two matmuls are most of it (~130
-and ~115 µs); the elementwise kernels on (N, H) arrays cost ~3 µs when their operands are
+What an LSTM step costs at batch 100 (H = 128, one thread): the two matmuls are most of it
+(~130 and ~115 µs); the elementwise kernels on (N, H) arrays cost ~3 µs when their operands are
 contiguous and 2-3 times that on a gate's columns of an (N, 4H) array, so the σ gates are
 kept gate-major (T, 3, N, H); on torch, making a view costs ~1-3 µs, so each step's views
 are made for all steps at once (unbind) rather than by indexing in the loop.
