@@ -242,9 +242,10 @@ def gru_forward(x, h, w_x, w_h):
         a4 = a.reshape(steps, n, 3, hid)[:, :, :2]
         return a4.transpose(0, 2, 1, 3) if lib is np else a4.permute(0, 2, 1, 3)
     per_step = zip(_steps(lib, hb[:steps]), _steps(lib, hb[1:, :, :hid]),
-                   _steps(lib, hb[:steps, :, :hid]), _steps(lib, gh), _steps(lib, gh[..., 2 * hid:]),
-                   _steps(lib, gate_major(xw)), _steps(lib, gate_major(gh)),
-                   _steps(lib, xw[..., 2 * hid:]), _steps(lib, rz), _steps(lib, nn))
+                   _steps(lib, hb[:steps, :, :hid]), _steps(lib, gh),
+                   _steps(lib, gh[..., 2 * hid:]), _steps(lib, gate_major(xw)),
+                   _steps(lib, gate_major(gh)), _steps(lib, xw[..., 2 * hid:]),
+                   _steps(lib, rz), _steps(lib, nn))
     for hb_t, h_t, h_prev, gh_t, gh_n, xw_rz, gh_rz, xw_n, rz_t, n_t in per_step:
         lib.matmul(hb_t, w_h, out=gh_t)
         lib.add(xw_rz, gh_rz, out=rz_t)

@@ -188,6 +188,20 @@ def test_gru_cpu_fast_path_equals_the_array_api_loop(monkeypatch, steps, spec):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("name, backward", [("LSTM", "lstm_backward"),
+                                            ("GRU", "gru_backward")])
+def test_a_fast_fprop_never_falls_back_to_the_loop_in_bprop(monkeypatch, name, backward):
+    """After a fast fprop the cached arrays are laid out for the fast backward only: if
+    it declined, bprop says so instead of running the Array API loop on them."""
+    from nnx.backends import fast_rnn
+    m = getattr(nnx, name)(I, H)
+    y = m.fprop(nnx.asarray(np.ones((N, T, I))))
+    monkeypatch.setattr(fast_rnn, backward, lambda *a: None)
+    with pytest.raises(nnx.StateError, match=rf"{name}\({I}, {H}.*\)\.bprop: grad_output "
+                                             r"\(ndarray\) does not fit the arrays"):
+        m.bprop(nnx.asarray(np.ones(tuple(y.shape))))
+
+
 # -- operations per time step ------------------------------------------------------------
 
 def count_ops(name, steps, fast=False):

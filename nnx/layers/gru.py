@@ -102,7 +102,6 @@ class GRU(Recurrent):
         dxw = xp.concat([dgh[..., :2 * hid], xp.stack(dans, axis=0)], axis=-1)
         return self._split_grads(xp, dxw, dgh, self.s, need_input_grad, self.w_ih)
 
-
     def _fast_grads(self, xp, dxw, dgh, dh, need_input_grad):
         """The weight gradients from the fast path's dx̃, dh̃ (T, N, 3H): [dW_ih | db_ih] =
         dx̃ᵀ·[x | 1] and [dW_hh | db_hh] = dh̃ᵀ·[h_{t−1} | 1], one matmul each over all
