@@ -246,8 +246,8 @@ def test_array_operations_per_time_step(name, per_step, per_call):
     assert (f2 - 2 * per_step[0], b2 - 2 * per_step[1]) == per_call
 
 
-@pytest.mark.parametrize("name, per_step, per_call", [("LSTM", (8, 5), (18, 24)),
-                                                      ("GRU", (11, 8), (20, 23))])
+@pytest.mark.parametrize("name, per_step, per_call", [("LSTM", (8, 5), (13, 22)),
+                                                      ("GRU", (11, 8), (13, 19))])
 def test_the_cpu_fast_paths_cost_a_fixed_number_of_kernels_per_time_step(name, per_step,
                                                                          per_call):
     """The same formulas with out= (torch on the CPU), in place.  LSTM: 8 kernels a step
@@ -255,7 +255,8 @@ def test_the_cpu_fast_paths_cost_a_fixed_number_of_kernels_per_time_step(name, p
     backward (dc_t as addcmul, two products into da_t, addmm for dh, dc·f), what does not
     depend on the carried gradients formed once a call.  GRU: 11 forward (matmul, r and z:
     add, tanh, ·½, +½; n: product, add, tanh; h: 3) and 8 backward (dh_t, da_n, the three
-    blocks of dh̃, matmul, + dh_t·z: 2).  A fixed number per step, and per call."""
+    blocks of dh̃, matmul, + dh_t·z: 2).  A fixed number per step, and per call (the
+    per-call buffers come from NumPy's allocator, torch.from_numpy, so they are not kernels)."""
     f2, b2 = count_ops(name, 2, fast=True)
     f7, b7 = count_ops(name, 7, fast=True)
     assert ((f7 - f2) / 5, (b7 - b2) / 5) == per_step
