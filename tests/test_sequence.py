@@ -149,9 +149,57 @@ def test_lstm_cpu_fast_path_equals_the_array_api_loop(monkeypatch, steps, spec):
     for name in ("lstm_forward", "lstm_backward"):
         monkeypatch.setattr(fast_rnn, name, lambda *a: calls.append(a) and None)
     loop = run()
-    assert loops == [False, True] and len(calls) == 3     # offered, declined: the loop ran
+    # both fprops offered, declined: the loops ran (a bprop after the loop is not offered)
+    assert loops == [False, True] and len(calls) == 2
     for a, b in zip(fast, loop):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("spec", ["cpu", "torch:cpu"])
+@pytest.mark.parametrize("steps", [1, 5])
+def test_gru_cpu_fast_path_equals_the_array_api_loop(monkeypatch, steps, spec):
+    """As for the LSTM: the GRU's in-place loop (nnx.backends.fast_rnn) against its Array
+    API loop, the reference: outputs, state, dx, every gradient, the state's gradient, from
+    a given state and from the carried state of a stateful layer."""
+    if spec != "cpu":
+        pytest.importorskip("torch")
+    from nnx.backends import fast_rnn
+    rng = np.random.default_rng(4)
+    x, g = rng.standard_normal((N, steps, I)), rng.standard_normal((N, steps, H))
+    h0 = rng.standard_normal((N, H))
+
+    def run():
+        nnx.seed(0)
+        m = nnx.GRU(I, H, stateful=True, dtype="float64", device=spec)
+        put = lambda a: nnx.asarray(a, dtype="float64", device=spec)  # noqa: E731
+        m.set_state(put(h0))
+        out = [m.fprop(put(x)), m.bprop(put(g)), *m.grads(), m.last_state, m.state_grad]
+        fast.append(m.hb is not None)
+        out.append(m.fprop(put(x)))                     # from the carried state
+        out.append(m.bprop(put(g), need_input_grad=False) is None)
+        out += m.grads()
+        return [nnx.to_numpy(a) for a in out]
+    fast = []
+    quick = run()
+    monkeypatch.setattr(fast_rnn, "gru_forward", lambda *a: None)
+    loop = run()
+    assert fast == [True, False]
+    for a, b in zip(quick, loop):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name, backward", [("LSTM", "lstm_backward"),
+                                            ("GRU", "gru_backward")])
+def test_a_fast_fprop_never_falls_back_to_the_loop_in_bprop(monkeypatch, name, backward):
+    """After a fast fprop the cached arrays are laid out for the fast backward only: if
+    it declined, bprop says so instead of running the Array API loop on them."""
+    from nnx.backends import fast_rnn
+    m = getattr(nnx, name)(I, H)
+    y = m.fprop(nnx.asarray(np.ones((N, T, I))))
+    monkeypatch.setattr(fast_rnn, backward, lambda *a: None)
+    with pytest.raises(nnx.StateError, match=rf"{name}\({I}, {H}.*\)\.bprop: grad_output "
+                                             r"\(ndarray\) does not fit the arrays"):
+        m.bprop(nnx.asarray(np.ones(tuple(y.shape))))
 
 
 # -- operations per time step ------------------------------------------------------------
@@ -198,12 +246,21 @@ def test_array_operations_per_time_step(name, per_step, per_call):
     assert (f2 - 2 * per_step[0], b2 - 2 * per_step[1]) == per_call
 
 
-def test_the_lstm_cpu_fast_path_costs_a_fixed_number_of_kernels_per_time_step():
-    """The same loop with out= (torch on the CPU): in place, so 1 − x and += take two
-    kernels where the Array API loop allocates; still a fixed number per step."""
-    f2, b2 = count_ops("LSTM", 2, fast=True)
-    f7, b7 = count_ops("LSTM", 7, fast=True)
-    assert ((f7 - f2) / 5, (b7 - b2) / 5) == (10, 17)
+@pytest.mark.parametrize("name, per_step, per_call", [("LSTM", (8, 5), (13, 22)),
+                                                      ("GRU", (11, 8), (13, 19))])
+def test_the_cpu_fast_paths_cost_a_fixed_number_of_kernels_per_time_step(name, per_step,
+                                                                         per_call):
+    """The same formulas with out= (torch on the CPU), in place.  LSTM: 8 kernels a step
+    forward (matmul, tanh, σ = (u + 1)·½, f·c, + i·g as addcmul, tanh c, o·tanh c) and 5
+    backward (dc_t as addcmul, two products into da_t, addmm for dh, dc·f), what does not
+    depend on the carried gradients formed once a call.  GRU: 11 forward (matmul, r and z:
+    add, tanh, ·½, +½; n: product, add, tanh; h: 3) and 8 backward (dh_t, da_n, the three
+    blocks of dh̃, matmul, + dh_t·z: 2).  A fixed number per step, and per call (the
+    per-call buffers come from NumPy's allocator, torch.from_numpy, so they are not kernels)."""
+    f2, b2 = count_ops(name, 2, fast=True)
+    f7, b7 = count_ops(name, 7, fast=True)
+    assert ((f7 - f2) / 5, (b7 - b2) / 5) == per_step
+    assert (f2 - 2 * per_step[0], b2 - 2 * per_step[1]) == per_call
 
 
 # -- state ---------------------------------------------------------------------------------

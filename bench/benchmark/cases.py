@@ -17,7 +17,8 @@ import nnx
 MODELS = {"linear": (784, 10), "mlp": (784, 200, 10), "deep": (784, 1024, 1024, 10),
           "cnn": "cnn",      # the CNN of nnx train --model cnn: cnn_cases.py
           "transformer": "transformer",    # nnx train --model transformer: transformer_cases.py
-          "lstm": "lstm"}    # the LSTM of nnx train --model lstm: lstm_cases.py
+          "lstm": "lstm",    # the LSTM of nnx train --model lstm: lstm_cases.py
+          "gru": "gru"}      # the GRU of nnx train --model gru: gru_cases.py
 LR = 0.01
 N_BATCHES = 4           # pre-made batches the steps rotate through
 
@@ -47,6 +48,9 @@ def matmul_flops(sizes, batch, train=True):
     if sizes == "lstm":
         from . import lstm_cases
         return lstm_cases.matmul_flops(batch, train)
+    if sizes == "gru":
+        from . import gru_cases
+        return gru_cases.matmul_flops(batch, train)
     total = 0
     for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
         per = 2 * batch * n_in * n_out

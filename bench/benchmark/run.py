@@ -39,7 +39,7 @@ def plan(model, settings):
             return cases.nnx_compiled_case(build_net(dtype, device), device, data, dtype)
         return [("nnx compiled", s, lambda data, s=s: make(data, s)) for s in jax_specs]
 
-    if isinstance(sizes, str):          # "cnn", "lstm", "transformer": <name>_cases.py
+    if isinstance(sizes, str):          # "cnn", "lstm", "gru", "transformer": <name>_cases.py
         mod = importlib.import_module(f"{__package__}.{sizes}_cases")
         out = [("nnx", s, lambda data, s=s: mod.nnx_case(s, data, dtype)) for s in specs]
         if sizes == "cnn":

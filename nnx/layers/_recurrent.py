@@ -121,12 +121,14 @@ class Recurrent(Module):
         n, steps = self.x_shape[0], self.x_shape[1]
         return xp.reshape(xp.stack([self.h0] + self.hs[:-1], axis=0), (steps * n, self.n_hidden))
 
-    def _shared_grads(self, xp, das, scale=None, need_input_grad=True):
+    def _shared_grads(self, xp, das, scale=None, need_input_grad=True, last_first=False):
         """dW_ih, dW_hh, db_ih, db_hh where both projections have the same pre-activation
         gradient (RNN, LSTM), from the list ``das`` of every step's (N, G·H) (or that
         stack, (T, N, G·H), already made): stacked once
         into dA (T·N, G·H), then ONE matmul dAᵀ·[x | h_{t−1} | 1] gives all four; the rows
-        are multiplied by ``scale`` (G·H,), the factor da_t left out; returns dx (or None)."""
+        are multiplied by ``scale`` (G·H,), the factor da_t left out; returns dx (or None).
+        ``last_first``: dA's (and ``scale``'s) gate blocks are in the order of
+        ``_last_first`` (the LSTM's fast path: o, i, f, g)."""
         n, steps = self.x_shape[0], self.x_shape[1]
         n_in, hid, rows = self.n_in, self.n_hidden, self.gates * self.n_hidden
         da = xp.reshape(das if not isinstance(das, list) else xp.stack(das, axis=0),
@@ -140,13 +142,16 @@ class Recurrent(Module):
         dw = xp.matrix_transpose(xh1) @ da                      # (n_in + H + 1, G·H)
         if scale is not None:
             dw = dw * scale
+        if last_first:                                          # back to the layer's order
+            dw = xp.concat([dw[:, hid:], dw[:, :hid]], axis=1)
         dw = xp.matrix_transpose(dw)
         self.dweight_ih, self.dweight_hh = dw[:, :n_in], dw[:, n_in:n_in + hid]
         self.dbias_ih = dw[:, n_in + hid]
         self.dbias_hh = xp.asarray(self.dbias_ih, copy=True)    # its own array
         if not need_input_grad:
             return None
-        w_ih = self.weight_ih if scale is None else self.weight_ih * scale[:, None]
+        w_ih = self._last_first(xp, self.weight_ih) if last_first else self.weight_ih
+        w_ih = w_ih if scale is None else w_ih * scale[:, None]
         dx = da @ w_ih                                          # (T·N, n_in)
         return xp.permute_dims(xp.reshape(dx, (steps, n, n_in)), (1, 0, 2))
 
@@ -164,6 +169,14 @@ class Recurrent(Module):
         if not need_input_grad:
             return None
         return xp.permute_dims(xp.reshape(gx @ w_ih, (steps, n, self.n_in)), (1, 0, 2))
+
+    def _last_first(self, xp, w, axis=0):
+        """``w`` with its last gate block (H rows, or columns with ``axis=1``) moved first:
+        the LSTM's i, f, g, o become o, i, f, g."""
+        hid = self.n_hidden
+        if axis == 0:
+            return xp.concat([w[-hid:, ...], w[:-hid, ...]], axis=0)
+        return xp.concat([w[:, -hid:], w[:, :-hid]], axis=1)
 
     @staticmethod
     def _rows_first(xp, w):
