@@ -20,7 +20,7 @@ from .module import Module
 MODES = ("auto", "jit", "eager")
 
 
-def compile_step(net, loss, opt, *, mode="auto", _count_correct=False):
+def compile_step(net, loss, opt, *, mode="auto", keep_grads=True, _count_correct=False):
     """``step = compile_step(net, loss, opt)``; ``step(x, t)`` runs ``loss.fprop(net.fprop
     (x), t)``, ``net.bprop(loss.bprop())`` and ``opt.step()`` and returns the batch loss as
     a 0-d array on the device (not read back).  Afterwards the modules hold the new
@@ -31,6 +31,12 @@ def compile_step(net, loss, opt, *, mode="auto", _count_correct=False):
     "eager".  ``step.mode`` and ``step.reason`` say what it does and why;
     ``step.compile_seconds`` maps each batch shape to the seconds its first call took
     (empty when eager: nothing is compiled).
+
+    ``keep_grads=False``: the step does not hand the gradients back, so the jitted program
+    returns only the loss, the new parameters, state and buffers (as a ``jax.jit(jax.grad)``
+    step does) and is that much faster; afterwards every gradient attribute is None
+    (``net.grads()`` lists None) until the next eager ``bprop``, on every backend, so that
+    no stale gradient is ever read as the current one.
     """
     _checks.instance("compile_step", "net", net, Module, "an nnx Module")
     _checks.instance("compile_step", "loss", loss, Loss,
@@ -42,14 +48,22 @@ def compile_step(net, loss, opt, *, mode="auto", _count_correct=False):
     if mode not in MODES:
         raise ArgumentError(f"compile_step: mode must be one of {', '.join(MODES)}, "
                             f"got {mode!r}")
-    return Step(net, loss, opt, mode, _count_correct)
+    if not isinstance(keep_grads, bool):
+        raise _checks.ArgumentTypeError(f"compile_step: keep_grads must be True or False, "
+                                        f"got {keep_grads!r}")
+    if not keep_grads and getattr(opt, "_slots", None) is None:
+        raise ArgumentError(f"compile_step: keep_grads=False needs an nnx optimiser over the "
+                            f"module's own parameters, got {type(opt).__name__}; leave "
+                            f"keep_grads=True")
+    return Step(net, loss, opt, mode, _count_correct, keep_grads)
 
 
 class Step:
     """The callable ``compile_step`` returns (see there)."""
 
-    def __init__(self, net, loss, opt, mode, count_correct=False):
+    def __init__(self, net, loss, opt, mode, count_correct=False, keep_grads=True):
         self.net, self.loss, self.opt = net, loss, opt
+        self.keep_grads = keep_grads
         self.count_correct = count_correct      # fit: also count argmax(z) == t (0-d)
         self.correct = None
         self.compile_seconds = {}
@@ -90,6 +104,9 @@ class Step:
             self.correct = _hits(z, t)
         self.net.bprop(self.loss.bprop(), need_input_grad=False)
         self.opt.step()
+        if not self.keep_grads:
+            for m, n in self.opt._slots:
+                setattr(m, "d" + n, None)
         return value
 
     # -- JAX ------------------------------------------------------------------------------
@@ -131,8 +148,11 @@ class Step:
         if self._traced:                        # the modules hold tracers now: undo that
             self._restore()
         value, hits, grad_norm, params, grads, state, buffers = out
-        for (m, n), p, g in zip(slots, params, grads):
+        for (m, n), p in zip(slots, params):
             setattr(m, n, p)
+        if grads is None:
+            grads = [None] * len(slots)
+        for (m, n), g in zip(slots, grads):
             setattr(m, "d" + n, g)
         for (m, n), b in zip(bslots, buffers):
             setattr(m, n, b)
@@ -188,7 +208,7 @@ class Step:
                 net.bprop(loss.bprop(), need_input_grad=False)
                 opt._step_per_array()
                 new = ([getattr(m, n) for m, n in slots],
-                       [getattr(m, "d" + n) for m, n in slots],
+                       [getattr(m, "d" + n) for m, n in slots] if step.keep_grads else None,
                        list(opt.state), [getattr(m, n) for m, n in bslots])
                 n_classes = _classes(loss)
                 grad_norm = opt.grad_norm if opt.clip_norm is not None else None

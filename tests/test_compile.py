@@ -230,3 +230,82 @@ def test_a_changed_learning_rate_or_momentum_takes_effect(device, opt):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     if opt == "sgd":
         assert compiled[2].state == [None] * len(compiled[0].params())
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adamw-clip"])
+def test_keep_grads_false_equals_the_eager_step_and_keeps_no_gradient(device, opt):
+    """keep_grads=False: the same parameters, buffers, state and loss as the eager step (the
+    program just returns no gradients), and every gradient is None afterwards, on every
+    backend, so that a stale gradient is never read as the current one."""
+    make = {"sgd": lambda n: nnx.SGD(n, lr=0.1), "adamw-clip": OPTS["adamw-clip"]}[opt]
+    for dtype, tol in (("float64", 1e-12), ("float32", 1e-5)):
+        compiled, eager = _setup(dtype, make), _setup(dtype, make)
+        step = nnx.compile_step(*compiled, keep_grads=False)
+        assert step.keep_grads is False
+        for x, t in _batches(dtype):
+            value = step(x, t)
+            expected = _eager_step(*eager, x, t)
+            np.testing.assert_allclose(float(value), float(expected), rtol=tol)
+            net = compiled[0]
+            assert net.grads() == [None] * len(net.params())
+            for a, b in zip(net.params() + net.buffers(),
+                            eager[0].params() + eager[0].buffers()):
+                np.testing.assert_allclose(nnx.to_numpy(a), nnx.to_numpy(b), rtol=tol,
+                                           atol=tol)
+        if opt == "adamw-clip":
+            assert compiled[2].t == eager[2].t == 4
+            np.testing.assert_allclose(float(compiled[2].grad_norm),
+                                       float(eager[2].grad_norm), rtol=tol)
+        assert len(step.compile_seconds) == (2 if step.mode == "jit" else 0)
+
+
+def test_keep_grads_false_mixes_with_eager_steps_save_to_and_evaluate(device, tmp_path):
+    compiled, eager = _setup("float64", OPTS["sgd-momentum"]), _setup("float64",
+                                                                     OPTS["sgd-momentum"])
+    net, loss, opt = compiled
+    step = nnx.compile_step(net, loss, opt, keep_grads=False)
+    for i, (x, t) in enumerate(_batches("float64", (8,) * 4)):
+        if i % 2:
+            _eager_step(net, loss, opt, x, t)      # bprop fills the gradients in again
+            assert all(g is not None for g in net.grads())
+        else:
+            step(x, t)
+        _eager_step(*eager, x, t)
+        assert nnx.evaluate(net, x, t) == nnx.evaluate(eager[0], x, t)
+    step(x, t)
+    _eager_step(*eager, x, t)
+    nnx.save(net, tmp_path / "c.nnx")               # no gradient is needed to save
+    loaded = nnx.load(tmp_path / "c.nnx")
+    for a, b in zip(loaded.params() + loaded.buffers(), eager[0].params() + eager[0].buffers()):
+        np.testing.assert_allclose(nnx.to_numpy(a), nnx.to_numpy(b), rtol=1e-12, atol=1e-12)
+    net.to(dtype="float32")                         # None gradients move along as None
+    assert net.grads() == [None] * len(net.params())
+    assert {nnx.to_numpy(p).dtype.name for p in net.params()} == {"float32"}
+
+
+def test_keep_grads_false_then_a_step_without_bprop_says_what_to_do(device):
+    net, loss, opt = _setup("float32", OPTS["adam"])
+    step = nnx.compile_step(net, loss, opt, keep_grads=False)
+    step(*next(_batches("float32")))
+    with pytest.raises(nnx.StateError, match="Adam.step: the module holds no gradients .*"
+                                             "keep_grads=False.*run net.bprop"):
+        opt.step()
+    with pytest.raises(nnx.StateError, match="clip_grad_norm: the module holds no gradients"):
+        nnx.clip_grad_norm(net, 1.0)
+    x, t = next(_batches("float32"))
+    assert np.isfinite(float(_eager_step(net, loss, opt, x, t)))   # bprop first: fine
+
+
+@pytest.mark.parametrize("bad", ["no", 0, 1, None, np.bool_(False)])
+def test_keep_grads_must_be_a_bool(bad):
+    net, loss, opt = _setup("float32", OPTS["adam"])
+    with pytest.raises(TypeError, match="compile_step: keep_grads must be True or False, got"):
+        nnx.compile_step(net, loss, opt, keep_grads=bad)
+
+
+def test_keep_grads_false_refuses_an_optimiser_it_cannot_clear():
+    net, loss, opt = _setup("float32", OPTS["adam"])
+    opt._slots = None                   # as for a module that lists its parameters itself
+    with pytest.raises(ArgumentError, match="keep_grads=False needs an nnx optimiser over "
+                                            "the module's own parameters.*keep_grads=True"):
+        nnx.compile_step(net, loss, opt, keep_grads=False)
