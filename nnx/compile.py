@@ -7,6 +7,7 @@ fprop/bprop are traced once per batch shape and never leave tracers behind.  Els
 step runs eagerly (``mode`` "eager"), with the reason in ``reason``.
 """
 
+import operator
 import time
 
 from nnx import backends
@@ -78,6 +79,11 @@ class Step:
         # SGD without momentum keeps no state: nothing to fill in before each call
         self._lrs = (None, None)                # (lr, lr_t) and the same as device scalars
         self._needs_state = hasattr(opt, "beta1") or bool(getattr(opt, "momentum", 0.0))
+        self._has_t = hasattr(opt, "t")         # Adam: a bias-corrected lr each step
+        self._hyper = _hyper_getter(opt)
+        slots = getattr(opt, "_slots", None) or []
+        self._gslots = [(m, "d" + n) for m, n in slots]
+        self._pslots = ([m for m, _ in slots], [n for _, n in slots])   # for map(getattr)
         why = _why_not_jit(net, opt)
         if mode == "eager":
             self.mode, self.reason = "eager", "asked for (mode='eager')"
@@ -115,24 +121,26 @@ class Step:
         if self._program is None:
             self._program = self._make_program()
         slots, bslots = opt._slots, self._bslots
-        params = [getattr(m, n) for m, n in slots]
+        params = list(map(getattr, *self._pslots))
         kind = type(params[0])
         if kind is not self._kind:              # moved off JAX since (net.to): say so, go on
             self.mode = "eager"
             self.reason = f"the parameters moved off JAX ({_why_not_jit(net, opt)})"
             return self._eager(x, t)
-        for what, a in (("input", x), ("targets", t)):
-            if type(a) is not kind:             # jax.jit would take it silently
+        if type(x) is not kind or type(t) is not kind:     # jax.jit would take it silently
+            for what, a in (("input", x), ("targets", t)):
                 check_same_device("compile_step", a, params[0], what)
         if self._needs_state and any(s is None for s in opt.state):
             _initial_state(opt, params)
-        lr_t = opt.bias_corrected_lr(opt.t + 1) if hasattr(opt, "t") else opt.lr
-        static = (tuple(m.training for m in self._all), _hyper(opt), self.loss.check_labels)
+        has_t = self._has_t
+        lr_t = opt.bias_corrected_lr(opt.t + 1) if has_t else opt.lr
+        static = (tuple(map(_TRAINING, self._all)), self._hyper(opt), self.loss.check_labels)
         if self._lrs[0] != (opt.lr, lr_t):      # a Python float would be sent every call;
             xp = namespace(params[0])           # these stay weakly typed, as a float is
             self._lrs = ((opt.lr, lr_t), tuple(xp.asarray(v, device=params[0].device)
-                                               for v in (opt.lr, lr_t)))
-        args = (params, list(opt.state), [getattr(m, n) for m, n in bslots],
+                                               for v in ((opt.lr, lr_t) if has_t else
+                                                         (opt.lr,))))
+        args = (params, list(opt.state), [getattr(m, n) for m, n in bslots] if bslots else [],
                 self._lrs[1], x, t, static)
         self._traced = False            # pure() snapshots the modules when jax traces it
         start = time.perf_counter()
@@ -150,18 +158,21 @@ class Step:
         value, hits, grad_norm, params, grads, state, buffers = out
         for (m, n), p in zip(slots, params):
             setattr(m, n, p)
-        if grads is None:
-            grads = [None] * len(slots)
-        for (m, n), g in zip(slots, grads):
-            setattr(m, "d" + n, g)
+        if grads is not None:
+            for (m, n), g in zip(self._gslots, grads):
+                setattr(m, n, g)
+        else:                                   # none kept: clear what an eager bprop left
+            for m, n in self._gslots:
+                if getattr(m, n) is not None:
+                    setattr(m, n, None)
         for (m, n), b in zip(bslots, buffers):
             setattr(m, n, b)
-        opt.state = list(state)
+        opt.state = state                       # fresh lists from the program's results
         self.correct = hits
         if grad_norm is not None:
             opt.grad_norm = grad_norm
-        opt._placed = list(params)
-        if hasattr(opt, "t"):
+        opt._placed = params
+        if has_t:
             opt.t += 1
             opt._lr_t = lr_t
         if self._traced:
@@ -199,7 +210,7 @@ class Step:
                 for (m, n), b in zip(bslots, buffers):
                     setattr(m, n, b)
                 opt.state, opt.lr = list(state), lrs[0]
-                if hasattr(opt, "t"):
+                if step._has_t:
                     opt._lr_t = lrs[1]
                 loss.check_labels = False
                 z = net.fprop(x)
@@ -304,10 +315,14 @@ def _state_key(state):
 _HYPER = ("_decoupled", "beta1", "beta2", "clip_norm", "eps", "momentum", "weight_decay")
 
 
-def _hyper(opt):
-    """The optimiser's hyper-parameters that are baked into the program (not the lr)."""
-    own = vars(opt)
-    return tuple((k, own[k]) for k in _HYPER if k in own)
+_TRAINING = operator.attrgetter("training")
+
+
+def _hyper_getter(opt):
+    """``get(opt)``: the optimiser's hyper-parameters that are baked into the program (not
+    the lr), read each call (a changed momentum retraces)."""
+    names = [k for k in _HYPER if hasattr(opt, k)]
+    return operator.attrgetter(*names) if names else (lambda o: ())
 
 
 def _shape_key(x, t):
