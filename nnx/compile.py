@@ -3,8 +3,9 @@
 On JAX the step is one ``jax.jit`` program: the parameters, the optimiser's state, the
 buffers (BatchNorm's running statistics) and the learning rates go in as arguments and come
 out as results (the parameter, state and buffer arguments are donated), so the modules'
-fprop/bprop are traced once per batch shape and never leave tracers behind.  Elsewhere the
-step runs eagerly (``mode`` "eager"), with the reason in ``reason``.
+fprop/bprop are traced once per batch shape and never leave tracers behind.  Dropout's
+masks are drawn on the host (as in the eager step) and passed in as arguments.  Elsewhere
+the step runs eagerly (``mode`` "eager"), with the reason in ``reason``.
 """
 
 import operator
@@ -15,6 +16,7 @@ from nnx import backends
 from . import _checks
 from .device import check_same_device, namespace
 from .errors import ArgumentError, NNXError
+from .layers.dropout import Dropout
 from .losses import Loss
 from .module import Module
 
@@ -29,7 +31,9 @@ def compile_step(net, loss, opt, *, mode="auto", keep_grads=True, _count_correct
     step, so ``nnx.save``, ``evaluate`` and eager steps mix with compiled ones.
 
     ``mode``: "auto" (jax.jit on JAX, else eager), "jit" (refuse what cannot be jitted),
-    "eager".  ``step.mode`` and ``step.reason`` say what it does and why;
+    "eager".  Dropout's masks come from the host generator (``nnx.seed``) in the jitted step
+    too, in the eager step's order, passed into the program; the first step of each batch
+    shape runs eagerly to learn their shapes.  ``step.mode`` and ``step.reason`` say what it does and why;
     ``step.compile_seconds`` maps each batch shape to the seconds its first call took
     (empty when eager: nothing is compiled).
 
@@ -74,6 +78,8 @@ class Step:
         self._all = _modules(net)               # the tree as it is now (a new step after
         self._bslots = _buffer_slots(net)       # changing its structure)
         self._owners = self._all + [loss, opt]
+        self._dropouts = [m for m in self._all if isinstance(m, Dropout)]
+        self._mask_specs = {}                   # (batch shape, active Dropouts) -> shapes
         params = net.params()
         self._kind = type(params[0]) if params else None
         # SGD without momentum keeps no state: nothing to fill in before each call
@@ -89,6 +95,10 @@ class Step:
             self.mode, self.reason = "eager", "asked for (mode='eager')"
         elif why is None:
             self.mode, self.reason = "jit", "one jax.jit program per batch shape"
+            if self._dropouts:
+                self.reason += ("; Dropout's masks are drawn on the host (nnx.seed), as in "
+                                "the eager step, and passed in: the first step of each batch "
+                                "shape runs eagerly to learn their shapes")
         elif mode == "jit":
             raise ArgumentError(f"compile_step: cannot jit this step: {why}; use "
                                 f"mode='auto' or 'eager'")
@@ -130,6 +140,15 @@ class Step:
         if type(x) is not kind or type(t) is not kind:     # jax.jit would take it silently
             for what, a in (("input", x), ("targets", t)):
                 check_same_device("compile_step", a, params[0], what)
+        masks = {}
+        if self._dropouts:
+            masks = self._masks(x, t, params[0])
+            if masks is None:                   # a new shape: an eager step shows the masks'
+                value = self._eager(x, t)       # shapes
+                self._mask_specs[self._pending] = [
+                    (i, tuple(m.shape), str(m.dtype).rsplit(".", 1)[-1])
+                    for i, m in ((i, self._dropouts[i].mask) for i in self._pending[1])]
+                return value
         if self._needs_state and any(s is None for s in opt.state):
             _initial_state(opt, params)
         has_t = self._has_t
@@ -141,7 +160,7 @@ class Step:
                                                for v in ((opt.lr, lr_t) if has_t else
                                                          (opt.lr,))))
         args = (params, list(opt.state), [getattr(m, n) for m, n in bslots] if bslots else [],
-                self._lrs[1], x, t, static)
+                self._lrs[1], masks, x, t, static)
         self._traced = False            # pure() snapshots the modules when jax traces it
         start = time.perf_counter()
         try:
@@ -180,6 +199,22 @@ class Step:
             self.compile_seconds[_shape_key(x, t)] = time.perf_counter() - start
         return value
 
+    def _masks(self, x, t, like):
+        """{index in the Dropout list: its mask}, drawn on the host (nnx.seed) in the order
+        the eager step draws them, for every Dropout active now; None for a batch shape not
+        seen yet (its step runs eagerly, and its masks' shapes are kept)."""
+        active = [i for i, d in enumerate(self._dropouts) if d.training and d.p > 0.0]
+        if not active:
+            return {}
+        key = (_shape_key(x, t), tuple(active))
+        specs = self._mask_specs.get(key)
+        if specs is None:
+            self._pending = key
+            return None
+        device = backends.device_of(like)
+        return {i: backends.from_host(backends.host.bernoulli_mask(
+            shape, 1.0 - self._dropouts[i].p, dtype), device) for i, shape, dtype in specs}
+
     def _restore(self):
         for o, d in zip(self._owners, self._saved):
             vars(o).clear()
@@ -187,7 +222,7 @@ class Step:
         self._saved = None
 
     def _make_program(self):
-        """jax.jit of the pure step (params, state, buffers, lrs, x, t) -> (loss, hits,
+        """jax.jit of the pure step (params, state, buffers, lrs, masks, x, t) -> (loss, hits,
         params, grads, state, buffers); the first three arguments are donated.  The static
         last argument (training flags, hyper-parameters, label checking) retraces when it
         changes; jax's own cache compiles once per batch shape."""
@@ -197,7 +232,7 @@ class Step:
         device = backends.device_of(getattr(*slots[0]))
         step = self
 
-        def pure(params, state, buffers, lrs, x, t, static):
+        def pure(params, state, buffers, lrs, masks, x, t, static):
             if not step._traced:                # as they were before this trace
                 step._saved = [dict(vars(o)) for o in step._owners]
             step._traced = True
@@ -213,6 +248,9 @@ class Step:
                 if step._has_t:
                     opt._lr_t = lrs[1]
                 loss.check_labels = False
+                given = _given_masks(step._dropouts, masks)
+                for i in masks:
+                    step._dropouts[i]._given = given
                 z = net.fprop(x)
                 value = loss.fprop(z, t)
                 hits = _hits(z, t) if step.count_correct else None
@@ -233,7 +271,25 @@ class Step:
                 new = tuple(n if o is None else _unless(xp, bad, n, o) for n, o in zip(new, old))
             return (value, hits, grad_norm) + new
 
-        return jax_backend.jit(pure, donate_argnums=(0, 1, 2), static_argnums=(6,))
+        return jax_backend.jit(pure, donate_argnums=(0, 1, 2), static_argnums=(7,))
+
+
+def _given_masks(dropouts, masks):
+    """Dropout._given inside the traced step: the mask passed in for that Dropout, once."""
+    left = dict(masks)
+
+    def given(d, x):
+        i = next(j for j, m in enumerate(dropouts) if m is d)
+        if i not in left:
+            raise ArgumentError(f"compile_step: {d!r} ran more than once in one step (or "
+                                f"was switched on inside it); use mode='eager'")
+        mask = left.pop(i)
+        if tuple(mask.shape) != tuple(x.shape):
+            raise ArgumentError(f"compile_step: {d!r} got input of shape {tuple(x.shape)} "
+                                f"but its mask has shape {tuple(mask.shape)} (the input's "
+                                f"shape changes within one batch shape); use mode='eager'")
+        return mask
+    return given
 
 
 def _hits(z, t):
@@ -273,10 +329,6 @@ def _why_not_jit(net, opt):
                 f"parameters (a wrapper such as DataParallel steps eagerly)")
     if "update" in vars(opt):
         return "the optimiser's update was replaced on the instance"
-    for m in _modules(net):
-        if type(m).__name__ == "Dropout" and getattr(m, "p", 0.0) > 0.0:
-            return (f"{m!r} draws its masks on the host (nnx.seed), which jax.jit would "
-                    f"freeze into the program; train it eagerly")
     return None
 
 
