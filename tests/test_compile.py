@@ -393,3 +393,31 @@ def test_keep_grads_false_refuses_an_optimiser_it_cannot_clear():
     with pytest.raises(ArgumentError, match="keep_grads=False needs an nnx optimiser over "
                                             "the module's own parameters.*keep_grads=True"):
         nnx.compile_step(net, loss, opt, keep_grads=False)
+
+
+def test_keep_grads_false_program_returns_no_gradient_arrays():
+    """What makes keep_grads=False faster: the jitted program's results are the loss, the
+    parameters and the buffers only (6 parameters, 2 BatchNorm buffers here), as for a
+    jax.jit(jax.grad) step; with gradients kept it also returns the 6 gradients."""
+    jax = pytest.importorskip("jax")
+    with nnx.device("jax:cpu"):
+        leaves = {}
+        for keep in (True, False):
+            net, loss, opt = _setup("float32", lambda n: nnx.SGD(n, lr=0.1))
+            step = nnx.compile_step(net, loss, opt, keep_grads=keep)
+            x, t = next(_batches("float32"))
+            step(x, t)
+            program, seen = step._program, []
+
+            def spy(*args):
+                seen.append(jax.tree_util.tree_map(
+                    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args[:-1]) + args[-1:])
+                return program(*args)
+            step._program = spy
+            step(x, t)
+            step._traced = False
+            lowered = program.lower(*seen[0])
+            if step._traced:
+                step._restore()
+            leaves[keep] = len(jax.tree_util.tree_leaves(lowered.out_info))
+        assert leaves == {True: 1 + 6 + 6 + 2, False: 1 + 6 + 2}
