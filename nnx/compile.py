@@ -31,17 +31,18 @@ def compile_step(net, loss, opt, *, mode="auto", keep_grads=True, _count_correct
     step, so ``nnx.save``, ``evaluate`` and eager steps mix with compiled ones.
 
     ``mode``: "auto" (jax.jit on JAX, else eager), "jit" (refuse what cannot be jitted),
-    "eager".  Dropout's masks come from the host generator (``nnx.seed``) in the jitted step
-    too, in the eager step's order, passed into the program; the first step of each batch
-    shape runs eagerly to learn their shapes.  ``step.mode`` and ``step.reason`` say what it does and why;
-    ``step.compile_seconds`` maps each batch shape to the seconds its first call took
-    (empty when eager: nothing is compiled).
+    "eager".  ``step.mode`` and ``step.reason`` say what it does and why;
+    ``step.compile_seconds`` maps each batch shape to the seconds its first jitted call took
+    (empty when eager: nothing is compiled).  Dropout's masks come from the host generator
+    (``nnx.seed``) in the jitted step too, in the eager step's order, passed into the
+    program; the first step of each batch shape runs eagerly to learn their shapes.
 
     ``keep_grads=False``: the step does not hand the gradients back, so the jitted program
-    returns only the loss, the new parameters, state and buffers (as a ``jax.jit(jax.grad)``
-    step does) and is that much faster; afterwards every gradient attribute is None
-    (``net.grads()`` lists None) until the next eager ``bprop``, on every backend, so that
-    no stale gradient is ever read as the current one.
+    returns only the loss and the new parameters, state and buffers (as a
+    ``jax.jit(jax.grad)`` step does), without writing out a gradient array per parameter
+    each step; afterwards every gradient attribute is None (``net.grads()`` lists None)
+    until the next eager ``bprop``, on every backend, so that no stale gradient is ever
+    read as the current one.
     """
     _checks.instance("compile_step", "net", net, Module, "an nnx Module")
     _checks.instance("compile_step", "loss", loss, Loss,
