@@ -3,10 +3,12 @@
 On JAX the step is one ``jax.jit`` program: the parameters, the optimiser's state, the
 buffers (BatchNorm's running statistics) and the learning rates go in as arguments and come
 out as results (the parameter, state and buffer arguments are donated), so the modules'
-fprop/bprop are traced once per batch shape and never leave tracers behind.  Elsewhere the
-step runs eagerly (``mode`` "eager"), with the reason in ``reason``.
+fprop/bprop are traced once per batch shape and never leave tracers behind.  Dropout's
+masks are drawn on the host (as in the eager step) and passed in as arguments.  Elsewhere
+the step runs eagerly (``mode`` "eager"), with the reason in ``reason``.
 """
 
+import operator
 import time
 
 from nnx import backends
@@ -14,13 +16,14 @@ from nnx import backends
 from . import _checks
 from .device import check_same_device, namespace
 from .errors import ArgumentError, NNXError
+from .layers.dropout import Dropout
 from .losses import Loss
 from .module import Module
 
 MODES = ("auto", "jit", "eager")
 
 
-def compile_step(net, loss, opt, *, mode="auto", _count_correct=False):
+def compile_step(net, loss, opt, *, mode="auto", keep_grads=True, _count_correct=False):
     """``step = compile_step(net, loss, opt)``; ``step(x, t)`` runs ``loss.fprop(net.fprop
     (x), t)``, ``net.bprop(loss.bprop())`` and ``opt.step()`` and returns the batch loss as
     a 0-d array on the device (not read back).  Afterwards the modules hold the new
@@ -29,8 +32,17 @@ def compile_step(net, loss, opt, *, mode="auto", _count_correct=False):
 
     ``mode``: "auto" (jax.jit on JAX, else eager), "jit" (refuse what cannot be jitted),
     "eager".  ``step.mode`` and ``step.reason`` say what it does and why;
-    ``step.compile_seconds`` maps each batch shape to the seconds its first call took
-    (empty when eager: nothing is compiled).
+    ``step.compile_seconds`` maps each batch shape to the seconds its first jitted call took
+    (empty when eager: nothing is compiled).  Dropout's masks come from the host generator
+    (``nnx.seed``) in the jitted step too, in the eager step's order, passed into the
+    program; the first step of each batch shape runs eagerly to learn their shapes.
+
+    ``keep_grads=False``: the step does not hand the gradients back, so the jitted program
+    returns only the loss and the new parameters, state and buffers (as a
+    ``jax.jit(jax.grad)`` step does), without writing out a gradient array per parameter
+    each step; afterwards every gradient attribute is None (``net.grads()`` lists None)
+    until the next eager ``bprop``, on every backend, so that no stale gradient is ever
+    read as the current one.
     """
     _checks.instance("compile_step", "net", net, Module, "an nnx Module")
     _checks.instance("compile_step", "loss", loss, Loss,
@@ -42,14 +54,22 @@ def compile_step(net, loss, opt, *, mode="auto", _count_correct=False):
     if mode not in MODES:
         raise ArgumentError(f"compile_step: mode must be one of {', '.join(MODES)}, "
                             f"got {mode!r}")
-    return Step(net, loss, opt, mode, _count_correct)
+    if not isinstance(keep_grads, bool):
+        raise _checks.ArgumentTypeError(f"compile_step: keep_grads must be True or False, "
+                                        f"got {keep_grads!r}")
+    if not keep_grads and getattr(opt, "_slots", None) is None:
+        raise ArgumentError(f"compile_step: keep_grads=False needs an nnx optimiser over the "
+                            f"module's own parameters, got {type(opt).__name__}; leave "
+                            f"keep_grads=True")
+    return Step(net, loss, opt, mode, _count_correct, keep_grads)
 
 
 class Step:
     """The callable ``compile_step`` returns (see there)."""
 
-    def __init__(self, net, loss, opt, mode, count_correct=False):
+    def __init__(self, net, loss, opt, mode, count_correct=False, keep_grads=True):
         self.net, self.loss, self.opt = net, loss, opt
+        self.keep_grads = keep_grads
         self.count_correct = count_correct      # fit: also count argmax(z) == t (0-d)
         self.correct = None
         self.compile_seconds = {}
@@ -59,16 +79,27 @@ class Step:
         self._all = _modules(net)               # the tree as it is now (a new step after
         self._bslots = _buffer_slots(net)       # changing its structure)
         self._owners = self._all + [loss, opt]
+        self._dropouts = [m for m in self._all if isinstance(m, Dropout)]
+        self._mask_specs = {}                   # (batch shape, active Dropouts) -> shapes
         params = net.params()
         self._kind = type(params[0]) if params else None
         # SGD without momentum keeps no state: nothing to fill in before each call
         self._lrs = (None, None)                # (lr, lr_t) and the same as device scalars
         self._needs_state = hasattr(opt, "beta1") or bool(getattr(opt, "momentum", 0.0))
+        self._has_t = hasattr(opt, "t")         # Adam: a bias-corrected lr each step
+        self._hyper = _hyper_getter(opt)
+        slots = getattr(opt, "_slots", None) or []
+        self._gslots = [(m, "d" + n) for m, n in slots]
+        self._pslots = ([m for m, _ in slots], [n for _, n in slots])   # for map(getattr)
         why = _why_not_jit(net, opt)
         if mode == "eager":
             self.mode, self.reason = "eager", "asked for (mode='eager')"
         elif why is None:
             self.mode, self.reason = "jit", "one jax.jit program per batch shape"
+            if self._dropouts:
+                self.reason += ("; Dropout's masks are drawn on the host (nnx.seed), as in "
+                                "the eager step, and passed in: the first step of each batch "
+                                "shape runs eagerly to learn their shapes")
         elif mode == "jit":
             raise ArgumentError(f"compile_step: cannot jit this step: {why}; use "
                                 f"mode='auto' or 'eager'")
@@ -90,6 +121,9 @@ class Step:
             self.correct = _hits(z, t)
         self.net.bprop(self.loss.bprop(), need_input_grad=False)
         self.opt.step()
+        if not self.keep_grads:
+            for m, n in self.opt._slots:
+                setattr(m, "d" + n, None)
         return value
 
     # -- JAX ------------------------------------------------------------------------------
@@ -98,25 +132,36 @@ class Step:
         if self._program is None:
             self._program = self._make_program()
         slots, bslots = opt._slots, self._bslots
-        params = [getattr(m, n) for m, n in slots]
+        params = list(map(getattr, *self._pslots))
         kind = type(params[0])
         if kind is not self._kind:              # moved off JAX since (net.to): say so, go on
             self.mode = "eager"
             self.reason = f"the parameters moved off JAX ({_why_not_jit(net, opt)})"
             return self._eager(x, t)
-        for what, a in (("input", x), ("targets", t)):
-            if type(a) is not kind:             # jax.jit would take it silently
+        if type(x) is not kind or type(t) is not kind:     # jax.jit would take it silently
+            for what, a in (("input", x), ("targets", t)):
                 check_same_device("compile_step", a, params[0], what)
+        masks = {}
+        if self._dropouts:
+            masks = self._masks(x, t, params[0])
+            if masks is None:                   # a new shape: an eager step shows the masks'
+                value = self._eager(x, t)       # shapes
+                self._mask_specs[self._pending] = [
+                    (i, tuple(m.shape), str(m.dtype).rsplit(".", 1)[-1])
+                    for i, m in ((i, self._dropouts[i].mask) for i in self._pending[1])]
+                return value
         if self._needs_state and any(s is None for s in opt.state):
             _initial_state(opt, params)
-        lr_t = opt.bias_corrected_lr(opt.t + 1) if hasattr(opt, "t") else opt.lr
-        static = (tuple(m.training for m in self._all), _hyper(opt), self.loss.check_labels)
+        has_t = self._has_t
+        lr_t = opt.bias_corrected_lr(opt.t + 1) if has_t else opt.lr
+        static = (tuple(map(_TRAINING, self._all)), self._hyper(opt), self.loss.check_labels)
         if self._lrs[0] != (opt.lr, lr_t):      # a Python float would be sent every call;
             xp = namespace(params[0])           # these stay weakly typed, as a float is
             self._lrs = ((opt.lr, lr_t), tuple(xp.asarray(v, device=params[0].device)
-                                               for v in (opt.lr, lr_t)))
-        args = (params, list(opt.state), [getattr(m, n) for m, n in bslots],
-                self._lrs[1], x, t, static)
+                                               for v in ((opt.lr, lr_t) if has_t else
+                                                         (opt.lr,))))
+        args = (params, list(opt.state), [getattr(m, n) for m, n in bslots] if bslots else [],
+                self._lrs[1], masks, x, t, static)
         self._traced = False            # pure() snapshots the modules when jax traces it
         start = time.perf_counter()
         try:
@@ -131,23 +176,45 @@ class Step:
         if self._traced:                        # the modules hold tracers now: undo that
             self._restore()
         value, hits, grad_norm, params, grads, state, buffers = out
-        for (m, n), p, g in zip(slots, params, grads):
+        for (m, n), p in zip(slots, params):
             setattr(m, n, p)
-            setattr(m, "d" + n, g)
+        if grads is not None:
+            for (m, n), g in zip(self._gslots, grads):
+                setattr(m, n, g)
+        else:                                   # none kept: clear what an eager bprop left
+            for m, n in self._gslots:
+                if getattr(m, n) is not None:
+                    setattr(m, n, None)
         for (m, n), b in zip(bslots, buffers):
             setattr(m, n, b)
-        opt.state = list(state)
+        opt.state = state                       # fresh lists from the program's results
         self.correct = hits
         if grad_norm is not None:
             opt.grad_norm = grad_norm
-        opt._placed = list(params)
-        if hasattr(opt, "t"):
+        opt._placed = params
+        if has_t:
             opt.t += 1
             opt._lr_t = lr_t
         if self._traced:
             value.block_until_ready()
             self.compile_seconds[_shape_key(x, t)] = time.perf_counter() - start
         return value
+
+    def _masks(self, x, t, like):
+        """{index in the Dropout list: its mask}, drawn on the host (nnx.seed) in the order
+        the eager step draws them, for every Dropout active now; None for a batch shape not
+        seen yet (its step runs eagerly, and its masks' shapes are kept)."""
+        active = [i for i, d in enumerate(self._dropouts) if d.training and d.p > 0.0]
+        if not active:
+            return {}
+        key = (_shape_key(x, t), tuple(active))
+        specs = self._mask_specs.get(key)
+        if specs is None:
+            self._pending = key
+            return None
+        device = backends.device_of(like)
+        return {i: backends.from_host(backends.host.bernoulli_mask(
+            shape, 1.0 - self._dropouts[i].p, dtype), device) for i, shape, dtype in specs}
 
     def _restore(self):
         for o, d in zip(self._owners, self._saved):
@@ -156,7 +223,7 @@ class Step:
         self._saved = None
 
     def _make_program(self):
-        """jax.jit of the pure step (params, state, buffers, lrs, x, t) -> (loss, hits,
+        """jax.jit of the pure step (params, state, buffers, lrs, masks, x, t) -> (loss, hits,
         params, grads, state, buffers); the first three arguments are donated.  The static
         last argument (training flags, hyper-parameters, label checking) retraces when it
         changes; jax's own cache compiles once per batch shape."""
@@ -166,7 +233,7 @@ class Step:
         device = backends.device_of(getattr(*slots[0]))
         step = self
 
-        def pure(params, state, buffers, lrs, x, t, static):
+        def pure(params, state, buffers, lrs, masks, x, t, static):
             if not step._traced:                # as they were before this trace
                 step._saved = [dict(vars(o)) for o in step._owners]
             step._traced = True
@@ -179,16 +246,19 @@ class Step:
                 for (m, n), b in zip(bslots, buffers):
                     setattr(m, n, b)
                 opt.state, opt.lr = list(state), lrs[0]
-                if hasattr(opt, "t"):
+                if step._has_t:
                     opt._lr_t = lrs[1]
                 loss.check_labels = False
+                given = _given_masks(step._dropouts, masks)
+                for i in masks:
+                    step._dropouts[i]._given = given
                 z = net.fprop(x)
                 value = loss.fprop(z, t)
                 hits = _hits(z, t) if step.count_correct else None
                 net.bprop(loss.bprop(), need_input_grad=False)
                 opt._step_per_array()
                 new = ([getattr(m, n) for m, n in slots],
-                       [getattr(m, "d" + n) for m, n in slots],
+                       [getattr(m, "d" + n) for m, n in slots] if step.keep_grads else None,
                        list(opt.state), [getattr(m, n) for m, n in bslots])
                 n_classes = _classes(loss)
                 grad_norm = opt.grad_norm if opt.clip_norm is not None else None
@@ -202,7 +272,25 @@ class Step:
                 new = tuple(n if o is None else _unless(xp, bad, n, o) for n, o in zip(new, old))
             return (value, hits, grad_norm) + new
 
-        return jax_backend.jit(pure, donate_argnums=(0, 1, 2), static_argnums=(6,))
+        return jax_backend.jit(pure, donate_argnums=(0, 1, 2), static_argnums=(7,))
+
+
+def _given_masks(dropouts, masks):
+    """Dropout._given inside the traced step: the mask passed in for that Dropout, once."""
+    left = dict(masks)
+
+    def given(d, x):
+        i = next(j for j, m in enumerate(dropouts) if m is d)
+        if i not in left:
+            raise ArgumentError(f"compile_step: {d!r} ran more than once in one step (or "
+                                f"was switched on inside it); use mode='eager'")
+        mask = left.pop(i)
+        if tuple(mask.shape) != tuple(x.shape):
+            raise ArgumentError(f"compile_step: {d!r} got input of shape {tuple(x.shape)} "
+                                f"but its mask has shape {tuple(mask.shape)} (the input's "
+                                f"shape changes within one batch shape); use mode='eager'")
+        return mask
+    return given
 
 
 def _hits(z, t):
@@ -242,10 +330,6 @@ def _why_not_jit(net, opt):
                 f"parameters (a wrapper such as DataParallel steps eagerly)")
     if "update" in vars(opt):
         return "the optimiser's update was replaced on the instance"
-    for m in _modules(net):
-        if type(m).__name__ == "Dropout" and getattr(m, "p", 0.0) > 0.0:
-            return (f"{m!r} draws its masks on the host (nnx.seed), which jax.jit would "
-                    f"freeze into the program; train it eagerly")
     return None
 
 
@@ -284,10 +368,14 @@ def _state_key(state):
 _HYPER = ("_decoupled", "beta1", "beta2", "clip_norm", "eps", "momentum", "weight_decay")
 
 
-def _hyper(opt):
-    """The optimiser's hyper-parameters that are baked into the program (not the lr)."""
-    own = vars(opt)
-    return tuple((k, own[k]) for k in _HYPER if k in own)
+_TRAINING = operator.attrgetter("training")
+
+
+def _hyper_getter(opt):
+    """``get(opt)``: the optimiser's hyper-parameters that are baked into the program (not
+    the lr), read each call (a changed momentum retraces)."""
+    names = [k for k in _HYPER if hasattr(opt, k)]
+    return operator.attrgetter(*names) if names else (lambda o: ())
 
 
 def _shape_key(x, t):

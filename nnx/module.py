@@ -191,6 +191,8 @@ class Module:
             for n in self.param_names + self.buffer_names:
                 for name in (n, "d" + n) if n in self.param_names else (n,):
                     a = getattr(self, name)
+                    if a is None:           # a gradient not kept (compile_step)
+                        continue
                     if backends.device_of(a) != target:
                         a = backends.from_host(backends.to_host(a), target)
                     setattr(self, name, target.xp.astype(a, want))

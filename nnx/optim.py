@@ -64,6 +64,7 @@ class Optimizer:
             self._flatten()                 # rebound since: set_params, to(), load
             params = [getattr(m, n) for m, n in self._slots]
         grads = [getattr(m, "d" + n) for m, n in self._slots]
+        self._check_grads(grads)
         if self._step_together(params, grads):
             return
         flats = []
@@ -88,6 +89,7 @@ class Optimizer:
         else:
             params = [getattr(m, n) for m, n in self._slots]
             grads = [getattr(m, "d" + n) for m, n in self._slots]
+        self._check_grads(grads)
         scale = self._clip_scale(grads)
         new = []
         for i, (p, g) in enumerate(zip(params, grads)):
@@ -100,6 +102,15 @@ class Optimizer:
         for (m, name), p, q in zip(self._slots, params, new):
             if q is not p:
                 setattr(m, name, q)
+
+    def _check_grads(self, grads):
+        """No step without gradients (a compile_step(keep_grads=False) step keeps none)."""
+        for g in grads:
+            if g is None:
+                from .errors import StateError
+                raise StateError(f"{type(self).__name__}.step: the module holds no gradients "
+                                 f"(a compile_step(..., keep_grads=False) step keeps none); "
+                                 f"run net.bprop(...) before opt.step()")
 
     def update(self, i, p, g):
         """Return the updated parameter (the same object when updated in place)."""
@@ -439,6 +450,10 @@ def clip_grad_norm(module, max_norm):
     helper = Optimizer.__new__(Optimizer)
     helper.clip_norm, helper.grad_norm = max_norm, None
     grads = [getattr(m, "d" + n) for m, n in slots]
+    if any(g is None for g in grads):
+        from .errors import StateError
+        raise StateError("clip_grad_norm: the module holds no gradients (a compile_step(..., "
+                         "keep_grads=False) step keeps none); run net.bprop(...) first")
     scale = helper._clip_scale(grads)
     for (m, n), g in zip(slots, grads):
         setattr(m, "d" + n, _scaled(g, scale))

@@ -105,16 +105,100 @@ def test_a_new_batch_shape_compiles_once():
         assert all(s > 0 for s in step.compile_seconds.values())
 
 
-def test_dropout_cannot_be_jitted_and_says_why():
+def _seeded_steps(compiled, eager, dtype, sizes, tol, between=None):
+    """The compiled and the eager step over the same batches, each step's Dropout masks
+    drawn from the same seed; loss, parameters, gradients and buffers compared each time."""
+    step = nnx.compile_step(*compiled)
+    for i, (x, t) in enumerate(_batches(dtype, sizes)):
+        if between is not None:
+            between(i, compiled, eager)
+        nnx.seed(100 + i)
+        value = step(x, t)
+        nnx.seed(100 + i)
+        expected = _eager_step(*eager, x, t)
+        np.testing.assert_allclose(float(value), float(expected), rtol=tol)
+        for a, b in zip(_arrays(compiled[0]), _arrays(eager[0])):
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    return step
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_dropout_in_the_jitted_step_equals_the_eager_step(device, dtype):
+    """Dropout's masks come from the host generator (nnx.seed) in the jitted step too, drawn
+    in the eager step's order and passed in: the same masks, so the same training."""
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    compiled, eager = (_setup(dtype, OPTS["adam"], dropout=True) for _ in range(2))
+    step = _seeded_steps(compiled, eager, dtype, (8, 8, 5, 8, 5, 8), tol)
+    if device.startswith("jax"):
+        assert step.mode == "jit" and "Dropout's masks are drawn on the host" in step.reason
+        assert step.traces == 2 and len(step.compile_seconds) == 2  # first step per shape eager
+    dropout = compiled[0][3]
+    assert isinstance(dropout, nnx.Dropout) and "_given" not in vars(dropout)
+
+
+def test_dropout_switched_off_or_changed_between_steps_is_honoured(device):
+    def between(i, *runs):
+        for net, _, _ in runs:
+            if i == 2:
+                net.eval()                      # no masks (BatchNorm's running statistics)
+            elif i == 3:
+                net.train()
+                net[3].p = 0.2                  # another rate: the same program
+            elif i == 5:
+                net[3].p = 0.0
+    compiled, eager = (_setup("float64", OPTS["sgd-momentum"], dropout=True) for _ in range(2))
+    _seeded_steps(compiled, eager, "float64", (8,) * 7, 1e-12, between)
+
+
+def test_jit_mode_takes_dropout_and_fit_trains_it_as_eager_fit_does():
     pytest.importorskip("jax")
     with nnx.device("jax:cpu"):
-        net, loss, opt = _setup("float32", OPTS["adam"], dropout=True)
-        with pytest.raises(ArgumentError, match="cannot jit this step: Dropout.*host"):
-            nnx.compile_step(net, loss, opt, mode="jit")
+        net, loss, opt = _setup("float64", OPTS["adam"], dropout=True)
+        assert nnx.compile_step(net, loss, opt, mode="jit").mode == "jit"
+        rng = np.random.default_rng(5)
+        x = nnx.asarray(rng.standard_normal((45, 6)), dtype="float64")
+        t = nnx.asarray(rng.integers(0, 4, 45))
+        runs = []
+        for compile in (True, False):
+            net, loss, opt = _setup("float64", OPTS["adam"], dropout=True)
+            nnx.seed(9)
+            history = nnx.fit(net, loss, opt, x, t, epochs=3, batch_size=10, verbose=False,
+                              compile=compile)
+            runs.append((history[-1].train_loss, _arrays(net)))
+        np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-12)
+        for a, b in zip(runs[0][1], runs[1][1]):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_a_dropout_run_twice_in_one_step_is_refused_with_the_fix():
+    pytest.importorskip("jax")
+
+    class Twice(nnx.Module):
+        """Its Dropout twice in a row (a hostile container)."""
+
+        def __init__(self):
+            self.d = nnx.Dropout(0.5)
+
+        def children(self):
+            return [self.d]
+
+        def fprop(self, x):
+            return self.d.fprop(self.d.fprop(x))
+
+        def bprop(self, grad_output, *, need_input_grad=True):
+            return self.d.bprop(grad_output)
+
+    with nnx.device("jax:cpu"):
+        net = nnx.Sequential(nnx.Linear(6, 4), Twice())
+        loss, opt = nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1)
         step = nnx.compile_step(net, loss, opt)
-        assert step.mode == "eager" and "Dropout" in step.reason
         x, t = next(_batches("float32"))
-        assert np.isfinite(float(step(x, t)))
+        step(x, t)                                  # the first step of a shape: eager
+        with pytest.raises(ArgumentError, match="Dropout.*ran more than once in one step.*"
+                                                "mode='eager'"):
+            step(x, t)
+        vars(net[1].d).pop("mask", None)
+        assert "_given" not in vars(net[1].d)       # nothing of the trace left behind
 
 
 def test_out_of_range_labels_give_nan_and_no_update():
@@ -230,3 +314,110 @@ def test_a_changed_learning_rate_or_momentum_takes_effect(device, opt):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     if opt == "sgd":
         assert compiled[2].state == [None] * len(compiled[0].params())
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adamw-clip"])
+def test_keep_grads_false_equals_the_eager_step_and_keeps_no_gradient(device, opt):
+    """keep_grads=False: the same parameters, buffers, state and loss as the eager step (the
+    program just returns no gradients), and every gradient is None afterwards, on every
+    backend, so that a stale gradient is never read as the current one."""
+    make = {"sgd": lambda n: nnx.SGD(n, lr=0.1), "adamw-clip": OPTS["adamw-clip"]}[opt]
+    for dtype, tol in (("float64", 1e-12), ("float32", 1e-5)):
+        compiled, eager = _setup(dtype, make), _setup(dtype, make)
+        step = nnx.compile_step(*compiled, keep_grads=False)
+        assert step.keep_grads is False
+        for x, t in _batches(dtype):
+            value = step(x, t)
+            expected = _eager_step(*eager, x, t)
+            np.testing.assert_allclose(float(value), float(expected), rtol=tol)
+            net = compiled[0]
+            assert net.grads() == [None] * len(net.params())
+            for a, b in zip(net.params() + net.buffers(),
+                            eager[0].params() + eager[0].buffers()):
+                np.testing.assert_allclose(nnx.to_numpy(a), nnx.to_numpy(b), rtol=tol,
+                                           atol=tol)
+        if opt == "adamw-clip":
+            assert compiled[2].t == eager[2].t == 4
+            np.testing.assert_allclose(float(compiled[2].grad_norm),
+                                       float(eager[2].grad_norm), rtol=tol)
+        assert len(step.compile_seconds) == (2 if step.mode == "jit" else 0)
+
+
+def test_keep_grads_false_mixes_with_eager_steps_save_to_and_evaluate(device, tmp_path):
+    compiled, eager = _setup("float64", OPTS["sgd-momentum"]), _setup("float64",
+                                                                     OPTS["sgd-momentum"])
+    net, loss, opt = compiled
+    step = nnx.compile_step(net, loss, opt, keep_grads=False)
+    for i, (x, t) in enumerate(_batches("float64", (8,) * 4)):
+        if i % 2:
+            _eager_step(net, loss, opt, x, t)      # bprop fills the gradients in again
+            assert all(g is not None for g in net.grads())
+        else:
+            step(x, t)
+        _eager_step(*eager, x, t)
+        assert nnx.evaluate(net, x, t) == nnx.evaluate(eager[0], x, t)
+    step(x, t)
+    _eager_step(*eager, x, t)
+    nnx.save(net, tmp_path / "c.nnx")               # no gradient is needed to save
+    loaded = nnx.load(tmp_path / "c.nnx")
+    for a, b in zip(loaded.params() + loaded.buffers(), eager[0].params() + eager[0].buffers()):
+        np.testing.assert_allclose(nnx.to_numpy(a), nnx.to_numpy(b), rtol=1e-12, atol=1e-12)
+    net.to(dtype="float32")                         # None gradients move along as None
+    assert net.grads() == [None] * len(net.params())
+    assert {nnx.to_numpy(p).dtype.name for p in net.params()} == {"float32"}
+
+
+def test_keep_grads_false_then_a_step_without_bprop_says_what_to_do(device):
+    net, loss, opt = _setup("float32", OPTS["adam"])
+    step = nnx.compile_step(net, loss, opt, keep_grads=False)
+    step(*next(_batches("float32")))
+    with pytest.raises(nnx.StateError, match="Adam.step: the module holds no gradients .*"
+                                             "keep_grads=False.*run net.bprop"):
+        opt.step()
+    with pytest.raises(nnx.StateError, match="clip_grad_norm: the module holds no gradients"):
+        nnx.clip_grad_norm(net, 1.0)
+    x, t = next(_batches("float32"))
+    assert np.isfinite(float(_eager_step(net, loss, opt, x, t)))   # bprop first: fine
+
+
+@pytest.mark.parametrize("bad", ["no", 0, 1, None, np.bool_(False)])
+def test_keep_grads_must_be_a_bool(bad):
+    net, loss, opt = _setup("float32", OPTS["adam"])
+    with pytest.raises(TypeError, match="compile_step: keep_grads must be True or False, got"):
+        nnx.compile_step(net, loss, opt, keep_grads=bad)
+
+
+def test_keep_grads_false_refuses_an_optimiser_it_cannot_clear():
+    net, loss, opt = _setup("float32", OPTS["adam"])
+    opt._slots = None                   # as for a module that lists its parameters itself
+    with pytest.raises(ArgumentError, match="keep_grads=False needs an nnx optimiser over "
+                                            "the module's own parameters.*keep_grads=True"):
+        nnx.compile_step(net, loss, opt, keep_grads=False)
+
+
+def test_keep_grads_false_program_returns_no_gradient_arrays():
+    """What makes keep_grads=False faster: the jitted program's results are the loss, the
+    parameters and the buffers only (6 parameters, 2 BatchNorm buffers here), as for a
+    jax.jit(jax.grad) step; with gradients kept it also returns the 6 gradients."""
+    jax = pytest.importorskip("jax")
+    with nnx.device("jax:cpu"):
+        leaves = {}
+        for keep in (True, False):
+            net, loss, opt = _setup("float32", lambda n: nnx.SGD(n, lr=0.1))
+            step = nnx.compile_step(net, loss, opt, keep_grads=keep)
+            x, t = next(_batches("float32"))
+            step(x, t)
+            program, seen = step._program, []
+
+            def spy(*args):
+                seen.append(jax.tree_util.tree_map(
+                    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args[:-1]) + args[-1:])
+                return program(*args)
+            step._program = spy
+            step(x, t)
+            step._traced = False
+            lowered = program.lower(*seen[0])
+            if step._traced:
+                step._restore()
+            leaves[keep] = len(jax.tree_util.tree_leaves(lowered.out_info))
+        assert leaves == {True: 1 + 6 + 6 + 2, False: 1 + 6 + 2}

@@ -264,7 +264,8 @@ print("the current device is still", nnx.get_device())
 # The timings depend on the machine (and on this page they were measured while the
 # documentation was being built), but the order is the point: eager JAX pays Python
 # dispatch for each of the step's operations, the jitted step pays it once.  A network
-# with active :class:`nnx.Dropout` stays eager, because its masks come from nnx's host
-# generator, which a compiled program would freeze; ``mode="jit"`` refuses it with that
-# reason instead of falling back.  :func:`nnx.fit` takes ``compile=True`` and
+# with active :class:`nnx.Dropout` is jitted too: its masks are drawn from nnx's host
+# generator (``nnx.seed``) in the eager step's order and passed into the program, so it
+# trains exactly as the eager step does; the first step of each batch shape runs eagerly
+# to learn the masks' shapes.  :func:`nnx.fit` takes ``compile=True`` and
 # ``nnx train --compile`` does the same on the command line.

@@ -11,6 +11,8 @@ class Dropout(Module):
     dx = g·m (g in eval).  The mask comes from the host generator (``nnx.seed``).
     """
 
+    _given = None       # compile_step's jitted step: gives the mask it drew on the host
+
     def __init__(self, p=0.5):
         self.p = _checks.fraction("Dropout", "p", p)      # a drop probability
 
@@ -21,9 +23,12 @@ class Dropout(Module):
         self._check_array(x)
         self.mask = None
         if self.training and self.p > 0.0:
-            host = backends.host.bernoulli_mask(tuple(x.shape), 1.0 - self.p,
-                                                str(x.dtype).rsplit(".", 1)[-1])
-            self.mask = backends.from_host(host, device_of(x))
+            if self._given is not None:
+                self.mask = self._given(self, x)
+            else:
+                host = backends.host.bernoulli_mask(tuple(x.shape), 1.0 - self.p,
+                                                    str(x.dtype).rsplit(".", 1)[-1])
+                self.mask = backends.from_host(host, device_of(x))
             x = x * self.mask
         self._out_shape = tuple(x.shape)
         return x
