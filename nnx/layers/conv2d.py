@@ -79,7 +79,10 @@ class Conv2D(Module):
             g = xp.reshape(xp.permute_dims(grad_output, (1, 2, 3, 0)),
                            (self.c_out, oh * ow * n))                   # (c_out, OH·OW·N)
             self.db = xp.sum(g, axis=1)
-            self.dW = xp.reshape(g @ xp.matrix_transpose(self.cols), self.W.shape)
+            dw = self.cols @ xp.matrix_transpose(g)     # dW₂ᵀ (C·kh·kw, c_out): this order is
+            # twice as fast on torch's CPU as g·colsᵀ; dW is a transposed view of it
+            self.dW = xp.permute_dims(xp.reshape(dw, (self.c_in,) + self.kernel_size
+                                                 + (self.c_out,)), (3, 0, 1, 2))
         else:
             g = xp.reshape(grad_output, (n, self.c_out, oh * ow))
             self.db = xp.sum(g, axis=(0, 2))
