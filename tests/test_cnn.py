@@ -7,6 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 import nnx
 from nnx.backends import fast_conv
+from nnx.backends import gather as backends_gather
 from nnx.layers import _im2col
 
 import im2col_reference
@@ -129,6 +130,102 @@ def test_gather_im2col_and_col2im_equal_the_reference(c, h, w, kh, kw, sh, sw, p
                                                                             p, out)),
                                rtol=1e-13, atol=1e-13)
 
+
+def _backend_arrays(spec):
+    if spec == "strict":
+        strict = pytest.importorskip("array_api_strict",
+                                     reason="array-api-strict is not installed")
+        return strict.asarray
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    return lambda a: torch.from_numpy(np.ascontiguousarray(a))
+
+
+@settings(max_examples=30, deadline=None)
+@given(c=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9), kh=st.integers(1, 4),
+       kw=st.integers(1, 4), sh=st.integers(1, 3), sw=st.integers(1, 3),
+       ph=st.integers(0, 2), pw=st.integers(0, 2), ceil=st.booleans(),
+       spec=st.sampled_from(["strict", "torch"]))
+def test_batch_last_im2col_and_col2im_equal_the_batch_first_gathers(c, h, w, kh, kw, sh, sw,
+                                                                     ph, pw, ceil, spec):
+    """The batch-last gathers Conv2D and MaxPool2D run off NumPy, against the batch-first
+    gathers (themselves proven against the slicing reference above), in both layouts, with
+    a -inf pad value and ceil_mode windows; on torch through the reused Scratch arrays,
+    called twice so the second call writes into the first call's array."""
+    if h + 2 * ph < kh or w + 2 * pw < kw or (ceil and (2 * ph > kh or 2 * pw > kw)):
+        return
+    put = _backend_arrays(spec)
+    shape, k, s, p = (3, c, h, w), (kh, kw), (sh, sw), (ph, pw)
+    out = _im2col.output_size("test", shape, k, s, p, ceil_mode=ceil)
+    scratch = backends_gather.Scratch()
+    for last in (False, True):
+        for seed in (0, 1):
+            x = put(host(shape, seed))
+            first = np.asarray(_im2col.im2col(x, k, s, p, out, -np.inf, windows_last=last))
+            got = np.asarray(_im2col.im2col_batch_last(x, k, s, p, out, -np.inf,
+                                                       windows_last=last, scratch=scratch))
+            np.testing.assert_array_equal(got, first.reshape(3, -1).T)
+            cols = host(first.shape, seed + 2)
+            want = np.asarray(_im2col.col2im(put(cols), shape, k, s, p, out,
+                                              windows_last=last))
+            dx = _im2col.col2im_batch_last(put(cols.reshape(3, -1).T), shape, k, s, p, out,
+                                           windows_last=last, scratch=scratch)
+            assert tuple(dx.shape) == shape
+            np.testing.assert_allclose(np.asarray(dx), want, rtol=1e-13, atol=1e-13)
+
+
+def test_scratch_reuses_one_array_per_name_and_declines_elsewhere():
+    """One array per name, reused while shape, dtype and device hold and replaced (not
+    added) when they change; None for other libraries and autograd tensors; copies empty."""
+    import copy
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    scratch = backends_gather.Scratch()
+    index = torch.tensor([2, 0, 1])
+    a = scratch.take("cols", torch.arange(6.0).reshape(3, 2), index, 0)
+    b = scratch.take("cols", torch.arange(6.0, 12.0).reshape(3, 2), index, 0)
+    assert a.data_ptr() == b.data_ptr() and b.tolist() == [[10, 11], [6, 7], [8, 9]]
+    c = scratch.take("cols", torch.arange(6, dtype=torch.float32).reshape(3, 2), index, 0)
+    assert c.dtype == torch.float32 and len(scratch._arrays) == 1
+    scratch.take("cols", torch.arange(8.0).reshape(4, 2), index, 0)
+    assert len(scratch._arrays) == 1 and tuple(scratch._arrays["cols"].shape) == (3, 2)
+    assert copy.deepcopy(scratch)._arrays == {}
+    assert scratch.take("cols", np.arange(6.0).reshape(3, 2), np.array([0]), 0) is None
+    leaf = torch.ones(3, 2, requires_grad=True)
+    assert scratch.take("cols", leaf, index, 0) is None
+    assert scratch.matmul("m", leaf, torch.ones(2, 2)) is None
+
+
+def test_two_identical_convolutions_in_one_net_keep_their_own_columns():
+    """Three Conv2D (and two MaxPool2D) of identical shapes in one net on torch CPU, each
+    gathering into its own reused arrays: outputs and gradients equal NumPy's step after
+    step, and what a step returned is not overwritten by the next one."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+
+    def net(device):
+        nnx.seed(3)
+        return nnx.Sequential(
+            nnx.Conv2D(2, 2, 3, padding=1), nnx.MaxPool2D(3, stride=1, padding=1),
+            nnx.Conv2D(2, 2, 3, padding=1), nnx.MaxPool2D(3, stride=1, padding=1),
+            nnx.Conv2D(2, 2, 3, padding=1)).to(device, F64)
+    ref, ours = net("cpu"), net("torch:cpu")
+    kept = []
+    for step in range(3):
+        x, g = host((4, 2, 6, 6), step), host((4, 2, 6, 6), step + 10)
+        y_ref, y = ref.fprop(x), ours.fprop(torch.from_numpy(x))
+        dx_ref, dx = ref.bprop(g), ours.bprop(torch.from_numpy(g))
+        np.testing.assert_allclose(y.numpy(), y_ref, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dx.numpy(), dx_ref, rtol=1e-12, atol=1e-12)
+        for a, b in zip(ours.grads(), ref.grads()):
+            np.testing.assert_allclose(nnx.to_numpy(a), b, rtol=1e-12, atol=1e-12)
+        kept.append([(a, nnx.to_numpy(a).copy()) for a in [y, dx, *ours.grads()]])
+    for arrays in kept:                         # later steps left earlier results alone
+        for a, copy in arrays:
+            np.testing.assert_array_equal(nnx.to_numpy(a), copy)
+    first, second = ours[0]._scratch._arrays, ours[2]._scratch._arrays
+    assert first["cols"].data_ptr() != second["cols"].data_ptr()
+    ours.to(dtype="float32")                    # a new dtype: new arrays, right answers
+    x = host((4, 2, 6, 6), 7)
+    np.testing.assert_allclose(ours.fprop(torch.from_numpy(x).float()).numpy(),
+                               ref.fprop(x), rtol=1e-4, atol=1e-4)
 
 @pytest.mark.parametrize("shape", [(6, 3), (4, 3, 2, 5)])
 def test_batch_norm_matches_torch_in_training_and_eval(shape):
