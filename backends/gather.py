@@ -145,6 +145,18 @@ class Scratch:
         import torch
         return torch.matmul(a, b, out=self._out(name, (a.shape[0], b.shape[1]), a))
 
+    def empty(self, name, shape, like):
+        """The reused array ``name`` of ``shape`` in ``like``'s dtype and device (torch)."""
+        return self._out(name, shape, like)
+
+    def array(self, key, make, like):
+        """A constant made once by ``make()`` per ``key`` and ``like``'s dtype and device."""
+        key = (key, like.dtype, like.device)
+        out = self._arrays.get(key)
+        if out is None:
+            out = self._arrays[key] = make()
+        return out
+
     def _out(self, name, shape, like):
         import torch
         out = self._arrays.get(name)

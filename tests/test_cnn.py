@@ -343,14 +343,45 @@ def test_fast_max_pool_sends_the_gradient_to_the_first_maximum_as_the_reference(
     rng = np.random.default_rng(7)
     x = rng.integers(0, 3, (2, 3, 7, 6)).astype(np.float64)
     results = []
-    for spec in ("cpu", "strict"):
+    specs = ("cpu", "strict") + (("torch:cpu",) if _has_torch() else ())
+    for spec in specs:                  # torch CPU: fused.max_first_mask, a float mask
         pool = nnx.MaxPool2D(k, stride=s)
         y = pool.fprop(nnx.asarray(x, device=spec, dtype=F64))
         g = nnx.asarray(host(tuple(y.shape), 5), device=spec, dtype=F64)
         results.append((nnx.to_numpy(y), nnx.to_numpy(pool.bprop(g))))
-    (y0, dx0), (y1, dx1) = results
-    np.testing.assert_array_equal(y0, y1)
-    np.testing.assert_allclose(dx0, dx1, rtol=1e-15, atol=1e-15)
+    y0, dx0 = results[0]
+    for y1, dx1 in results[1:]:
+        np.testing.assert_array_equal(y0, y1)
+        np.testing.assert_allclose(dx0, dx1, rtol=1e-15, atol=1e-15)
+
+
+def _has_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_max_first_mask_equals_max_and_argmax_on_ties_and_minus_infinity():
+    """fused.max_first_mask (torch CPU) against the max / argmax formula it replaces: the
+    same maximum, and 1.0 exactly at argmax's first place, on ties and -inf padding."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    from nnx.backends import fused
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 3, (5, 4, 7)).astype(np.float32)
+    x[0, :2] = -np.inf
+    x[1] = 2.0
+    scratch = backends_gather.Scratch()
+    for axis in (0, 1, 2):
+        top, mask = fused.max_first_mask(torch.from_numpy(x), axis, scratch)
+        np.testing.assert_array_equal(top.numpy(), x.max(axis=axis, keepdims=True))
+        first = np.expand_dims(x.argmax(axis=axis), axis)
+        want = (np.arange(x.shape[axis]).reshape([-1 if a == axis else 1 for a in range(3)])
+                == first).astype(np.float32)
+        assert mask.dtype == torch.float32
+        np.testing.assert_array_equal(mask.numpy(), want)
+    assert fused.max_first_mask(x, 1, scratch) is None
 
 
 def test_fast_path_declines_other_libraries():

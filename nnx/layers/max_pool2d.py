@@ -91,10 +91,14 @@ class MaxPool2D(_Pool2D):
                                             self.out_hw, -math.inf, windows_last=True,
                                             scratch=scratch_of(self)),
                           (c * l, k, n))                        # (C·OH·OW, kh·kw, N)
-        both = fused.max_argmax(cols, 1)            # torch: one reduction for the two
-        top, where = both if both is not None else (
-            xp.max(cols, axis=1, keepdims=True), xp.argmax(cols, axis=1, keepdims=True))
-        self.mask = xp.reshape(arange(xp, x, k), (k, 1)) == where       # (C·L, kh·kw, N)
+        fast = fused.max_first_mask(cols, 1, scratch_of(self))  # torch CPU: a float mask
+        if fast is not None:
+            top, self.mask = fast
+        else:
+            both = fused.max_argmax(cols, 1)        # torch CUDA: one reduction for the two
+            top, where = both if both is not None else (
+                xp.max(cols, axis=1, keepdims=True), xp.argmax(cols, axis=1, keepdims=True))
+            self.mask = xp.reshape(arange(xp, x, k), (k, 1)) == where   # (C·L, kh·kw, N)
         y = xp.permute_dims(xp.reshape(top, (c,) + self.out_hw + (n,)), (3, 0, 1, 2))
         self._out_shape = tuple(y.shape)
         return y
