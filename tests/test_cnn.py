@@ -623,3 +623,18 @@ def test_bad_arguments_are_nnx_errors(make, error, message):
     """The cnn layers refuse arguments the way every other nnx constructor does."""
     with pytest.raises(error, match=message):
         make()
+
+
+def test_take_sum_equals_take_then_sum():
+    """fused.take_sum (torch's embedding_bag) against the gather and sum it replaces in the
+    portable col2im: int32 and int64 tables, repeated and zero-row indices, float64."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    from nnx.backends import fused
+    x = host((7, 5))
+    index = np.array([0, 6, 6, 3, 1, 1, 2, 5, 4, 6, 0, 0])
+    want = x[index].reshape(4, 3, 5).sum(axis=1)
+    for dtype in (torch.int32, torch.int64):
+        got = fused.take_sum(torch.from_numpy(x), torch.from_numpy(index).to(dtype),
+                             torch.arange(0, 12, 3, dtype=torch.int64))
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-15, atol=1e-15)
+    assert fused.take_sum(x, index, np.arange(0, 12, 3)) is None

@@ -22,7 +22,7 @@ on the host (``nnx.backends.gather``) and cached per device.
 import math
 
 from nnx import backends
-from nnx.backends import fast_conv, gather
+from nnx.backends import fast_conv, fused, gather
 
 from .. import _checks
 from .._constants import on_device as _on_device
@@ -250,6 +250,10 @@ def col2im_batch_last(cols, x_shape, kernel, stride, padding, out_hw, zero_row=F
     if k == 1:                                  # the gather is dx itself: a fresh array
         return xp.permute_dims(xp.reshape(take(xp, cols, index, 0), (c, h, w, n)),
                                (3, 0, 1, 2))
-    picked = take(xp, cols, index, 0, scratch, "col2im")             # (C·H·W·K', N)
-    picked = xp.sum(xp.reshape(picked, (c * h * w, k, n)), axis=1)
+    offsets = _on_device(("bag offsets", c * h * w, k), cols, lambda: (_index_dtype(
+        backends.host.as_int64(backends.host.as_array(range(0, c * h * w * k, k)))),))[0]
+    picked = fused.take_sum(cols, index, offsets)   # torch: gather and sum in one kernel
+    if picked is None:
+        picked = take(xp, cols, index, 0, scratch, "col2im")         # (C·H·W·K', N)
+        picked = xp.sum(xp.reshape(picked, (c * h * w, k, n)), axis=1)
     return xp.permute_dims(xp.reshape(picked, (c, h, w, n)), (3, 0, 1, 2))
