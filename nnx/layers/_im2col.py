@@ -17,6 +17,13 @@ whatever the kernel size: im2col takes each example's flattened input at a cache
 every input pixel, the ≤ K' column entries it fed and sums them (one ``take``, one ``sum``;
 no scatter, which the Array API does not have).  The index tables are built once per shape
 on the host (``nnx.backends.gather``) and cached per device.
+
+Conv2D and MaxPool2D use the batch-last forms ``im2col_batch_last`` / ``col2im_batch_last``:
+the same tables, gathered along the first axis of a (C·H·W, N) array, so every gathered
+entry is a row of N values (the batch-first forms above are their oracle in the tests).
+On torch CPU tensors the large gathers write into the module's reused arrays
+(``nnx.backends.gather.Scratch``: no page faults of fresh 50-100 MiB columns each step),
+and col2im's gather and sum are one kernel (``nnx.backends.fused.take_sum``).
 """
 
 import math

@@ -10,17 +10,20 @@ from ._im2col import (_inside, col2im_batch_last, col2im_tables, fill, im2col_ba
 
 
 class Conv2D(Module):
-    """2-D convolution (cross-correlation, as in PyTorch) of NCHW images, as one batched matmul.
+    """2-D convolution (cross-correlation, as in PyTorch) of NCHW images, as one matmul.
 
     ::
 
-        fprop:  cols = im2col(x): (N, C·kh·kw, OH·OW);   y_n = W₂·cols_n + b
+        fprop:  cols = im2col(x): (C·kh·kw, OH·OW·N), the batch last;   y = W₂·cols + b
                 W₂ = W as (c_out, C·kh·kw);  OH = (H + 2·ph − kh) // sh + 1 (OW alike)
-        bprop:  dW₂ = Σ_n g_n·cols_nᵀ,  db = Σ_{n,p,q} g,  dx = col2im(W₂ᵀ·g_n)     g as (N, c_out, OH·OW)
+        bprop:  g as (c_out, OH·OW·N):  db = Σ g,  dW₂ = (cols·gᵀ)ᵀ,  dx = col2im(W₂ᵀ·g)
 
     im2col and col2im are gathers at cached indices (a few array operations per call,
-    whatever the kernel size); col2im's zero for pixels fed by fewer than K' windows comes
-    from a zero row appended to W₂ᵀ, so W₂ᵀ·g_n already holds it.
+    whatever the kernel size) of rows of N values; col2im's zero for pixels fed by fewer
+    than K' windows comes from a zero row appended to W₂ᵀ, so W₂ᵀ·g already holds it.  The
+    output is a (N, c_out, OH, OW) view of a (c_out, OH, OW, N) array, and a layer that
+    hands such a view back (BatchNorm, MaxPool2D, ReLU keep the layout) costs no copy.  On
+    NumPy the columns are (N, C·kh·kw, OH·OW), by strided copies (backends.fast_conv).
 
     W: (c_out, c_in, kh, kw), as torch's Conv2d weight; W ~ N(0, sqrt(2/(fan_in + fan_out)))
     with fan_in = c_in·kh·kw, fan_out = c_out·kh·kw, drawn on the host; b = 0.
