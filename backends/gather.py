@@ -146,7 +146,8 @@ class Scratch:
         return torch.matmul(a, b, out=self._out(name, (a.shape[0], b.shape[1]), a))
 
     def empty(self, name, shape, like):
-        """The reused array ``name`` of ``shape`` in ``like``'s dtype and device (torch)."""
+        """The reused array ``name`` of ``shape`` in ``like``'s dtype and device (a torch
+        tensor or a NumPy array, as ``like``)."""
         return self._out(name, shape, like)
 
     def array(self, key, make, like):
@@ -158,13 +159,21 @@ class Scratch:
         return out
 
     def _out(self, name, shape, like):
-        import torch
         out = self._arrays.get(name)
-        if out is None or tuple(out.shape) != tuple(shape) or out.dtype != like.dtype \
-                or out.device != like.device:
+        if out is None or type(out) is not type(like) or tuple(out.shape) != tuple(shape) \
+                or out.dtype != like.dtype or out.device != like.device:
             self._arrays[name] = None               # free the old one before the new one
-            out = self._arrays[name] = torch.empty(shape, dtype=like.dtype, device=like.device)
+            out = self._arrays[name] = _empty(shape, like)
         return out
+
+
+def _empty(shape, like):
+    """An uninitialised array of ``shape`` in ``like``'s library, dtype and device (NumPy or
+    torch)."""
+    if type(like) is np.ndarray:
+        return np.empty(shape, dtype=like.dtype)
+    import torch
+    return torch.empty(shape, dtype=like.dtype, device=like.device)
 
 
 def _plain_cpu(x):

@@ -195,10 +195,12 @@ def test_scratch_reuses_one_array_per_name_and_declines_elsewhere():
 
 
 def test_two_identical_convolutions_in_one_net_keep_their_own_columns():
-    """Three Conv2D (and two MaxPool2D) of identical shapes in one net on torch CPU, each
-    gathering into its own reused arrays: outputs and gradients equal NumPy's step after
-    step, and what a step returned is not overwritten by the next one."""
+    """Three Conv2D (and two MaxPool2D) of identical shapes in one net on NumPy and torch
+    CPU, where each gathers or copies into its own reused arrays: outputs and gradients
+    equal array-api-strict's (no reused arrays there) step after step, and what a step
+    returned is not overwritten by the next one."""
     torch = pytest.importorskip("torch", reason="torch is not installed")
+    pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
 
     def net(device):
         nnx.seed(3)
@@ -206,26 +208,33 @@ def test_two_identical_convolutions_in_one_net_keep_their_own_columns():
             nnx.Conv2D(2, 2, 3, padding=1), nnx.MaxPool2D(3, stride=1, padding=1),
             nnx.Conv2D(2, 2, 3, padding=1), nnx.MaxPool2D(3, stride=1, padding=1),
             nnx.Conv2D(2, 2, 3, padding=1)).to(device, F64)
-    ref, ours = net("cpu"), net("torch:cpu")
+    ref, nets = net("strict"), {spec: net(spec) for spec in ("cpu", "torch:cpu")}
     kept = []
     for step in range(3):
         x, g = host((4, 2, 6, 6), step), host((4, 2, 6, 6), step + 10)
-        y_ref, y = ref.fprop(x), ours.fprop(torch.from_numpy(x))
-        dx_ref, dx = ref.bprop(g), ours.bprop(torch.from_numpy(g))
-        np.testing.assert_allclose(y.numpy(), y_ref, rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(dx.numpy(), dx_ref, rtol=1e-12, atol=1e-12)
-        for a, b in zip(ours.grads(), ref.grads()):
-            np.testing.assert_allclose(nnx.to_numpy(a), b, rtol=1e-12, atol=1e-12)
-        kept.append([(a, nnx.to_numpy(a).copy()) for a in [y, dx, *ours.grads()]])
+        y_ref = nnx.to_numpy(ref.fprop(nnx.asarray(x, device="strict", dtype=F64)))
+        dx_ref = nnx.to_numpy(ref.bprop(nnx.asarray(g, device="strict", dtype=F64)))
+        for spec, ours in nets.items():
+            y = ours.fprop(nnx.asarray(x, device=spec, dtype=F64))
+            dx = ours.bprop(nnx.asarray(g, device=spec, dtype=F64))
+            np.testing.assert_allclose(nnx.to_numpy(y), y_ref, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(nnx.to_numpy(dx), dx_ref, rtol=1e-12, atol=1e-12)
+            for a, b in zip(ours.grads(), ref.grads()):
+                np.testing.assert_allclose(nnx.to_numpy(a), nnx.to_numpy(b), rtol=1e-12,
+                                           atol=1e-12)
+            kept.append([(a, nnx.to_numpy(a).copy()) for a in [y, dx, *ours.grads()]])
     for arrays in kept:                         # later steps left earlier results alone
         for a, copy in arrays:
             np.testing.assert_array_equal(nnx.to_numpy(a), copy)
-    first, second = ours[0]._scratch._arrays, ours[2]._scratch._arrays
-    assert first["cols"].data_ptr() != second["cols"].data_ptr()
-    ours.to(dtype="float32")                    # a new dtype: new arrays, right answers
+    for ours in nets.values():
+        first, second = ours[0]._scratch._arrays["cols"], ours[2]._scratch._arrays["cols"]
+        assert first is not second and not np.shares_memory(nnx.to_numpy(first),
+                                                             nnx.to_numpy(second))
+    ours = nets["torch:cpu"].to(dtype="float32")    # a new dtype: new arrays, right answers
     x = host((4, 2, 6, 6), 7)
     np.testing.assert_allclose(ours.fprop(torch.from_numpy(x).float()).numpy(),
-                               ref.fprop(x), rtol=1e-4, atol=1e-4)
+                               nnx.to_numpy(ref.fprop(nnx.asarray(x, device="strict", dtype=F64))),
+                               rtol=1e-4, atol=1e-4)
 
 @pytest.mark.parametrize("shape", [(6, 3), (4, 3, 2, 5)])
 def test_batch_norm_matches_torch_in_training_and_eval(shape):

@@ -57,7 +57,8 @@ class Conv2D(Module):
         self.x_shape = shape
         n, (oh, ow) = shape[0], self.out_hw
         w2 = xp.reshape(self.W, (self.c_out, -1))
-        self.cols = fast_conv.im2col(x, self.kernel_size, self.stride, self.padding, self.out_hw) \
+        self.cols = fast_conv.im2col(x, self.kernel_size, self.stride, self.padding, self.out_hw,
+                                     scratch_of(self)) \
             if _inside(shape, self.kernel_size, self.stride, self.padding, self.out_hw) else None
         if self.cols is not None:               # NumPy: (N, C·kh·kw, OH·OW), batched matmul
             y = w2 @ self.cols                                          # (N, c_out, OH·OW)
@@ -96,7 +97,7 @@ class Conv2D(Module):
         if not batch_last:                      # NumPy: the same sum, batch laid out last
             return fast_conv.conv2d_input_grad(grad_output, self.W, self.x_shape,
                                                self.kernel_size, self.stride, self.padding,
-                                               self.out_hw)
+                                               self.out_hw, scratch_of(self))
         w2t = xp.matrix_transpose(xp.reshape(self.W, (self.c_out, -1)))     # (C·kh·kw, c_out)
         _, _, needs_zero = col2im_tables(self.x_shape, self.kernel_size, self.stride,
                                          self.padding, self.out_hw, g)
