@@ -79,7 +79,7 @@ def take_sum(x, index, offsets):
     (the caller's cached arange), in one torch kernel; None elsewhere (the caller takes
     along axis 0, reshapes to (R, k, N) and sums axis 1)."""
     if not _torch(x, index, offsets) or x.ndim != 2 or x.requires_grad \
-            or not x.is_floating_point():
+            or not x.is_floating_point() or x.numel() == 0:     # (torch fails on no columns)
         return None
     import torch
     if offsets.dtype != index.dtype:

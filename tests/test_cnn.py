@@ -647,3 +647,15 @@ def test_take_sum_equals_take_then_sum():
                              torch.arange(0, 12, 3, dtype=torch.int64))
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-15, atol=1e-15)
     assert fused.take_sum(x, index, np.arange(0, 12, 3)) is None
+
+
+def test_an_empty_batch_passes_through_convolutions_and_pools(device):
+    """N = 0 through the batch-last gathers (and torch's one-kernel col2im, which would
+    fail on no columns): empty outputs and input gradients of the right shapes."""
+    nnx.seed(0)
+    net = nnx.Sequential(nnx.Conv2D(1, 2, 3), nnx.MaxPool2D(2), nnx.Conv2D(2, 2, 3, padding=1),
+                         nnx.MaxPool2D(3, stride=1, padding=1)).to(device, "float32")
+    y = net.fprop(nnx.asarray(np.zeros((0, 1, 8, 8)), device=device, dtype="float32"))
+    assert tuple(y.shape) == (0, 2, 3, 3)
+    dx = net.bprop(nnx.asarray(np.zeros((0, 2, 3, 3)), device=device, dtype="float32"))
+    assert tuple(dx.shape) == (0, 1, 8, 8)
