@@ -14,6 +14,8 @@ computes the same values:
   NaN (torch's gives 0 for NaN);
 - ``max_argmax(x, axis)``: the maximum along ``axis`` and the position of its first
   occurrence, both with the axis kept (torch.max with a dim: one reduction);
+- ``matmul_add(a, b, c)``: a @ b + c for 2-D a, b and c broadcast over the rows of the
+  product (torch.addmm: the sum in the matmul's own pass);
 - ``take_sum(x, index, offsets)``: rows of a 2-D ``x`` gathered at ``index`` and summed k by k
   (torch.nn.functional.embedding_bag: one pass, without the k times larger gathered array;
   6 to 8 times faster than index_select and sum on the CPU);
@@ -70,6 +72,15 @@ def max_argmax(x, axis):
         import torch
         values, indices = torch.max(x, dim=axis, keepdim=True)
         return values, indices
+    return None
+
+
+def matmul_add(a, b, c):
+    """a @ b + c (2-D a and b; c broadcast to the product's shape) in one torch kernel;
+    None elsewhere."""
+    if _torch(a, b, c) and a.ndim == 2 and b.ndim == 2:
+        import torch
+        return torch.addmm(c, a, b)
     return None
 
 

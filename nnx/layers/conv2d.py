@@ -1,7 +1,7 @@
 import math
 
 from nnx import backends
-from nnx.backends import fast_conv
+from nnx.backends import fast_conv, fused
 
 from .. import _checks
 from ..module import Module
@@ -69,8 +69,11 @@ class Conv2D(Module):
                                                      self.padding, self.out_hw,
                                                      scratch=scratch_of(self)),
                                    (w2.shape[1], oh * ow * n))          # (C·kh·kw, OH·OW·N)
-            y = w2 @ self.cols
-            y += xp.reshape(self.b, (self.c_out, 1))
+            bias = xp.reshape(self.b, (self.c_out, 1))
+            y = fused.matmul_add(w2, self.cols, bias)   # torch: b + W₂·cols in one kernel
+            if y is None:
+                y = w2 @ self.cols
+                y += bias
             y = xp.permute_dims(xp.reshape(y, (self.c_out, oh, ow, n)), (3, 0, 1, 2))
         self._out_shape = tuple(y.shape)
         return y
