@@ -50,11 +50,6 @@ class _Pool2D(Module):
         shape = self.x_shape
         return xp, xp.reshape(cols, (shape[0], shape[1], k, self.out_hw[0] * self.out_hw[1]))
 
-    def _windows_last(self, x, pad_value):
-        """cols (N, C, OH·OW, kh·kw) of ``x``: each window's values side by side."""
-        return namespace(x), im2col(x, self.kernel_size, self.stride, self.padding,
-                                    self.out_hw, pad_value, windows_last=True)
-
 
 class MaxPool2D(_Pool2D):
     """The maximum of each (kh, kw) window of NCHW images, moved by ``stride`` (default: the
