@@ -18,7 +18,9 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 
-def im2col(x, kernel, stride, padding, out_hw):
+def im2col(x, kernel, stride, padding, out_hw, scratch=None):
+    """``scratch`` (backends.gather.Scratch): copy into its reused array "cols" (the
+    caller's next call overwrites it) instead of a fresh one."""
     if type(x) is not np.ndarray or x.ndim != 4:
         return None
     (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
@@ -30,7 +32,9 @@ def im2col(x, kernel, stride, padding, out_hw):
         return np.ascontiguousarray(view).reshape(n, c, oh * ow)
     view = sliding_window_view(x, (kh, kw), axis=(2, 3))   # (N, C, H', W', kh, kw)
     view = view[:, :, :sh * (oh - 1) + 1:sh, :sw * (ow - 1) + 1:sw]
-    cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    shape = (n, c, kh, kw, oh, ow)
+    cols = np.empty(shape, dtype=x.dtype) if scratch is None else \
+        scratch.empty("cols", shape, x)
     np.copyto(cols, view.transpose(0, 1, 4, 5, 2, 3))
     return cols.reshape(n, c * kh * kw, oh * ow)
 
@@ -53,7 +57,7 @@ def col2im(cols, x_shape, kernel, stride, padding, out_hw):
     return out[:, :, ph:ph + h, pw:pw + w] if ph or pw else out
 
 
-def conv2d_input_grad(g, w, x_shape, kernel, stride, padding, out_hw):
+def conv2d_input_grad(g, w, x_shape, kernel, stride, padding, out_hw, scratch=None):
     """dx of Conv2D (= col2im(W₂ᵀ·g_n)) for NumPy arrays, computed with the batch laid out
     last: g as (c_out, OH·OW·N), one matmul W₂ᵀ·g for the whole batch, then kh·kw strided
     adds whose rows are OW·N long (in (N, C, H, W) they are OW long, and the adds of a
@@ -64,7 +68,10 @@ def conv2d_input_grad(g, w, x_shape, kernel, stride, padding, out_hw):
     n, c, h, wd = x_shape
     c_out = g.shape[1]
     gt = np.ascontiguousarray(g.transpose(1, 2, 3, 0)).reshape(c_out, oh * ow * n)
-    dcols = (w.reshape(c_out, c * kh * kw).T @ gt).reshape(c, kh, kw, oh, ow, n)
+    w2t = w.reshape(c_out, c * kh * kw).T
+    dcols = w2t @ gt if scratch is None else np.matmul(      # a temporary: reusable
+        w2t, gt, out=scratch.empty("dcols", (c * kh * kw, oh * ow * n), gt))
+    dcols = dcols.reshape(c, kh, kw, oh, ow, n)
     out = np.zeros((c, h + 2 * ph, wd + 2 * pw, n), dtype=dcols.dtype)
     for i in range(kh):
         for j in range(kw):

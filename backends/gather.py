@@ -10,7 +10,8 @@ per shape with NumPy here and moved to the device by the caller (then cached the
   entries it was read into (K' = the most windows any pixel falls in), padded with
   ``zero`` (the position of a zero the caller provides), so that dx is one gather and one
   sum over the last axis;
-- ``take``: x gathered along ``axis`` by a non-negative 1-D index, in one operation.
+- ``take``: x gathered along ``axis`` by a non-negative 1-D index, in one operation;
+- ``Scratch``: one owner's reusable gather outputs on torch CPU tensors (see there).
 """
 
 import numpy as np
@@ -85,8 +86,14 @@ def take(x, index, axis):
     """x gathered along ``axis`` by a 1-D index of non-negative positions: one operation
     (array-api-compat's torch ``take`` adds three to allow negative indices)."""
     if type(x).__module__.startswith("torch"):
-        return x.index_select(axis, index)
+        return _rows(x, axis).index_select(axis, index)
     return None
+
+
+def _rows(x, axis):
+    """x, made contiguous first when it is gathered along axis 0 from a strided view
+    (torch's row gather then copies whole rows: 3 to 4 times faster, copy included)."""
+    return x.contiguous() if axis == 0 and x.ndim > 1 and not x.is_contiguous() else x
 
 
 def take_along_axis(x, index, axis):
@@ -95,3 +102,81 @@ def take_along_axis(x, index, axis):
     if type(x).__module__.startswith("torch"):
         return x.gather(axis, index)
     return None
+
+
+class Scratch:
+    """Reusable outputs for one owner's large gathers, on torch CPU tensors.
+
+    torch's CPU allocator hands every block above glibc's mmap threshold (32 MiB at most)
+    straight back to the OS when it is freed, so a fresh im2col column array of that size
+    costs a page fault per 4 KiB written, every step (a fresh 50 MiB gather takes 4 times
+    as long as the same gather into memory already mapped).  ``take(name, x, index, axis)``
+    gathers into the owner's array ``name`` instead, made on the first call and kept while
+    the shape, dtype and device stay the same (else replaced: one array per name, so the
+    memory stays bounded by the largest step).  The owner must only use it for arrays it
+    alone holds and no longer needs when it gathers again (its own cache for bprop, or a
+    temporary): the next call overwrites the values.  Each module has its own Scratch, so
+    two layers of the same shape never share an array.  Returns None for other libraries
+    and devices (CuPy's and torch's CUDA memory pools already reuse blocks) and for
+    tensors that record autograd history; the caller then gathers into a fresh array.
+    Copies (``copy.deepcopy``, pickling) start empty.
+    """
+
+    def __init__(self):
+        self._arrays = {}
+
+    def __getstate__(self):
+        return {"_arrays": {}}
+
+    def take(self, name, x, index, axis):
+        """x gathered along ``axis`` at ``index`` into the reused array ``name``."""
+        if not _plain_cpu(x) or not _plain_cpu(index):
+            return None
+        import torch
+        shape = tuple(x.shape[:axis]) + tuple(index.shape) + tuple(x.shape[axis + 1:])
+        return torch.index_select(_rows(x, axis), axis, index,
+                                  out=self._out(name, shape, x))
+
+    def matmul(self, name, a, b):
+        """a @ b of 2-D torch CPU tensors into the reused array ``name``; None elsewhere."""
+        if not _plain_cpu(a) or not _plain_cpu(b) or a.ndim != 2 or b.ndim != 2 \
+                or a.dtype != b.dtype:
+            return None
+        import torch
+        return torch.matmul(a, b, out=self._out(name, (a.shape[0], b.shape[1]), a))
+
+    def empty(self, name, shape, like):
+        """The reused array ``name`` of ``shape`` in ``like``'s dtype and device (a torch
+        tensor or a NumPy array, as ``like``)."""
+        return self._out(name, shape, like)
+
+    def array(self, key, make, like):
+        """A constant made once by ``make()`` per ``key`` and ``like``'s dtype and device."""
+        key = (key, like.dtype, like.device)
+        out = self._arrays.get(key)
+        if out is None:
+            out = self._arrays[key] = make()
+        return out
+
+    def _out(self, name, shape, like):
+        out = self._arrays.get(name)
+        if out is None or type(out) is not type(like) or tuple(out.shape) != tuple(shape) \
+                or out.dtype != like.dtype or out.device != like.device:
+            self._arrays[name] = None               # free the old one before the new one
+            out = self._arrays[name] = _empty(shape, like)
+        return out
+
+
+def _empty(shape, like):
+    """An uninitialised array of ``shape`` in ``like``'s library, dtype and device (NumPy or
+    torch)."""
+    if type(like) is np.ndarray:
+        return np.empty(shape, dtype=like.dtype)
+    import torch
+    return torch.empty(shape, dtype=like.dtype, device=like.device)
+
+
+def _plain_cpu(x):
+    """A torch CPU tensor outside autograd."""
+    return type(x).__module__.startswith("torch") and x.device.type == "cpu" \
+        and not x.requires_grad

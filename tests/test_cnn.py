@@ -7,6 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 import nnx
 from nnx.backends import fast_conv
+from nnx.backends import gather as backends_gather
 from nnx.layers import _im2col
 
 import im2col_reference
@@ -130,6 +131,111 @@ def test_gather_im2col_and_col2im_equal_the_reference(c, h, w, kh, kw, sh, sw, p
                                rtol=1e-13, atol=1e-13)
 
 
+def _backend_arrays(spec):
+    if spec == "strict":
+        strict = pytest.importorskip("array_api_strict",
+                                     reason="array-api-strict is not installed")
+        return strict.asarray
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    return lambda a: torch.from_numpy(np.ascontiguousarray(a))
+
+
+@settings(max_examples=30, deadline=None)
+@given(c=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9), kh=st.integers(1, 4),
+       kw=st.integers(1, 4), sh=st.integers(1, 3), sw=st.integers(1, 3),
+       ph=st.integers(0, 2), pw=st.integers(0, 2), ceil=st.booleans(),
+       spec=st.sampled_from(["strict", "torch"]))
+def test_batch_last_im2col_and_col2im_equal_the_batch_first_gathers(c, h, w, kh, kw, sh, sw,
+                                                                     ph, pw, ceil, spec):
+    """The batch-last gathers Conv2D and MaxPool2D run off NumPy, against the batch-first
+    gathers (themselves proven against the slicing reference above), in both layouts, with
+    a -inf pad value and ceil_mode windows; on torch through the reused Scratch arrays,
+    called twice so the second call writes into the first call's array."""
+    if h + 2 * ph < kh or w + 2 * pw < kw or (ceil and (2 * ph > kh or 2 * pw > kw)):
+        return
+    put = _backend_arrays(spec)
+    shape, k, s, p = (3, c, h, w), (kh, kw), (sh, sw), (ph, pw)
+    out = _im2col.output_size("test", shape, k, s, p, ceil_mode=ceil)
+    scratch = backends_gather.Scratch()
+    for last in (False, True):
+        for seed in (0, 1):
+            x = put(host(shape, seed))
+            first = np.asarray(_im2col.im2col(x, k, s, p, out, -np.inf, windows_last=last))
+            got = np.asarray(_im2col.im2col_batch_last(x, k, s, p, out, -np.inf,
+                                                       windows_last=last, scratch=scratch))
+            np.testing.assert_array_equal(got, first.reshape(3, -1).T)
+            cols = host(first.shape, seed + 2)
+            want = np.asarray(_im2col.col2im(put(cols), shape, k, s, p, out,
+                                              windows_last=last))
+            dx = _im2col.col2im_batch_last(put(cols.reshape(3, -1).T), shape, k, s, p, out,
+                                           windows_last=last, scratch=scratch)
+            assert tuple(dx.shape) == shape
+            np.testing.assert_allclose(np.asarray(dx), want, rtol=1e-13, atol=1e-13)
+
+
+def test_scratch_reuses_one_array_per_name_and_declines_elsewhere():
+    """One array per name, reused while shape, dtype and device hold and replaced (not
+    added) when they change; None for other libraries and autograd tensors; copies empty."""
+    import copy
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    scratch = backends_gather.Scratch()
+    index = torch.tensor([2, 0, 1])
+    a = scratch.take("cols", torch.arange(6.0).reshape(3, 2), index, 0)
+    b = scratch.take("cols", torch.arange(6.0, 12.0).reshape(3, 2), index, 0)
+    assert a.data_ptr() == b.data_ptr() and b.tolist() == [[10, 11], [6, 7], [8, 9]]
+    c = scratch.take("cols", torch.arange(6, dtype=torch.float32).reshape(3, 2), index, 0)
+    assert c.dtype == torch.float32 and len(scratch._arrays) == 1
+    scratch.take("cols", torch.arange(8.0).reshape(4, 2), index, 0)
+    assert len(scratch._arrays) == 1 and tuple(scratch._arrays["cols"].shape) == (3, 2)
+    assert copy.deepcopy(scratch)._arrays == {}
+    assert scratch.take("cols", np.arange(6.0).reshape(3, 2), np.array([0]), 0) is None
+    leaf = torch.ones(3, 2, requires_grad=True)
+    assert scratch.take("cols", leaf, index, 0) is None
+    assert scratch.matmul("m", leaf, torch.ones(2, 2)) is None
+
+
+def test_two_identical_convolutions_in_one_net_keep_their_own_columns():
+    """Three Conv2D (and two MaxPool2D) of identical shapes in one net on NumPy and torch
+    CPU, where each gathers or copies into its own reused arrays: outputs and gradients
+    equal array-api-strict's (no reused arrays there) step after step, and what a step
+    returned is not overwritten by the next one."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+
+    def net(device):
+        nnx.seed(3)
+        return nnx.Sequential(
+            nnx.Conv2D(2, 2, 3, padding=1), nnx.MaxPool2D(3, stride=1, padding=1),
+            nnx.Conv2D(2, 2, 3, padding=1), nnx.MaxPool2D(3, stride=1, padding=1),
+            nnx.Conv2D(2, 2, 3, padding=1)).to(device, F64)
+    ref, nets = net("strict"), {spec: net(spec) for spec in ("cpu", "torch:cpu")}
+    kept = []
+    for step in range(3):
+        x, g = host((4, 2, 6, 6), step), host((4, 2, 6, 6), step + 10)
+        y_ref = nnx.to_numpy(ref.fprop(nnx.asarray(x, device="strict", dtype=F64)))
+        dx_ref = nnx.to_numpy(ref.bprop(nnx.asarray(g, device="strict", dtype=F64)))
+        for spec, ours in nets.items():
+            y = ours.fprop(nnx.asarray(x, device=spec, dtype=F64))
+            dx = ours.bprop(nnx.asarray(g, device=spec, dtype=F64))
+            np.testing.assert_allclose(nnx.to_numpy(y), y_ref, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(nnx.to_numpy(dx), dx_ref, rtol=1e-12, atol=1e-12)
+            for a, b in zip(ours.grads(), ref.grads()):
+                np.testing.assert_allclose(nnx.to_numpy(a), nnx.to_numpy(b), rtol=1e-12,
+                                           atol=1e-12)
+            kept.append([(a, nnx.to_numpy(a).copy()) for a in [y, dx, *ours.grads()]])
+    for arrays in kept:                         # later steps left earlier results alone
+        for a, copy in arrays:
+            np.testing.assert_array_equal(nnx.to_numpy(a), copy)
+    for ours in nets.values():
+        first, second = ours[0]._scratch._arrays["cols"], ours[2]._scratch._arrays["cols"]
+        assert first is not second and not np.shares_memory(nnx.to_numpy(first),
+                                                             nnx.to_numpy(second))
+    ours = nets["torch:cpu"].to(dtype="float32")    # a new dtype: new arrays, right answers
+    x = host((4, 2, 6, 6), 7)
+    np.testing.assert_allclose(ours.fprop(torch.from_numpy(x).float()).numpy(),
+                               nnx.to_numpy(ref.fprop(nnx.asarray(x, device="strict", dtype=F64))),
+                               rtol=1e-4, atol=1e-4)
+
 @pytest.mark.parametrize("shape", [(6, 3), (4, 3, 2, 5)])
 def test_batch_norm_matches_torch_in_training_and_eval(shape):
     torch = pytest.importorskip("torch", reason="torch is not installed: no PyTorch reference")
@@ -246,14 +352,45 @@ def test_fast_max_pool_sends_the_gradient_to_the_first_maximum_as_the_reference(
     rng = np.random.default_rng(7)
     x = rng.integers(0, 3, (2, 3, 7, 6)).astype(np.float64)
     results = []
-    for spec in ("cpu", "strict"):
+    specs = ("cpu", "strict") + (("torch:cpu",) if _has_torch() else ())
+    for spec in specs:                  # torch CPU: fused.max_first_mask, a float mask
         pool = nnx.MaxPool2D(k, stride=s)
         y = pool.fprop(nnx.asarray(x, device=spec, dtype=F64))
         g = nnx.asarray(host(tuple(y.shape), 5), device=spec, dtype=F64)
         results.append((nnx.to_numpy(y), nnx.to_numpy(pool.bprop(g))))
-    (y0, dx0), (y1, dx1) = results
-    np.testing.assert_array_equal(y0, y1)
-    np.testing.assert_allclose(dx0, dx1, rtol=1e-15, atol=1e-15)
+    y0, dx0 = results[0]
+    for y1, dx1 in results[1:]:
+        np.testing.assert_array_equal(y0, y1)
+        np.testing.assert_allclose(dx0, dx1, rtol=1e-15, atol=1e-15)
+
+
+def _has_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_max_first_mask_equals_max_and_argmax_on_ties_and_minus_infinity():
+    """fused.max_first_mask (torch CPU) against the max / argmax formula it replaces: the
+    same maximum, and 1.0 exactly at argmax's first place, on ties and -inf padding."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    from nnx.backends import fused
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 3, (5, 4, 7)).astype(np.float32)
+    x[0, :2] = -np.inf
+    x[1] = 2.0
+    scratch = backends_gather.Scratch()
+    for axis in (0, 1, 2):
+        top, mask = fused.max_first_mask(torch.from_numpy(x), axis, scratch)
+        np.testing.assert_array_equal(top.numpy(), x.max(axis=axis, keepdims=True))
+        first = np.expand_dims(x.argmax(axis=axis), axis)
+        want = (np.arange(x.shape[axis]).reshape([-1 if a == axis else 1 for a in range(3)])
+                == first).astype(np.float32)
+        assert mask.dtype == torch.float32
+        np.testing.assert_array_equal(mask.numpy(), want)
+    assert fused.max_first_mask(x, 1, scratch) is None
 
 
 def test_fast_path_declines_other_libraries():
@@ -495,3 +632,30 @@ def test_bad_arguments_are_nnx_errors(make, error, message):
     """The cnn layers refuse arguments the way every other nnx constructor does."""
     with pytest.raises(error, match=message):
         make()
+
+
+def test_take_sum_equals_take_then_sum():
+    """fused.take_sum (torch's embedding_bag) against the gather and sum it replaces in the
+    portable col2im: int32 and int64 tables, repeated and zero-row indices, float64."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    from nnx.backends import fused
+    x = host((7, 5))
+    index = np.array([0, 6, 6, 3, 1, 1, 2, 5, 4, 6, 0, 0])
+    want = x[index].reshape(4, 3, 5).sum(axis=1)
+    for dtype in (torch.int32, torch.int64):
+        got = fused.take_sum(torch.from_numpy(x), torch.from_numpy(index).to(dtype),
+                             torch.arange(0, 12, 3, dtype=torch.int64))
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-15, atol=1e-15)
+    assert fused.take_sum(x, index, np.arange(0, 12, 3)) is None
+
+
+def test_an_empty_batch_passes_through_convolutions_and_pools(device):
+    """N = 0 through the batch-last gathers (and torch's one-kernel col2im, which would
+    fail on no columns): empty outputs and input gradients of the right shapes."""
+    nnx.seed(0)
+    net = nnx.Sequential(nnx.Conv2D(1, 2, 3), nnx.MaxPool2D(2), nnx.Conv2D(2, 2, 3, padding=1),
+                         nnx.MaxPool2D(3, stride=1, padding=1)).to(device, "float32")
+    y = net.fprop(nnx.asarray(np.zeros((0, 1, 8, 8)), device=device, dtype="float32"))
+    assert tuple(y.shape) == (0, 2, 3, 3)
+    dx = net.bprop(nnx.asarray(np.zeros((0, 2, 3, 3)), device=device, dtype="float32"))
+    assert tuple(dx.shape) == (0, 1, 8, 8)

@@ -39,13 +39,14 @@ def layer_counts(make, shape, need_input_grad=True):
 
 # (fprop, bprop) operations; the comments say where they go
 LAYERS = {
-    # take, matmul, += b  |  db: sum; dW: matmul + sum; dx: zero row concat, matmul, take, sum
+    # take, matmul, += b  |  db: sum; dW: one matmul (the batch laid out last: no sum over
+    # it); dx: zero row concat, matmul, take, sum
     "Conv2D 5x5": (lambda: nnx.Conv2D(3, 4, 5, device=DEV, dtype="float64"), (2, 3, 12, 12),
-                   (3, 7)),
+                   (3, 6)),
     "Conv2D 3x3": (lambda: nnx.Conv2D(3, 4, 3, device=DEV, dtype="float64"), (2, 3, 12, 12),
-                   (3, 7)),
+                   (3, 6)),
     "Conv2D 7x7 stride 2 pad 3": (lambda: nnx.Conv2D(3, 4, 7, stride=2, padding=3, device=DEV,
-                                                     dtype="float64"), (2, 3, 15, 15), (4, 7)),
+                                                     dtype="float64"), (2, 3, 15, 15), (4, 6)),
     # take, argmax, ==, max  |  where, take (side-by-side windows: one gather, no sum)
     "MaxPool2D 2": (lambda: nnx.MaxPool2D(2), (2, 3, 8, 8), (4, 2)),
     # overlapping windows: concat of a zero, take, sum in bprop
@@ -94,12 +95,12 @@ def test_conv_cost_does_not_grow_with_the_kernel_or_the_image():
     counts = {layer_counts(lambda: nnx.Conv2D(2, 3, k, padding=p, device=DEV,
                                               dtype="float64"), (2, 2, h, h))
               for k, p, h in [(3, 1, 9), (5, 2, 9), (5, 2, 20), (7, 3, 12)]}
-    assert counts == {(4, 7)}
+    assert counts == {(4, 6)}
 
 
 def test_first_layer_skips_the_input_gradient():
     make = lambda: nnx.Conv2D(1, 4, 5, device=DEV, dtype="float64")  # noqa: E731
-    assert layer_counts(make, (2, 1, 12, 12), need_input_grad=False) == (3, 3)
+    assert layer_counts(make, (2, 1, 12, 12), need_input_grad=False) == (3, 2)
 
 
 def loss_counts(loss, z, t):
@@ -150,13 +151,35 @@ def step_count(net, batch=8):
 @pytest.mark.parametrize("name, make, want", [
     ("mlp", lambda: models.mlp(784, 10, (200,)), 25),
     ("deep", lambda: models.mlp(784, 10, (1024, 1024)), 34),
-    ("cnn", lambda: models.cnn(), 85),
+    ("cnn", lambda: models.cnn(), 83),
     ("lstm", lambda: models.lstm(), 28 * 24 + 40)], ids=["mlp", "deep", "cnn", "lstm"])
 def test_whole_training_step_counts(name, make, want):
     nnx.seed(0)
     net = make().to(DEV, "float32")
     assert step_count(net) == (want, 0)
     assert step_count(net, batch=32) == (want, 0)       # independent of the batch size
+
+
+def test_cnn_training_step_on_torch_cpu_stays_within_three_times_torch_eager():
+    """nnx.models.cnn's whole step (fprop, loss, bprop, SGD) on torch CPU tensors: 82 aten
+    operations, within 3 times torch eager's 29 (the bench's ops column)."""
+    pytest.importorskip("torch", reason="torch is not installed")
+    from nnx.testing._count import count_torch
+    nnx.seed(0)
+    net = models.cnn().to("torch:cpu", "float32")
+    loss, opt = nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.01)
+    x = nnx.asarray(np.random.default_rng(0).random((8, 784)), device="torch:cpu",
+                    dtype="float32")
+    t = nnx.asarray(np.arange(8) % 10, device="torch:cpu")
+
+    def step():
+        loss.fprop(net.fprop(x), t)
+        net.bprop(loss.bprop(), need_input_grad=False)
+        opt.step()
+    step()
+    step()
+    c = count_torch(step)
+    assert (c.ops, c.readbacks) == (82, 0), c
 
 
 def test_hinge_one_hot_targets_are_checked_once():
@@ -167,13 +190,18 @@ def test_hinge_one_hot_targets_are_checked_once():
     assert count_strict(lambda: loss.fprop(z, t)).readbacks == 0
 
 
-@pytest.mark.parametrize("name, want", [("BatchNorm images", (8, 7)), ("MaxPool2D 2", (3, 2)),
+@pytest.mark.parametrize("name, want", [("BatchNorm images", (8, 7)), ("MaxPool2D 2", (7, 2)),
                                         ("ReLU", (2, 1))])
 def test_torch_fuses_multiply_add_and_max_with_argmax(name, want):
     """On torch tensors (CPU or CUDA) backends.fused issues a·b + c as one addcmul and the
     window maximum with its position as one max, g + k·dx as one add: one operation fewer
     for each pair (BatchNorm on torch CPU spends one more on its variance: backends.fast
-    squares and averages, torch.var being slow there)."""
+    squares and averages, torch.var being slow there).  MaxPool2D on torch's CPU: the copy
+    of this contiguous (N, C, H, W) input into the batch-last layout its gather reads (in a
+    net the layer before hands it over batch-last: no copy), the gather, then the maximum
+    and a float mask of its first place in five simple passes (amax, ==, ·ranks, amax, ==;
+    fused.max_first_mask), 4 times faster there than torch's max with positions and its
+    mask (2 operations; CUDA keeps those)."""
     torch = pytest.importorskip("torch", reason="torch is not installed")
     from nnx.testing._count import count_torch
     make, shape, _ = LAYERS[name]

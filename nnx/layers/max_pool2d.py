@@ -6,7 +6,8 @@ from .. import _checks
 from ..device import namespace
 from ..errors import ArgumentError
 from ..module import Module
-from ._im2col import arange, col2im, im2col, output_size, pair
+from ._im2col import (arange, col2im_batch_last, im2col, im2col_batch_last, output_size, pair,
+                      scratch_of)
 
 
 class _Pool2D(Module):
@@ -49,11 +50,6 @@ class _Pool2D(Module):
         shape = self.x_shape
         return xp, xp.reshape(cols, (shape[0], shape[1], k, self.out_hw[0] * self.out_hw[1]))
 
-    def _windows_last(self, x, pad_value):
-        """cols (N, C, OH·OW, kh·kw) of ``x``: each window's values side by side."""
-        return namespace(x), im2col(x, self.kernel_size, self.stride, self.padding,
-                                    self.out_hw, pad_value, windows_last=True)
-
 
 class MaxPool2D(_Pool2D):
     """The maximum of each (kh, kw) window of NCHW images, moved by ``stride`` (default: the
@@ -69,9 +65,11 @@ class MaxPool2D(_Pool2D):
     maximum.  ``ceil_mode=True`` adds a last, partial window where the stride leaves input
     over (as torch's MaxPool2d(ceil_mode=True)).
 
-    Portable path: one gather of the windows, their maximum and its position, a mask;
-    bprop a select and one gather.  On torch the maximum and its position are one
-    reduction, and the select a product with the mask (backends.fused).
+    Portable path: one gather of the windows, the batch laid out last (C·OH·OW, kh·kw, N),
+    their maximum and its position, a mask; bprop a select and one gather.  On torch's CPU
+    the maximum and a float mask of its first place take five simple passes
+    (backends.fused.max_first_mask; torch's max with positions is 4 times slower there), on
+    CUDA one reduction; the select is a product with the mask.
     """
 
     def fprop(self, x):
@@ -83,12 +81,22 @@ class MaxPool2D(_Pool2D):
             self.mask = None
             self._out_shape = tuple(y.shape)
             return y
-        xp, cols = self._windows_last(x, -math.inf)                     # (N, C, L, kh·kw)
-        both = fused.max_argmax(cols, 3)            # torch: one reduction for the two
-        top, where = both if both is not None else (
-            xp.max(cols, axis=3, keepdims=True), xp.argmax(cols, axis=3, keepdims=True))
-        self.mask = arange(xp, x, cols.shape[3]) == where               # (N, C, L, kh·kw)
-        y = xp.reshape(top, self.x_shape[:2] + self.out_hw)
+        xp = namespace(x)
+        (n, c), k = self.x_shape[:2], self.kernel_size[0] * self.kernel_size[1]
+        l = self.out_hw[0] * self.out_hw[1]
+        cols = xp.reshape(im2col_batch_last(x, self.kernel_size, self.stride, self.padding,
+                                            self.out_hw, -math.inf, windows_last=True,
+                                            scratch=scratch_of(self)),
+                          (c * l, k, n))                        # (C·OH·OW, kh·kw, N)
+        fast = fused.max_first_mask(cols, 1, scratch_of(self))  # torch CPU: a float mask
+        if fast is not None:
+            top, self.mask = fast
+        else:
+            both = fused.max_argmax(cols, 1)        # torch CUDA: one reduction for the two
+            top, where = both if both is not None else (
+                xp.max(cols, axis=1, keepdims=True), xp.argmax(cols, axis=1, keepdims=True))
+            self.mask = xp.reshape(arange(xp, x, k), (k, 1)) == where   # (C·L, kh·kw, N)
+        y = xp.permute_dims(xp.reshape(top, (c,) + self.out_hw + (n,)), (3, 0, 1, 2))
         self._out_shape = tuple(y.shape)
         return y
 
@@ -98,9 +106,11 @@ class MaxPool2D(_Pool2D):
             return fast_conv.max_pool_backward(grad_output, self.first_max, self.x_shape,
                                                self.kernel_size, self.stride, self.out_hw)
         n, c = self.x_shape[:2]
-        g = xp.reshape(grad_output, (n, c, self.out_hw[0] * self.out_hw[1], 1))
-        dcols = fused.select(self.mask, g)                              # (N, C, L, kh·kw)
+        l, k = self.out_hw[0] * self.out_hw[1], self.kernel_size[0] * self.kernel_size[1]
+        g = xp.reshape(xp.permute_dims(grad_output, (1, 2, 3, 0)), (c * l, 1, n))
+        dcols = fused.select(self.mask, g)                              # (C·L, kh·kw, N)
         if dcols is None:
             dcols = xp.where(self.mask, g, 0.0)
-        return col2im(dcols, self.x_shape, self.kernel_size, self.stride, self.padding,
-                      self.out_hw, windows_last=True)
+        return col2im_batch_last(xp.reshape(dcols, (c * l * k, n)), self.x_shape,
+                                 self.kernel_size, self.stride, self.padding, self.out_hw,
+                                 windows_last=True, scratch=scratch_of(self))
