@@ -184,7 +184,10 @@ class Module:
         return self.train(False)
 
     def to(self, device=None, dtype=None):
-        """Move parameters (and gradients) to ``device`` and/or cast them to ``dtype``."""
+        """Move parameters (and gradients) to ``device`` and/or cast them to ``dtype``.  The
+        arrays a module reuses from step to step (a Conv2D's columns) are let go: they
+        belong to the old device and dtype, and the next fprop makes new ones."""
+        vars(self).pop("_scratch", None)
         if self.param_names:
             target = backends.resolve(device) if device is not None else self.device
             want = resolve_dtype(dtype if dtype is not None else self.dtype, target)

@@ -194,6 +194,19 @@ def test_scratch_reuses_one_array_per_name_and_declines_elsewhere():
     assert scratch.matmul("m", leaf, torch.ones(2, 2)) is None
 
 
+def test_moving_a_network_lets_its_reused_arrays_go():
+    """net.to(...) drops every module's reused arrays (they belong to the old device and
+    dtype); the next step makes new ones and gives the same result as before the move."""
+    net = nnx.Sequential(nnx.Conv2D(1, 2, 3), nnx.MaxPool2D(2)).to("cpu", F64)
+    x = nnx.asarray(host((2, 1, 6, 6), 0), dtype=F64)
+    before = nnx.to_numpy(net.fprop(x))
+    assert "_scratch" in vars(net[0])
+    net.to("cpu", "float32")
+    assert all("_scratch" not in vars(m) for m in net.children())
+    net.to("cpu", F64)
+    np.testing.assert_allclose(nnx.to_numpy(net.fprop(x)), before, rtol=1e-14)
+
+
 def test_two_identical_convolutions_in_one_net_keep_their_own_columns():
     """Three Conv2D (and two MaxPool2D) of identical shapes in one net on NumPy and torch
     CPU, where each gathers or copies into its own reused arrays: outputs and gradients
