@@ -432,6 +432,27 @@ def test_checkpoint_summary_print_and_check_module(tmp_path):
         assert check_module(factory, shape, devices=["cpu", "strict"]).ok
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_the_benchmark_reference_computes_the_same_recurrent_model(kind):
+    """nnx-bench's torch twin of models.lstm / models.gru (the fused nn.LSTM / nn.GRU with
+    the same weights) gives the same scores and weight gradients as nnx, in float64."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    from nnx.benchmark import lstm_cases
+    net = lstm_cases.build_net("float64", "cpu", kind)
+    theirs = lstm_cases.torch_model(net, kind)
+    rng = np.random.default_rng(0)
+    x, t = rng.random((3, 784)), rng.integers(0, 10, 3)
+    loss = nnx.SoftmaxCrossEntropy()
+    z = net.fprop(nnx.asarray(x, dtype="float64"))
+    loss.fprop(z, nnx.asarray(t))
+    net.bprop(loss.bprop(), need_input_grad=False)
+    zt = theirs(torch.from_numpy(x))
+    torch.nn.functional.cross_entropy(zt, torch.from_numpy(t)).backward()
+    np.testing.assert_allclose(nnx.to_numpy(z), zt.detach().numpy(), rtol=1e-12, atol=1e-12)
+    for ours, p in zip(net[1].grads(), theirs.rnn.parameters()):
+        np.testing.assert_allclose(nnx.to_numpy(ours), p.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("model", ["lstm", "gru"])
 def test_sequential_mnist_models(model):
     net = getattr(nnx.models, model)(10, 16)
