@@ -99,6 +99,15 @@ def take(xp, x, index, axis, scratch=None, name=None):
     return xp.take(x, index, axis=axis) if fast is None else fast
 
 
+def _im2col_index(x, kernel, stride, padding, out_hw, windows_last):
+    """(the flat gather index, whether it reads a pad entry) for im2col of x's shape, made
+    once per shape and device."""
+    _, c, h, w = x.shape
+    return _on_device(("im2col", c, h, w, kernel, stride, padding, out_hw, windows_last), x,
+                      lambda: _im2col_tables(c, h, w, kernel, stride, padding, out_hw,
+                                             windows_last))
+
+
 def im2col(x, kernel, stride, padding, out_hw, pad_value=0.0, windows_last=False):
     """cols (N, C·kh·kw, OH·OW) from x (N, C, H, W); windows read ``pad_value`` where they
     cover the padding or run past the border (ceil_mode pooling).  ``windows_last``: the
@@ -111,10 +120,7 @@ def im2col(x, kernel, stride, padding, out_hw, pad_value=0.0, windows_last=False
             return fast
     xp = namespace(x)
     n, c, h, w = x.shape
-    index, padded = _on_device(("im2col", c, h, w, kernel, stride, padding, out_hw,
-                                windows_last), x,
-                               lambda: _im2col_tables(c, h, w, kernel, stride, padding,
-                                                      out_hw, windows_last))
+    index, padded = _im2col_index(x, kernel, stride, padding, out_hw, windows_last)
     flat = xp.reshape(x, (n, c * h * w))
     if padded:
         flat = xp.concat([flat, fill(x, n, pad_value)], axis=1)
@@ -231,10 +237,7 @@ def im2col_batch_last(x, kernel, stride, padding, out_hw, pad_value=0.0, windows
     values are overwritten by the caller's next call)."""
     xp = namespace(x)
     n, c, h, w = x.shape
-    index, padded = _on_device(("im2col", c, h, w, kernel, stride, padding, out_hw,
-                                windows_last), x,
-                               lambda: _im2col_tables(c, h, w, kernel, stride, padding,
-                                                      out_hw, windows_last))
+    index, padded = _im2col_index(x, kernel, stride, padding, out_hw, windows_last)
     flat = xp.reshape(xp.permute_dims(x, (1, 2, 3, 0)), (c * h * w, n))
     if padded:
         flat = xp.concat([flat, xp.reshape(fill(x, n, pad_value), (1, n))], axis=0)
