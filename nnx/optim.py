@@ -104,13 +104,7 @@ class Optimizer:
                 setattr(m, name, q)
 
     def _check_grads(self, grads):
-        """No step without gradients (a compile_step(keep_grads=False) step keeps none)."""
-        for g in grads:
-            if g is None:
-                from .errors import StateError
-                raise StateError(f"{type(self).__name__}.step: the module holds no gradients "
-                                 f"(a compile_step(..., keep_grads=False) step keeps none); "
-                                 f"run net.bprop(...) before opt.step()")
+        _require_grads(f"{type(self).__name__}.step", grads, "before opt.step()")
 
     def update(self, i, p, g):
         """Return the updated parameter (the same object when updated in place)."""
@@ -272,6 +266,15 @@ def _scaled(g, scale):
         return g
     xp = namespace(g)
     return g * (scale if scale.dtype == g.dtype else xp.astype(scale, g.dtype))
+
+
+def _require_grads(where, grads, when):
+    """StateError unless every gradient is there (a compile_step(keep_grads=False) step
+    keeps none)."""
+    if any(g is None for g in grads):
+        from .errors import StateError
+        raise StateError(f"{where}: the module holds no gradients (a compile_step(..., "
+                         f"keep_grads=False) step keeps none); run net.bprop(...) {when}")
 
 
 def _param_slots(module):
@@ -450,10 +453,7 @@ def clip_grad_norm(module, max_norm):
     helper = Optimizer.__new__(Optimizer)
     helper.clip_norm, helper.grad_norm = max_norm, None
     grads = [getattr(m, "d" + n) for m, n in slots]
-    if any(g is None for g in grads):
-        from .errors import StateError
-        raise StateError("clip_grad_norm: the module holds no gradients (a compile_step(..., "
-                         "keep_grads=False) step keeps none); run net.bprop(...) first")
+    _require_grads("clip_grad_norm", grads, "first")
     scale = helper._clip_scale(grads)
     for (m, n), g in zip(slots, grads):
         setattr(m, "d" + n, _scaled(g, scale))
