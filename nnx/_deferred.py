@@ -7,6 +7,8 @@ everything pending later, at once: ``nnx.check_deferred()``, or the next readbac
 itself (``evaluate``, ``save``, the start of ``fit``).  Losses take it with
 ``check_labels = "deferred"``, Embedding with ``check_indices = "deferred"``.
 """
+import array_api_compat
+
 from nnx import backends
 
 from .errors import ArgumentError
@@ -40,6 +42,10 @@ class Deferred:
         _PENDING.add(self)
         if len(self.entries) >= _FOLD:
             self._fold()
+
+    def forget_last(self):
+        """Drop the entry just recorded (its verdict was given at once instead)."""
+        self.entries = self.entries[:-1]
 
     def _fold(self):
         """Fold each key's entries into one: array operations only, no readback."""
@@ -76,6 +82,21 @@ class Deferred:
                                   f"fprop; the steps since then trained on these values")
 
 
+def deferring(owner, attribute, x):
+    """Whether ``owner``'s checks of ``x`` wait for a later readback: its ``attribute`` is
+    "deferred" and x lives away from the host (NumPy checks at once: nothing to read back);
+    ArgumentError for a setting other than True, False or "deferred"."""
+    return setting(owner, attribute) == "deferred" and not array_api_compat.is_numpy_array(x)
+
+
+def pending(owner):
+    """``owner``'s Deferred (its unverified checks), made on first use."""
+    found = vars(owner).get("_deferred_checks")
+    if found is None:
+        found = owner._deferred_checks = Deferred()
+    return found
+
+
 def setting(owner, attribute):
     """``owner.attribute`` (True, False or "deferred"); ArgumentError for anything else."""
     value = getattr(owner, attribute)
@@ -91,5 +112,5 @@ def check_deferred():
     ``check_indices = "deferred"``.  Raises the first failure (LabelError, ArgumentError),
     naming the call it came from; one readback per pending check, nothing to do when none is.
     ``evaluate``, ``save`` and ``fit`` call it first."""
-    for pending in sorted(_PENDING, key=id):
-        pending.verify()
+    for waiting in list(_PENDING):
+        waiting.verify()

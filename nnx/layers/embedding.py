@@ -38,7 +38,6 @@ class Embedding(Module):
                           W=backends.host.normal((self.num_embeddings, self.dim), 1.0,
                                                  "float64"))
         self._checked = None
-        self._pending = None
 
     def config(self):
         return {"_num_embeddings": self.num_embeddings, "_dim": self.dim}
@@ -80,17 +79,14 @@ class Embedding(Module):
             raise ShapeError(f"{self!r}.fprop: indices have shape (), expected (batch, time)")
         wide = index_dtype(xp)
         self.k = k if k.dtype == wide else xp.astype(k, wide)
-        deferred = (_deferred.setting(self, "check_indices") == "deferred"
-                    and not array_api_compat.is_numpy_array(k))
+        deferred = _deferred.deferring(self, "check_indices", k)
         if self.check_indices:
             seen = self._checked() if self._checked is not None else None
             if seen is not k:
                 if not deferred:
                     self.check(k)
                 elif math.prod(shape):      # the min and max wait on the device
-                    if getattr(self, "_pending", None) is None:
-                        self._pending = _deferred.Deferred()
-                    self._pending.record("range", (xp.min(self.k), xp.max(self.k)),
+                    _deferred.pending(self).record("range", (xp.min(self.k), xp.max(self.k)),
                                          lambda v: self._range_error(*v))
                 try:
                     self._checked = weakref.ref(k)
@@ -100,7 +96,7 @@ class Embedding(Module):
             y = xp.take(self.W, xp.reshape(self.k, (-1,)), axis=0)
         except (IndexError, RuntimeError, ValueError):
             if deferred:                # the gather met an index out of range: say which
-                self._pending.entries = self._pending.entries[:-1]  # told now, not later
+                _deferred.pending(self).forget_last()   # told now, not again later
                 self.check(k)
             raise
         y = xp.reshape(y, shape + (self.dim,))

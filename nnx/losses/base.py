@@ -1,8 +1,6 @@
 import math
 import weakref
 
-import array_api_compat
-
 from nnx import backends
 
 from .. import _deferred
@@ -64,7 +62,7 @@ class Loss:
             return
         if deferring:
             if math.prod(t.shape):
-                self._deferred_checks().record(("range", c), (xp.min(t), xp.max(t)),
+                _deferred.pending(self).record(("range", c), (xp.min(t), xp.max(t)),
                                                lambda v: _range_error(name, c, *v))
             return
         self._raise_out_of_range(xp, t, c, name)
@@ -79,15 +77,7 @@ class Loss:
     def _deferring(self, x):
         """Whether the checks of ``x`` wait for a later readback (``check_labels =
         "deferred"``, on arrays that live away from the host, NumPy's excepted)."""
-        return (_deferred.setting(self, "check_labels") == "deferred"
-                and not array_api_compat.is_numpy_array(x))
-
-    def _deferred_checks(self):
-        """This loss's pending deferred checks, counting its fprop calls."""
-        pending = self.__dict__.get("_pending")
-        if pending is None:
-            pending = self._pending = _deferred.Deferred()
-        return pending
+        return _deferred.deferring(self, "check_labels", x)
 
     def __call__(self, z, t):
         return self.fprop(z, t)

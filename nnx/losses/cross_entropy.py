@@ -1,6 +1,6 @@
 import math
 
-from .. import _checks
+from .. import _checks, _deferred
 from ..errors import ArgumentError
 from .base import Loss
 
@@ -33,7 +33,7 @@ class CrossEntropy(Loss):
         if not self.check_labels or not math.prod(x.shape):
             pass
         elif self._deferring(x):
-            self._deferred_checks().record("probabilities", (xp.min(x), xp.max(x)),
+            _deferred.pending(self).record("probabilities", (xp.min(x), xp.max(x)),
                                            lambda v: self._range_error(*v))
         elif bool(xp.any(~(x >= 0.0) | (x > 1.0))):       # ~(x >= 0) also catches NaN
             raise self._range_error(float(xp.min(x)), float(xp.max(x)))

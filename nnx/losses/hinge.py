@@ -1,4 +1,4 @@
-from .. import _checks
+from .. import _checks, _deferred
 from ..errors import LabelError
 from .base import Loss
 
@@ -27,7 +27,7 @@ class Hinge(Loss):
         onehot = self._targets(xp, z, t)
         if onehot is t and self.check_labels and not self._seen(t, "one-hot"):
             if self._deferring(t):
-                self._deferred_checks().record("one-hot", (self._not_one_hot(xp, t),),
+                _deferred.pending(self).record("one-hot", (self._not_one_hot(xp, t),),
                                                lambda v: self._one_hot_error() if v[0] else None)
             else:
                 self._check_one_hot(xp, t)

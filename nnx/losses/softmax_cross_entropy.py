@@ -3,6 +3,7 @@ import math
 from nnx import backends
 from nnx.backends import fast, gather
 
+from .. import _deferred
 from ..device import check_same_device, dtype_name, index_dtype
 from ..errors import DTypeError, ShapeError
 from ..layers._im2col import fill, take
@@ -120,7 +121,6 @@ class SoftmaxCrossEntropy(Loss):
             return self._labels(xp, z, t)
         except (IndexError, RuntimeError, ValueError):
             if self._deferring(t):
-                pending = self._deferred_checks()
-                pending.entries = pending.entries[:-1]      # told now, not again later
+                _deferred.pending(self).forget_last()      # told now, not again later
                 self._raise_out_of_range(xp, t, z.shape[-1], f"{self!r}.fprop")
             raise
