@@ -143,12 +143,12 @@ class Step:
                 check_same_device("compile_step", a, params[0], what)
         masks = {}
         if self._dropouts:
-            masks = self._masks(x, t, params[0])
+            key, masks = self._masks(x, t, params[0])
             if masks is None:                   # a new shape: an eager step shows the masks'
                 value = self._eager(x, t)       # shapes
-                self._mask_specs[self._pending] = [
+                self._mask_specs[key] = [
                     (i, tuple(m.shape), str(m.dtype).rsplit(".", 1)[-1])
-                    for i, m in ((i, self._dropouts[i].mask) for i in self._pending[1])]
+                    for i, m in ((i, self._dropouts[i].mask) for i in key[1])]
                 return value
         if self._needs_state and any(s is None for s in opt.state):
             _initial_state(opt, params)
@@ -201,19 +201,20 @@ class Step:
         return value
 
     def _masks(self, x, t, like):
-        """{index in the Dropout list: its mask}, drawn on the host (nnx.seed) in the order
-        the eager step draws them, for every Dropout active now; None for a batch shape not
-        seen yet (its step runs eagerly, and its masks' shapes are kept)."""
+        """(key, {index in the Dropout list: its mask}): the masks drawn on the host
+        (nnx.seed) in the order the eager step draws them, for every Dropout active now,
+        under the key (batch shape, active Dropouts) their shapes are kept at; None for the
+        masks of a key not seen yet (its step runs eagerly, and the caller keeps the shapes
+        at the key)."""
         active = [i for i, d in enumerate(self._dropouts) if d.training and d.p > 0.0]
-        if not active:
-            return {}
         key = (_shape_key(x, t), tuple(active))
+        if not active:
+            return key, {}
         specs = self._mask_specs.get(key)
         if specs is None:
-            self._pending = key
-            return None
+            return key, None
         device = backends.device_of(like)
-        return {i: backends.from_host(backends.host.bernoulli_mask(
+        return key, {i: backends.from_host(backends.host.bernoulli_mask(
             shape, 1.0 - self._dropouts[i].p, dtype), device) for i, shape, dtype in specs}
 
     def _restore(self):
