@@ -273,7 +273,8 @@ class Step:
                 new = tuple(n if o is None else _unless(xp, bad, n, o) for n, o in zip(new, old))
             return (value, hits, grad_norm) + new
 
-        return jax_backend.jit(pure, donate_argnums=(0, 1, 2), static_argnums=(7,))
+        return jax_backend.jit(pure, native=device.native, donate_argnums=(0, 1, 2),
+                               static_argnums=(7,))
 
 
 def _given_masks(dropouts, masks):
