@@ -424,14 +424,16 @@ def test_keep_grads_false_program_returns_no_gradient_arrays():
 
 
 def _compiled_text(step, x, t):
-    """The optimised HLO of the program ``step`` runs for (x, t), as XLA compiled it."""
+    """The optimised HLO of the program ``step`` runs for (x, t), as XLA compiled it (the
+    learning rate stays weakly typed, as in the step: a float64 one under jax_enable_x64
+    would turn the float32 update into a float64 one)."""
     jax = pytest.importorskip("jax")
     step(x, t)
     program, seen = step._program, []
 
     def spy(*args):
-        seen.append(jax.tree_util.tree_map(
-            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args[:-1]) + args[-1:])
+        seen.append(jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(
+            a.shape, a.dtype, weak_type=a.weak_type), args[:-1]) + args[-1:])
         return program(*args)
     step._program = spy
     step(x, t)
