@@ -31,7 +31,7 @@ from .sequential import Sequential
 from . import datasets
 from .checkpoint import CheckpointError, load, save
 from .datasets import DatasetError
-from .compile import compile_step
+from .compile import compile_fprop, compile_step
 from .train import EpochStats, TrainingDiverged, evaluate, fit
 from ._deferred import check_deferred
 
@@ -69,6 +69,7 @@ __all__ = [
     "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm",
     "datasets", "DatasetError", "save", "load", "CheckpointError",
     "compile_step", "fit", "evaluate", "check_deferred", "EpochStats", "TrainingDiverged",
+    "compile_fprop",
 ]
 
 from .graph import (Add, Concat, Cos, Exp, Gaussian, Graph, Log, Multiply, RBFNetwork,

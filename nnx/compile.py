@@ -393,3 +393,136 @@ def _unless(xp, bad, new, old):
     if isinstance(new, (list, tuple)):
         return type(new)(_unless(xp, bad, a, b) for a, b in zip(new, old))
     return xp.where(bad, old, new)
+
+
+def compile_fprop(net, *, mode="auto"):
+    """``f = compile_fprop(net)``; ``f(x)`` returns ``net.fprop(x)``, for inference: on JAX
+    one ``jax.jit`` program per input shape, with the parameters and buffers passed in (so
+    it follows every update of them) and the modules' training flags baked in (switching
+    ``net.eval()``/``net.train()`` recompiles once).  BatchNorm in training mode updates its
+    running statistics as the eager fprop does; an active Dropout runs that call eagerly.
+
+    A jitted call leaves no caches for bprop behind: a ``net.bprop`` after it refuses
+    (StateError) until the next eager ``net.fprop``.  ``mode``: "auto" (jax.jit on JAX, else
+    eager), "jit" (refuse what cannot be jitted), "eager"; ``f.mode`` and ``f.reason`` say
+    which and why, ``f.compile_seconds`` maps each input shape to its first call's seconds.
+    """
+    _checks.instance("compile_fprop", "net", net, Module, "an nnx Module")
+    if mode not in MODES:
+        raise ArgumentError(f"compile_fprop: mode must be one of {', '.join(MODES)}, "
+                            f"got {mode!r}")
+    return Fprop(net, mode)
+
+
+class Fprop:
+    """The callable ``compile_fprop`` returns (see there)."""
+
+    def __init__(self, net, mode):
+        self.net = net
+        self._all = _modules(net)               # the tree as it is now
+        self._slots = [(m, n) for m in self._all for n in m.param_names]
+        self._bslots = _buffer_slots(net)
+        self._dropouts = [m for m in self._all if isinstance(m, Dropout)]
+        self.compile_seconds = {}
+        self.traces = 0
+        self._program = None
+        self._saved = None
+        params = net.params()
+        self._kind = type(params[0]) if params else None
+        why = _why_not_jit_params(params)
+        if mode == "eager":
+            self.mode, self.reason = "eager", "asked for (mode='eager')"
+        elif why is None:
+            self.mode, self.reason = "jit", "one jax.jit program per input shape"
+        elif mode == "jit":
+            raise ArgumentError(f"compile_fprop: cannot jit net.fprop: {why}; use "
+                                f"mode='auto' or 'eager'")
+        else:
+            self.mode, self.reason = "eager", why
+
+    def __repr__(self):
+        return f"<nnx fprop: {self.mode} ({self.reason})>"
+
+    def __call__(self, x):
+        if self.mode != "jit" or any(d.training and d.p > 0.0 for d in self._dropouts):
+            return self.net.fprop(x)            # Dropout's masks come from the host generator
+        params = list(map(getattr, *zip(*self._slots)))
+        if type(params[0]) is not self._kind:   # moved off JAX since (net.to): say so, go on
+            self.mode = "eager"
+            self.reason = f"the parameters moved off JAX ({_why_not_jit_params(params)})"
+            return self.net.fprop(x)
+        if type(x) is not self._kind:           # jax.jit would take it silently
+            check_same_device(f"{self.net!r}.fprop", x, params[0], "input")
+        if self._program is None:
+            self._program = self._make_program(params[0])
+        buffers = [getattr(m, n) for m, n in self._bslots]
+        static = tuple(map(_TRAINING, self._all))
+        self._traced = False
+        start = time.perf_counter()
+        try:
+            y, buffers = self._program(params, buffers, x, static)
+        except Exception as e:     # noqa: BLE001 - what went wrong, in nnx's words
+            if self._traced:
+                self._restore()
+            if isinstance(e, NNXError):
+                raise
+            raise ArgumentError(f"compile_fprop: the jitted fprop failed: "
+                                f"{str(e).splitlines()[0]}") from e
+        if self._traced:
+            self._restore()
+        for m in self._all:                     # no caches for bprop: it must refuse
+            if vars(m).get("_out_shape") is not None:
+                m._out_shape = None
+        for (m, n), b in zip(self._bslots, buffers):
+            setattr(m, n, b)
+        if self._traced:
+            y.block_until_ready()
+            self.compile_seconds[(tuple(x.shape), str(x.dtype))] = time.perf_counter() - start
+        return y
+
+    def _restore(self):
+        for o, d in zip(self._all, self._saved):
+            vars(o).clear()
+            vars(o).update(d)
+        self._saved = None
+
+    def _make_program(self, like):
+        net, slots, bslots, fp = self.net, self._slots, self._bslots, self
+        jax_backend = backends.BACKENDS["jax"]
+        device = backends.device_of(like)
+
+        def pure(params, buffers, x, static):
+            if not fp._traced:
+                fp._saved = [dict(vars(o)) for o in fp._all]
+            fp._traced = True
+            fp.traces += 1
+            jax_backend.tracing = device.native
+            try:
+                for (m, n), p in zip(slots, params):
+                    setattr(m, n, p)
+                for (m, n), b in zip(bslots, buffers):
+                    setattr(m, n, b)
+                y = net.fprop(x)
+                if isinstance(y, (tuple, list)):
+                    raise ArgumentError("compile_fprop: the network returns several outputs; "
+                                        "use net.fprop (eagerly) for it")
+                return y, [getattr(m, n) for m, n in bslots]
+            finally:
+                jax_backend.tracing = None
+
+        return jax_backend.jit(pure, native=device.native, static_argnums=(3,))
+
+
+def _why_not_jit_params(params):
+    """None when a program over ``params`` can be one jax.jit program, else why not."""
+    if not params:
+        return "the network has no parameters"
+    device = backends.device_of(params[0])
+    name = device.backend.name
+    if name != "jax":
+        return {"numpy": "NumPy runs each operation as it is called (nothing to compile)",
+                "strict": "array-api-strict runs each operation as it is called"}.get(
+            name, f"{name} runs eagerly")
+    if any(backends.device_of(p) != device for p in params):
+        return "the parameters live on several devices"
+    return None
