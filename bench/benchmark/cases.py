@@ -137,13 +137,15 @@ def nnx_net_case(net, device, data, dtype):
 def nnx_compiled_case(net, device, data, dtype):
     """nnx's whole step through ``nnx.compile_step`` (one jax.jit program on JAX); None
     where it would run eagerly (the nnx row already times that).  ``keep_grads=False``:
-    like the jax.jit(grad) reference, the program returns no gradients."""
+    like the jax.jit(grad) reference, the program returns no gradients; inference is
+    ``nnx.compile_fprop``, like the reference's jitted predict."""
     loss = nnx.SoftmaxCrossEntropy()
     loss.check_labels = False
     opt = nnx.SGD(net, lr=LR)
     step = nnx.compile_step(net, loss, opt, keep_grads=False)
     if step.mode == "eager":
         return None
+    predict = nnx.compile_fprop(net)      # inference as one jitted program too
     batches = itertools.cycle([(nnx.asarray(x, device=device, dtype=dtype),
                                 nnx.asarray(t, device=device)) for x, t in zip(*data)])
     last = [None]
@@ -156,7 +158,7 @@ def nnx_compiled_case(net, device, data, dtype):
     def infer():
         if net.training:
             net.eval()
-        last[0] = net.fprop(next(batches)[0])
+        last[0] = predict(next(batches)[0])
 
     return Case("nnx compiled", device.spec, train, infer,
                 _syncer(device, lambda: [last[0]] + net.params()[:1]), False)
