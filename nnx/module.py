@@ -60,9 +60,9 @@ class Module:
     ``params()`` and ``grads()`` list the parameters and their gradients in one stable order
     (the order of ``named_params()``); ``train()``/``eval()`` switch modes (Dropout,
     BatchNorm); ``to(device, dtype)`` moves or casts everything.  A subclass lists its
-    parameters in ``param_names`` and creates them with ``_init_params``; its fprop checks
-    the input with ``_check_input`` and records ``_out_shape``, its bprop starts with
-    ``_check_grad``.
+    parameters in ``param_names`` and creates them with ``init_params``; its fprop checks
+    the input with ``check_input`` and records ``out_shape``, its bprop starts with
+    ``check_grad``.
     """
 
     param_names = ()
@@ -74,7 +74,7 @@ class Module:
 
     training = True
     min_train_batch = 1         # the fewest examples a training batch may hold (BatchNorm: 2)
-    _out_shape = None           # set by fprop; bprop checks grad_output against it
+    out_shape = None            # set by fprop; bprop checks grad_output against it
 
     # -- the contract --------------------------------------------------------------------
     def fprop(self, x):
@@ -222,7 +222,7 @@ class Module:
         return f"{type(self).__name__}({args})"
 
     # -- helpers for subclasses ----------------------------------------------------------
-    def _init_params(self, dtype, device, **host_arrays):
+    def init_params(self, dtype, device, **host_arrays):
         """Place host arrays on the device as parameters, with zero gradients beside them."""
         self.device = get_device() if device is None else backends.resolve(device)
         want = resolve_dtype(dtype, self.device)
@@ -237,7 +237,7 @@ class Module:
         """The dtype of the parameters (None for a module without parameters)."""
         return getattr(self, self.param_names[0]).dtype if self.param_names else None
 
-    def _check_input(self, x, width, leading=False):
+    def check_input(self, x, width, leading=False):
         """The namespace of ``x`` after checking its shape (batch, width), dtype and device;
         ``leading=True`` also takes (batch, ..., width), e.g. sequences (N, T, width)."""
         xp = namespace(x)
@@ -247,9 +247,9 @@ class Module:
                              f"(batch, {width})"
                              + (f" or (batch, ..., {width}) such as (batch, steps, {width})"
                                 if leading else ""))
-        return self._check_array(x)
+        return self.check_array(x)
 
-    def _check_array(self, x):
+    def check_array(self, x):
         """The namespace of ``x`` after checking it shares the parameters' device and dtype
         (a module without parameters: that its dtype is floating, remembered for bprop)."""
         xp = namespace(x)
@@ -269,17 +269,22 @@ class Module:
                              f"nnx.asarray(x, dtype=...) or module.to(dtype=...)")
         return xp
 
-    def _check_grad(self, grad_output):
+    def check_grad(self, grad_output):
         """Raise unless fprop ran and ``grad_output`` has the shape of its output (and, for
         modules with parameters, their device and dtype)."""
-        if self._out_shape is None:
+        if self.out_shape is None:
+            if "_out_shape" in vars(self):      # a layer written before the rename
+                raise StateError(f"{self!r}.fprop set self._out_shape; the attribute is "
+                                 f"called out_shape now: set self.out_shape = "
+                                 f"tuple(y.shape) in fprop")
             raise StateError(f"{self!r}.bprop called before fprop: run fprop(x) first, "
-                             f"it caches what bprop needs")
+                             f"it caches what bprop needs (a layer's fprop sets "
+                             f"self.out_shape)")
         xp = namespace(grad_output)
         shape = tuple(grad_output.shape)
-        if shape != self._out_shape:
+        if shape != self.out_shape:
             raise ShapeError(f"{self!r}.bprop: grad_output has shape {shape}, but fprop "
-                             f"returned {self._out_shape}")
+                             f"returned {self.out_shape}")
         if self.param_names:
             p = getattr(self, self.param_names[0])
             if type(grad_output) is not type(p) or \

@@ -40,6 +40,34 @@ def test_bprop_before_fprop(module):
         module.bprop(x_of((2, 2)))
 
 
+class _OldStyleCube(nnx.Module):
+    """A layer written before the layer-author helpers got public names."""
+
+    def fprop(self, x):
+        self.x = x
+        self._out_shape = tuple(x.shape)
+        return x * x * x
+
+    def bprop(self, grad_output, *, need_input_grad=True):
+        self.check_grad(grad_output)
+        return 3.0 * self.x * self.x * grad_output
+
+
+def test_a_layer_that_sets_the_old_out_shape_name_is_told_the_new_one():
+    layer = _OldStyleCube()
+    layer.fprop(x_of((2, 3)))
+    with pytest.raises(nnx.StateError, match=r"_OldStyleCube\(\).fprop set self._out_shape; "
+                                             r"the attribute is called out_shape now"):
+        layer.bprop(x_of((2, 3)))
+
+
+def test_the_layer_author_helpers_have_public_names():
+    for name in ("init_params", "check_input", "check_array", "check_grad"):
+        assert callable(getattr(nnx.Module, name)), name
+        assert not hasattr(nnx.Module, "_" + name), name
+    assert nnx.Module.out_shape is None
+
+
 def test_grad_output_of_the_wrong_shape():
     layer = nnx.Linear(3, 2)
     layer.fprop(x_of((4, 3)))

@@ -131,11 +131,11 @@ def test_the_quoted_messages_are_nnx_s_own():
         def fprop(self, x):
             self.x = x
             y = x * x * x
-            self._out_shape = tuple(y.shape)
+            self.out_shape = tuple(y.shape)
             return y
 
         def bprop(self, grad_output, *, need_input_grad=True):
-            self._check_grad(grad_output)
+            self.check_grad(grad_output)
             return self.x * self.x * grad_output
 
     sample = re.search(r"```\n(ModuleCheckError: .*?)```", GUIDE["testing"],

@@ -24,11 +24,11 @@ class Cube(nnx.Module):
     def fprop(self, x):
         self.x = x
         y = x * x * x
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
+        self.check_grad(grad_output)
         return 3.0 * self.x * self.x * grad_output
 
 
@@ -40,17 +40,17 @@ class Swish(nnx.Module):
 
     def __init__(self, width):
         self.width = width
-        self._init_params(None, None, beta=nnx.backends.host.full((width,), 1.0, "float64"))
+        self.init_params(None, None, beta=nnx.backends.host.full((width,), 1.0, "float64"))
 
     def fprop(self, x):
-        xp = self._check_input(x, self.width)
+        xp = self.check_input(x, self.width)
         self.x, self.s = x, 1.0 / (1.0 + xp.exp(-self.beta * x))
         y = x * self.s
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         ds = self.s * (1.0 - self.s)
         self.dbeta = xp.sum(grad_output * self.x * self.x * ds, axis=0)
         return grad_output * (self.s + self.beta * self.x * ds)
@@ -60,7 +60,7 @@ class WrongCube(Cube):
     """bprop forgets the factor 3."""
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
+        self.check_grad(grad_output)
         return self.x * self.x * grad_output
 
 
@@ -68,7 +68,7 @@ class InPlaceCube(Cube):
     """The right gradient, written into grad_output itself."""
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
+        self.check_grad(grad_output)
         grad_output *= 3.0 * self.x * self.x
         return grad_output
 
@@ -79,7 +79,7 @@ class CarelessSwish(Swish):
     def fprop(self, x):
         xp = nnx.device_of(x).xp
         self.x, self.s = x, 1.0 / (1.0 + xp.exp(-x))
-        self._out_shape = tuple(x.shape)
+        self.out_shape = tuple(x.shape)
         return x * self.s
 
     def bprop(self, grad_output, *, need_input_grad=True):
@@ -274,16 +274,16 @@ class _OneEntryWrong(nnx.Module):
     param_names = ("W",)
 
     def __init__(self):
-        self._init_params(None, None, W=nnx.backends.host.normal((30, 30), 0.2, "float64"))
+        self.init_params(None, None, W=nnx.backends.host.normal((30, 30), 0.2, "float64"))
 
     def fprop(self, x):
         self.x = x
         y = x @ self.W
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         dW = xp.matrix_transpose(self.x) @ grad_output
         wrong = xp.reshape(xp.arange(900), (30, 30)) == 17 * 30 + 23
         self.dW = xp.where(wrong, dW + 1.0, dW)

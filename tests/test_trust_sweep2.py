@@ -234,23 +234,23 @@ def test_batch_norm_in_float16_keeps_its_statistics_in_float32(training):
 
 class DoublesInPlace(nnx.Module):
     def fprop(self, x):
-        self._out_shape = tuple(x.shape)
+        self.out_shape = tuple(x.shape)
         x *= 2
         return x
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
+        self.check_grad(grad_output)
         return grad_output * 2
 
 
 class ReturnsFloat32(nnx.Module):
     def fprop(self, x):
         namespace = array_namespace(x)
-        self._out_shape = tuple(x.shape)
+        self.out_shape = tuple(x.shape)
         return namespace.astype(x * 2, namespace.float32)
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
+        self.check_grad(grad_output)
         return grad_output * 2
 
 
@@ -441,11 +441,11 @@ def test_asarray_still_reads_extension_floats():
 
 class GradientInFloat32(nnx.Module):
     def fprop(self, x):
-        self._out_shape = tuple(x.shape)
+        self.out_shape = tuple(x.shape)
         return x * 2
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
+        self.check_grad(grad_output)
         namespace = array_namespace(grad_output)
         return namespace.astype(grad_output * 2, namespace.float32)
 

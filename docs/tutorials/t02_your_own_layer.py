@@ -35,10 +35,10 @@ with the ``nnx_device`` fixture.
 #
 # the sum running over every element (one :math:`\beta` is shared by all of them).
 #
-# In code: ``param_names`` lists the parameters, ``_init_params`` creates them on the
+# In code: ``param_names`` lists the parameters, ``init_params`` creates them on the
 # current device (with a zero gradient ``dbeta`` beside ``beta``).  fprop checks the
-# input's device and dtype against the parameters (``_check_array``) and records the
-# output's shape; bprop starts with ``_check_grad``, which refuses a bprop before any
+# input's device and dtype against the parameters (``check_array``) and records the
+# output's shape; bprop starts with ``check_grad``, which refuses a bprop before any
 # fprop and a gradient of the wrong shape.  The sigmoid is computed as
 # :math:`\tfrac12 \tanh(a/2) + \tfrac12`, which never overflows.  Only the Array API
 # namespace ``xp`` of the input is used, so the layer runs on every backend.
@@ -55,17 +55,17 @@ class Swish(nnx.Module):
     param_names = ("beta",)
 
     def __init__(self, beta=1.0):
-        self._init_params(None, None, beta=np.full((1,), beta))
+        self.init_params(None, None, beta=np.full((1,), beta))
 
     def fprop(self, x):
-        xp = self._check_array(x)
+        xp = self.check_array(x)
         self.x = x
         self.s = 0.5 * xp.tanh(0.5 * self.beta * x) + 0.5
-        self._out_shape = tuple(x.shape)
+        self.out_shape = tuple(x.shape)
         return x * self.s
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         g, x, s = grad_output, self.x, self.s
         ds = s * (1.0 - s)
         self.dbeta = xp.reshape(xp.sum(g * x * x * ds), (1,))
@@ -114,7 +114,7 @@ class WrongSwish(Swish):
     """Swish whose bprop forgets the product rule: dx = g·s (missing g·βx·s(1 - s))."""
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         g, x, s = grad_output, self.x, self.s
         self.dbeta = xp.reshape(xp.sum(g * x * x * s * (1.0 - s)), (1,))
         return g * s
@@ -209,17 +209,17 @@ with tempfile.TemporaryDirectory() as folder:
             param_names = ("beta",)
 
             def __init__(self, beta=1.0):
-                self._init_params(None, None, beta=np.full((1,), beta))
+                self.init_params(None, None, beta=np.full((1,), beta))
 
             def fprop(self, x):
-                xp = self._check_array(x)
+                xp = self.check_array(x)
                 self.x = x
                 self.s = 0.5 * xp.tanh(0.5 * self.beta * x) + 0.5
-                self._out_shape = tuple(x.shape)
+                self.out_shape = tuple(x.shape)
                 return x * self.s
 
             def bprop(self, grad_output, *, need_input_grad=True):
-                xp = self._check_grad(grad_output)
+                xp = self.check_grad(grad_output)
                 g, x, s = grad_output, self.x, self.s
                 ds = s * (1.0 - s)
                 self.dbeta = xp.reshape(xp.sum(g * x * x * ds), (1,))

@@ -297,11 +297,11 @@ class FrozenStatisticsBatchNorm(nnx.Module):
         mu = x.mean(axis=(0, 2, 3), keepdims=True)
         self.s = (((x - mu) ** 2).mean(axis=(0, 2, 3), keepdims=True) + 1e-5) ** -0.5
         y = (x - mu) * self.s
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
+        self.check_grad(grad_output)
         return grad_output * self.s
 
 

@@ -7,7 +7,7 @@ from ..module import Module
 
 class _Elementwise(Module):
     def _done(self, y):
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
 
@@ -15,12 +15,12 @@ class Square(_Elementwise):
     """y = x²;   dx = g·2x"""
 
     def fprop(self, x):
-        self._check_array(x)
+        self.check_array(x)
         self.x = x
         return self._done(x * x)
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
+        self.check_grad(grad_output)
         d = self.x * 2.0
         d *= grad_output
         return d
@@ -30,12 +30,12 @@ class Exp(_Elementwise):
     """y = eˣ;   dx = g·y"""
 
     def fprop(self, x):
-        self._check_array(x)
+        self.check_array(x)
         self.y = namespace(x).exp(x)
         return self._done(self.y)
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
+        self.check_grad(grad_output)
         return grad_output * self.y
 
 
@@ -43,12 +43,12 @@ class Log(_Elementwise):
     """y = ln x (x > 0);   dx = g / x"""
 
     def fprop(self, x):
-        self._check_array(x)
+        self.check_array(x)
         self.x = x
         return self._done(namespace(x).log(x))
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
+        self.check_grad(grad_output)
         return grad_output / self.x
 
 
@@ -56,12 +56,12 @@ class Sin(_Elementwise):
     """y = sin x;   dx = g·cos x"""
 
     def fprop(self, x):
-        self._check_array(x)
+        self.check_array(x)
         self.x = x
         return self._done(namespace(x).sin(x))
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         d = xp.cos(self.x)
         d *= grad_output
         return d
@@ -71,12 +71,12 @@ class Cos(_Elementwise):
     """y = cos x;   dx = -g·sin x"""
 
     def fprop(self, x):
-        self._check_array(x)
+        self.check_array(x)
         self.x = x
         return self._done(namespace(x).cos(x))
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         d = xp.sin(self.x)
         d *= grad_output
         d *= -1.0
@@ -93,9 +93,9 @@ class Scale(_Elementwise):
         return {"_c": self.c}
 
     def fprop(self, x):
-        self._check_array(x)
+        self.check_array(x)
         return self._done(x * self.c)
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
+        self.check_grad(grad_output)
         return grad_output * self.c

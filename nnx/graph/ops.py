@@ -68,7 +68,7 @@ class Add(_MultiInput):
     def fprop(self, x1, x2, *more):
         xs = (x1, x2) + more
         self._check_inputs(xs, same_shape=False)
-        self._out_shape = broadcast_shape(self, xs)
+        self.out_shape = broadcast_shape(self, xs)
         y = x1 + x2
         for x in more:
             y = y + x
@@ -76,7 +76,7 @@ class Add(_MultiInput):
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         if not need_input_grad:
             return None
         return tuple(unbroadcast(xp, grad_output, s) for s in self.shapes)
@@ -89,14 +89,14 @@ class Multiply(_MultiInput):
     def fprop(self, x1, x2, *more):
         self.xs = (x1, x2) + more
         self._check_inputs(self.xs, same_shape=False)
-        self._out_shape = broadcast_shape(self, self.xs)
+        self.out_shape = broadcast_shape(self, self.xs)
         y = x1 * x2
         for x in more:
             y = y * x
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         if not need_input_grad:
             return None
         grads = []
@@ -137,11 +137,11 @@ class Concat(_MultiInput):
         self.a = a
         self.widths = [x.shape[a] for x in xs]
         y = xp.concat(xs, axis=a)
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
+        self.check_grad(grad_output)
         if not need_input_grad:
             return None
         grads, start = [], 0
@@ -188,11 +188,11 @@ class Split(Module):
         for w in self.sizes:
             ys.append(x[_axis_slice(a, start, start + w)])
             start += w
-        self._out_shape = tuple(tuple(y.shape) for y in ys)
+        self.out_shape = tuple(tuple(y.shape) for y in ys)
         return tuple(ys)
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        if self._out_shape is None:
+        if self.out_shape is None:
             raise StateError(f"{self!r}.bprop called before fprop: run fprop(x) first")
         grads = tuple(grad_output) if isinstance(grad_output, (tuple, list)) else ()
         if len(grads) != self.n_outputs:
@@ -202,7 +202,7 @@ class Split(Module):
             return None
         xp = namespace(self.x)
         parts = []
-        for k, (g, shape) in enumerate(zip(grads, self._out_shape)):
+        for k, (g, shape) in enumerate(zip(grads, self.out_shape)):
             if g is None:
                 g = xp.zeros_like(self.x[_axis_slice(self.a, 0, shape[self.a])])
             elif tuple(g.shape) != shape:
@@ -232,11 +232,11 @@ class Residual(Module):
             raise ShapeError(f"Residual: {self.body!r} maps {tuple(x.shape)} to "
                              f"{tuple(fx.shape)}; y = x + f(x) needs f to keep the shape")
         y = x + fx
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
+        self.check_grad(grad_output)
         d = self.body.bprop(grad_output, need_input_grad=need_input_grad)
         return d + grad_output if need_input_grad else None
 

@@ -30,7 +30,7 @@ class SquaredDistance(Module):
         self.n_in = _checks.positive_int("SquaredDistance", "n_in", n_in)
         self.n_centres = _checks.positive_int("SquaredDistance", "n_centres", n_centres)
         self.centre_range = _centre_range("SquaredDistance", centre_range)
-        self._init_params(dtype, device, w=backends.host.uniform(
+        self.init_params(dtype, device, w=backends.host.uniform(
             (self.n_centres, self.n_in), *self.centre_range, "float64"))
 
     def config(self):
@@ -38,15 +38,15 @@ class SquaredDistance(Module):
                 "centre_range": self.centre_range}
 
     def fprop(self, x):
-        xp = self._check_input(x, self.n_in)
+        xp = self.check_input(x, self.n_in)
         self.x = x
         a = xp.sum(x * x, axis=1, keepdims=True) - 2.0 * (x @ self.w.T)
         a += xp.sum(self.w * self.w, axis=1)
-        self._out_shape = tuple(a.shape)
+        self.out_shape = tuple(a.shape)
         return a
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         g = grad_output
         dw = self.w * xp.sum(g, axis=0)[:, None]
         dw -= g.T @ self.x
@@ -78,21 +78,21 @@ class Gaussian(Module):
     def __init__(self, n_centres, *, width=1.0, dtype=None, device=None):
         self.n_centres = _checks.positive_int("Gaussian", "n_centres", n_centres)
         self.width = _checks.finite_number("Gaussian", "width", width)
-        self._init_params(dtype, device,
+        self.init_params(dtype, device,
                           beta=backends.host.full((self.n_centres,), self.width, "float64"))
 
     def config(self):
         return {"_n_centres": self.n_centres, "width": self.width}
 
     def fprop(self, a1):
-        xp = self._check_input(a1, self.n_centres)
+        xp = self.check_input(a1, self.n_centres)
         self.a1 = a1
         self.a2 = xp.exp(-self.beta * a1)
-        self._out_shape = tuple(self.a2.shape)
+        self.out_shape = tuple(self.a2.shape)
         return self.a2
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         ga = grad_output * self.a2
         self.dbeta = -xp.sum(ga * self.a1, axis=0)
         return ga * (-self.beta) if need_input_grad else None
@@ -105,21 +105,21 @@ class WeightedSum(Module):
 
     def __init__(self, n_centres, *, dtype=None, device=None):
         self.n_centres = _checks.positive_int("WeightedSum", "n_centres", n_centres)
-        self._init_params(dtype, device, u=backends.host.normal(
+        self.init_params(dtype, device, u=backends.host.normal(
             (self.n_centres,), 1.0 / math.sqrt(self.n_centres), "float64"))
 
     def config(self):
         return {"_n_centres": self.n_centres}
 
     def fprop(self, a2):
-        xp = self._check_input(a2, self.n_centres)
+        xp = self.check_input(a2, self.n_centres)
         self.a2 = a2
         y = a2 @ xp.reshape(self.u, (self.n_centres, 1))
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         self.du = xp.reshape(self.a2.T @ grad_output, (self.n_centres,))
         return grad_output * self.u if need_input_grad else None
 

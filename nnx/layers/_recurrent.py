@@ -36,7 +36,7 @@ class Recurrent(Module):
         self.stateful = stateful
         rows, k = self.gates * self.n_hidden, 1.0 / math.sqrt(self.n_hidden)
         host = backends.host
-        self._init_params(dtype, device,
+        self.init_params(dtype, device,
                           weight_ih=host.uniform((rows, self.n_in), -k, k, "float64"),
                           weight_hh=host.uniform((rows, self.n_hidden), -k, k, "float64"),
                           bias_ih=host.uniform((rows,), -k, k, "float64"),
@@ -84,7 +84,7 @@ class Recurrent(Module):
         if len(shape) != 3 or shape[2] != self.n_in:
             raise ShapeError(f"{self!r}.fprop: input has shape {shape}, expected (batch, time, "
                              f"{self.n_in}) (batch first)")
-        xp = self._check_array(x)
+        xp = self.check_array(x)
         n, steps = shape[0], shape[1]
         if steps == 0:
             raise ShapeError(f"{self!r}.fprop: input of shape {shape} has no time steps; "
@@ -113,7 +113,7 @@ class Recurrent(Module):
             self._state = last
         self.hs = hs
         self.y = xp.stack(hs, axis=1) if y is None else y
-        self._out_shape = tuple(self.y.shape)
+        self.out_shape = tuple(self.y.shape)
         return self.y
 
     def _h_prev(self, xp):

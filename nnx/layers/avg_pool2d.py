@@ -25,11 +25,11 @@ class AvgPool2D(_Pool2D):
         self.inv = None if uniform else inv
         y = xp.mean(cols, axis=2) if uniform else xp.sum(cols, axis=2) * inv
         y = xp.reshape(y, self.x_shape[:2] + self.out_hw)
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         n, c, h, w = self.x_shape
         index, k, needs_zero = pool_grad_tables(self.x_shape, self.kernel_size, self.stride,
                                                 self.padding, self.out_hw, grad_output)

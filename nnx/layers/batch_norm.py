@@ -48,7 +48,7 @@ class BatchNorm(Module):
         self.eps = _checks.positive_number("BatchNorm", "eps", eps)
         c = (self.n_features,)
         host = backends.host
-        self._init_params(dtype, device, gamma=host.full(c, 1.0, "float64"),
+        self.init_params(dtype, device, gamma=host.full(c, 1.0, "float64"),
                           beta=host.full(c, 0.0, "float64"))
         xp = self.device.xp
         acc = _statistics_dtype(xp, self.gamma.dtype)
@@ -138,7 +138,7 @@ class BatchNorm(Module):
             raise ShapeError(f"{self!r}.fprop: input has shape {shape}, expected "
                              f"(batch, {self.n_features}) or (batch, {self.n_features}, "
                              f"height, width)")
-        xp = self._check_array(x)
+        xp = self.check_array(x)
         self.axes = (0,) if len(shape) == 2 else (0, 2, 3)
         self.per_example = 1 if len(shape) == 2 else shape[2] * shape[3]
         self.m = shape[0] * self.per_example
@@ -173,11 +173,11 @@ class BatchNorm(Module):
             self.inv, self.xhat = xp.astype(self.inv, x.dtype), xp.astype(self.xhat, x.dtype)
         y = _multiply_add(xp, self.xhat, xp.reshape(self.gamma, per), xp.reshape(self.beta, per))
         self.per = per
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         g = grad_output
         sums = fast.batch_norm_sums(g, self.xhat, self.axes)    # NumPy: no g·x̂ temporary
         self.dbeta, self.dgamma = sums if sums is not None else (

@@ -41,7 +41,7 @@ class Conv2D(Module):
         self.padding = pair(padding, "padding", name, minimum=0)
         kh, kw = self.kernel_size
         std = math.sqrt(2.0 / ((self.c_in + self.c_out) * kh * kw))
-        self._init_params(dtype, device,
+        self.init_params(dtype, device,
                           W=backends.host.normal((self.c_out, self.c_in, kh, kw), std, "float64"),
                           b=backends.host.full((self.c_out,), 0.0, "float64"))
 
@@ -53,7 +53,7 @@ class Conv2D(Module):
         shape = tuple(x.shape)
         self.out_hw = output_size(self, shape, self.kernel_size, self.stride, self.padding,
                                   self.c_in)
-        xp = self._check_array(x)
+        xp = self.check_array(x)
         self.x_shape = shape
         n, (oh, ow) = shape[0], self.out_hw
         w2 = xp.reshape(self.W, (self.c_out, -1))
@@ -75,11 +75,11 @@ class Conv2D(Module):
                 y = w2 @ self.cols
                 y += bias
             y = xp.permute_dims(xp.reshape(y, (self.c_out, oh, ow, n)), (3, 0, 1, 2))
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         n, (oh, ow) = self.x_shape[0], self.out_hw
         batch_last = self.cols.ndim == 2
         if batch_last:

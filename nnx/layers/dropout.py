@@ -20,7 +20,7 @@ class Dropout(Module):
         return {"p": self.p}
 
     def fprop(self, x):
-        self._check_array(x)
+        self.check_array(x)
         self.mask = None
         if self.training and self.p > 0.0:
             if self._given is not None:
@@ -30,9 +30,9 @@ class Dropout(Module):
                                                     str(x.dtype).rsplit(".", 1)[-1])
                 self.mask = backends.from_host(host, device_of(x))
             x = x * self.mask
-        self._out_shape = tuple(x.shape)
+        self.out_shape = tuple(x.shape)
         return x
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
+        self.check_grad(grad_output)
         return grad_output if self.mask is None else grad_output * self.mask

@@ -34,7 +34,7 @@ class Embedding(Module):
     def __init__(self, num_embeddings, dim, *, dtype=None, device=None):
         self.num_embeddings = _checks.positive_int("Embedding", "num_embeddings", num_embeddings)
         self.dim = _checks.positive_int("Embedding", "dim", dim)
-        self._init_params(dtype, device,
+        self.init_params(dtype, device,
                           W=backends.host.normal((self.num_embeddings, self.dim), 1.0,
                                                  "float64"))
         self._checked = None
@@ -100,11 +100,11 @@ class Embedding(Module):
                 self.check(k)
             raise
         y = xp.reshape(y, shape + (self.dim,))
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         rows = xp.arange(self.num_embeddings, dtype=self.k.dtype,
                          device=array_api_compat.device(self.W))
         onehot = xp.astype(xp.reshape(self.k, (-1, 1)) == rows, self.W.dtype)   # (N·T, V)

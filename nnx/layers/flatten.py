@@ -13,11 +13,11 @@ class Flatten(Module):
         if len(self.x_shape) < 2:
             raise ShapeError(f"{self!r}.fprop: input has shape {self.x_shape}, expected "
                              f"(batch, ...) with at least 2 dimensions")
-        self._check_array(x)
+        self.check_array(x)
         y = namespace(x).reshape(x, (self.x_shape[0], math.prod(self.x_shape[1:])))
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         return xp.reshape(grad_output, self.x_shape)

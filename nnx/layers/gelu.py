@@ -18,7 +18,7 @@ class GELU(Module):
 
     def fprop(self, x):
         xp = namespace(x)
-        self._check_array(x)
+        self.check_array(x)
         self.x = x
         u = x * x
         u *= _A * _C
@@ -29,11 +29,11 @@ class GELU(Module):
         h *= 0.5
         self.h = h
         y = x * h
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
+        self.check_grad(grad_output)
         x, h = self.x, self.h
         d = x * x
         d *= 6 * _A * _C

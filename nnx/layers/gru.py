@@ -70,7 +70,7 @@ class GRU(Recurrent):
         return self._end(xp, hs, (h,))
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         hid, steps = self.n_hidden, self.x_shape[1]
         if self.hb is not None:                             # fprop took the fast path
             fast = fast_rnn.gru_backward(grad_output, self.rz, self.n, self.gh, self.hb,

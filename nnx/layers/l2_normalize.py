@@ -21,18 +21,18 @@ class L2Normalize(Module):
         return {"eps": self.eps}
 
     def fprop(self, x):
-        xp = self._check_array(x)
+        xp = self.check_array(x)
         m = xp.max(xp.abs(x), axis=-1, keepdims=True)
         m = xp.where(m > 0, m, 1.0)                         # all-zero rows: n = 0
         s = x / m
         n = m * xp.sqrt(xp.sum(s * s, axis=-1, keepdims=True))
         self.n = xp.maximum(n, self.eps)
         self.y = x / self.n
-        self._out_shape = tuple(self.y.shape)
+        self.out_shape = tuple(self.y.shape)
         return self.y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         along = xp.sum(grad_output * self.y, axis=-1, keepdims=True)
         along = xp.where(self.n > self.eps, along, 0.0)       # clamped rows: no projection
         d = grad_output - self.y * along

@@ -27,7 +27,7 @@ class LayerNorm(Module):
         self.features = _checks.positive_int("LayerNorm", "features", features)
         self.eps = _checks.positive_number("LayerNorm", "eps", eps)
         c = (self.features,)
-        self._init_params(dtype, device, gamma=backends.host.full(c, 1.0, "float64"),
+        self.init_params(dtype, device, gamma=backends.host.full(c, 1.0, "float64"),
                           beta=backends.host.full(c, 0.0, "float64"))
 
     def config(self):
@@ -39,7 +39,7 @@ class LayerNorm(Module):
         if len(shape) < 2 or shape[-1] != self.features:
             raise ShapeError(f"{self!r}.fprop: input has shape {shape}, expected "
                              f"(batch, ..., {self.features}) with the features last")
-        xp = self._check_array(x)
+        xp = self.check_array(x)
         self.half = x.dtype if short_dtype(x.dtype) == "float16" else None
         gamma, beta = self.gamma, self.beta
         if self.half is not None:                               # statistics in float32
@@ -51,11 +51,11 @@ class LayerNorm(Module):
         y += beta
         if self.half is not None:
             y = xp.astype(y, self.half)
-        self._out_shape = shape
+        self.out_shape = shape
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         g = xp.astype(grad_output, xp.float32) if self.half is not None else grad_output
         axes = tuple(range(g.ndim - 1))
         dgamma = xp.sum(g * self.xhat, axis=axes)

@@ -12,12 +12,12 @@ class LeakyReLU(Module):
         return {"slope": self.slope}
 
     def fprop(self, x):
-        xp = self._check_array(x)
+        xp = self.check_array(x)
         self.mask = x > 0
         y = xp.where(self.mask, x, x * self.slope)
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         return xp.where(self.mask, grad_output, grad_output * self.slope)

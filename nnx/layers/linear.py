@@ -25,7 +25,7 @@ class Linear(Module):
         self.n_in = _checks.positive_int("Linear", "n_in", n_in)
         self.n_out = _checks.positive_int("Linear", "n_out", n_out)
         std = math.sqrt(2.0 / (self.n_in + self.n_out))
-        self._init_params(dtype, device,
+        self.init_params(dtype, device,
                           W=backends.host.normal((self.n_in, self.n_out), std, "float64"),
                           b=backends.host.full((self.n_out,), 0.0, "float64"))
 
@@ -33,15 +33,15 @@ class Linear(Module):
         return {"_n_in": self.n_in, "_n_out": self.n_out}
 
     def fprop(self, x):
-        self._check_input(x, self.n_in, leading=True)
+        self.check_input(x, self.n_in, leading=True)
         self.x = x
         y = x @ self.W
         y += self.b
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         g, x = grad_output, self.x
         if g.ndim > 2:                      # (N, T, ...) as rows: one matmul, one sum
             rows = math.prod(g.shape[:-1])

@@ -15,16 +15,16 @@ class LogSoftmax(Module):
         return {} if self.axis == -1 else {"axis": self.axis}
 
     def fprop(self, x):
-        xp = self._check_array(x)
+        xp = self.check_array(x)
         _checks.axis_of(self, x, self.axis)
         shifted = x - xp.max(x, axis=self.axis, keepdims=True)
         y = shifted - xp.log(xp.sum(xp.exp(shifted), axis=self.axis, keepdims=True))
         self.y = y
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         d = xp.exp(self.y)
         d *= -xp.sum(grad_output, axis=self.axis, keepdims=True)
         d += grad_output

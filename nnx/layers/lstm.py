@@ -68,7 +68,7 @@ class LSTM(Recurrent):
         return self._end(xp, hs, (h, c))
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         hid, steps = self.n_hidden, self.x_shape[1]
         # the loop's da_t leaves out the gates' constant factors: ¼ on σ rows (σ'(a) =
         # ¼(1 − u²)), 1 on g; they go into W_hh, the weight gradients and dx, once a call

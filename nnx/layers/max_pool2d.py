@@ -34,7 +34,7 @@ class _Pool2D(Module):
         self.x_shape = tuple(x.shape)
         self.out_hw = output_size(self, self.x_shape, self.kernel_size, self.stride,
                                   self.padding, ceil_mode=self.ceil_mode)
-        self._check_array(x)
+        self.check_array(x)
         return self.out_hw
 
     def _plain(self):
@@ -79,7 +79,7 @@ class MaxPool2D(_Pool2D):
         if fast is not None:                          # NumPy: the same, windows laid out last
             y, self.first_max = fast
             self.mask = None
-            self._out_shape = tuple(y.shape)
+            self.out_shape = tuple(y.shape)
             return y
         xp = namespace(x)
         (n, c), k = self.x_shape[:2], self.kernel_size[0] * self.kernel_size[1]
@@ -97,11 +97,11 @@ class MaxPool2D(_Pool2D):
                 xp.max(cols, axis=1, keepdims=True), xp.argmax(cols, axis=1, keepdims=True))
             self.mask = xp.reshape(arange(xp, x, k), (k, 1)) == where   # (C·L, kh·kw, N)
         y = xp.permute_dims(xp.reshape(top, (c,) + self.out_hw + (n,)), (3, 0, 1, 2))
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         if self.mask is None:
             return fast_conv.max_pool_backward(grad_output, self.first_max, self.x_shape,
                                                self.kernel_size, self.stride, self.out_hw)

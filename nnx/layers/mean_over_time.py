@@ -14,14 +14,14 @@ class MeanOverTime(Module):
         if len(shape) != 3 or shape[1] == 0:
             raise ShapeError(f"{self!r}.fprop: input has shape {shape}, expected (batch, "
                              f"steps, features) with at least one step")
-        self._check_array(x)
+        self.check_array(x)
         self.x_shape = shape
         y = namespace(x).mean(x, axis=1)
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         g = xp.reshape(grad_output * (1.0 / self.x_shape[1]),
                        (self.x_shape[0], 1, self.x_shape[2]))
         return xp.broadcast_to(g, self.x_shape)

@@ -45,7 +45,7 @@ class MultiHeadAttention(Module):
         self.head_size = self.d_model // self.heads
         d, std = self.d_model, math.sqrt(1.0 / self.d_model)
         host = backends.host
-        self._init_params(dtype, device, W_qkv=host.normal((d, 3 * d), std, "float64"),
+        self.init_params(dtype, device, W_qkv=host.normal((d, 3 * d), std, "float64"),
                           b_qkv=host.full((3 * d,), 0.0, "float64"),
                           W_out=host.normal((d, d), std, "float64"),
                           b_out=host.full((d,), 0.0, "float64"))
@@ -86,7 +86,7 @@ class MultiHeadAttention(Module):
         if shape[1] == 0:
             raise ShapeError(f"{self!r}.fprop: input has shape {shape}, a sequence of 0 "
                              f"steps; attention needs at least one step to attend to")
-        xp = self._check_array(x)
+        xp = self.check_array(x)
         N, T = shape[0], shape[1]
         self.x = x
         qkv = x @ self.W_qkv
@@ -106,12 +106,12 @@ class MultiHeadAttention(Module):
         self.o = o
         y = o @ self.W_out
         y += self.b_out
-        self._out_shape = shape
+        self.out_shape = shape
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
-        N, T, d = self._out_shape
+        xp = self.check_grad(grad_output)
+        N, T, d = self.out_shape
         H, D = self.heads, self.head_size
         g2 = xp.reshape(grad_output, (N * T, d))
         self.dW_out = xp.reshape(self.o, (N * T, d)).T @ g2

@@ -20,7 +20,7 @@ class PositionalEmbedding(Module):
     def __init__(self, max_len, dim, *, dtype=None, device=None):
         self.max_len = _checks.positive_int("PositionalEmbedding", "max_len", max_len)
         self.dim = _checks.positive_int("PositionalEmbedding", "dim", dim)
-        self._init_params(dtype, device,
+        self.init_params(dtype, device,
                           P=backends.host.normal((self.max_len, self.dim), 0.02, "float64"))
 
     def config(self):
@@ -37,14 +37,14 @@ class PositionalEmbedding(Module):
                              + ("(an empty sequence has no positions)" if shape[1] == 0 else
                                 f"(build PositionalEmbedding({shape[1]}, {self.dim}) or "
                                 f"larger)"))
-        self._check_array(x)
+        self.check_array(x)
         self.T = shape[1]
         y = x + self.P[:self.T, :]
-        self._out_shape = shape
+        self.out_shape = shape
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         dP = xp.sum(grad_output, axis=0)
         if self.T < self.max_len:
             dP = xp.concat([dP, xp.zeros_like(self.P[self.T:, :])], axis=0)

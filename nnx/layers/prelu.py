@@ -21,7 +21,7 @@ class PReLU(Module):
         # num_parameters: 1 (one shared slope) or the number of features (axis 1's length)
         self.num_parameters = _checks.positive_int("PReLU", "num_parameters", num_parameters)
         self.init = _checks.finite_number("PReLU", "init", init)
-        self._init_params(dtype, device,
+        self.init_params(dtype, device,
                           a=backends.host.full((self.num_parameters,), self.init, "float64"))
 
     def config(self):
@@ -32,16 +32,16 @@ class PReLU(Module):
         if len(shape) < 1 or (c > 1 and (len(shape) < 2 or shape[1] != c)):
             want = "(batch, ...)" if c == 1 else f"(batch, {c}, ...) (one slope per feature, axis 1)"
             raise ShapeError(f"{self!r}.fprop: input has shape {shape}, expected {want}")
-        xp = self._check_array(x)
+        xp = self.check_array(x)
         # per-feature slopes broadcast along axis 1: (1, C, 1, ...); a shared one as it is
         self.slope = self.a if c == 1 else xp.reshape(self.a, (1, c) + (1,) * (len(shape) - 2))
         self.x, self.mask = x, x > 0
         y = xp.where(self.mask, x, self.slope * x)
-        self._out_shape = shape
+        self.out_shape = shape
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         g = grad_output
         gx = xp.where(self.mask, 0.0, g * self.x)
         if self.num_parameters == 1:

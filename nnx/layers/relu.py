@@ -12,13 +12,13 @@ class ReLU(Module):
     """
 
     def fprop(self, x):
-        xp = self._check_array(x)
+        xp = self.check_array(x)
         y = xp.clip(x, min=0.0)         # where(x > 0, x, 0) would turn NaN into 0
         mask = fused.sign(y)            # torch: one kernel (0 for NaN there)
         self.mask = xp.sign(y) if mask is None else mask    # 1 where x > 0, else 0
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
+        self.check_grad(grad_output)
         return grad_output * self.mask

@@ -37,11 +37,11 @@ class Reshape(Module):
             raise ShapeError(f"{self!r}.fprop: input has shape {self.x_shape}, whose "
                              f"{math.prod(self.x_shape[1:])} values per example do not fill "
                              f"{self.shape} ({math.prod(self.shape)} values)")
-        self._check_array(x)
+        self.check_array(x)
         y = namespace(x).reshape(x, (self.x_shape[0],) + self.shape)
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         return xp.reshape(grad_output, self.x_shape)

@@ -33,7 +33,7 @@ class RNN(Recurrent):
         return self._end(xp, hs, (h,))
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         steps = self.x_shape[1]
         d = 1.0 - self.y * self.y
         dh = xp.zeros_like(self.h0)

@@ -23,14 +23,14 @@ class Sigmoid(Module):
     """
 
     def fprop(self, x):
-        self._check_array(x)
+        self.check_array(x)
         y, self.y_minus = sigmoid_pair(x)
         self.y = y
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
+        self.check_grad(grad_output)
         d = self.y * self.y_minus
         d *= grad_output
         return d

@@ -18,16 +18,16 @@ class Softmax(Module):
         return {} if self.axis == -1 else {"axis": self.axis}
 
     def fprop(self, x):
-        xp = self._check_array(x)
+        xp = self.check_array(x)
         _checks.axis_of(self, x, self.axis)
         y = xp.exp(x - xp.max(x, axis=self.axis, keepdims=True))
         y /= xp.sum(y, axis=self.axis, keepdims=True)
         self.y = y
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         d = grad_output - xp.sum(grad_output * self.y, axis=self.axis, keepdims=True)
         d *= self.y
         return d

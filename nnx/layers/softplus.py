@@ -9,14 +9,14 @@ class Softplus(Module):
     """
 
     def fprop(self, x):
-        xp = self._check_array(x)
+        xp = self.check_array(x)
         self.x = x
         y = xp.logaddexp(x, 0.0)
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
+        self.check_grad(grad_output)
         s, _ = sigmoid_pair(self.x)
         s *= grad_output
         return s

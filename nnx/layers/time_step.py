@@ -36,15 +36,15 @@ class TimeStep(Module):
             raise ShapeError(f"{self!r}.fprop: step {self.index} does not exist in sequences "
                              f"of {shape[1]} steps (input {shape}); use an index in "
                              f"[{-shape[1]}, {shape[1]})")
-        xp = self._check_array(x)
+        xp = self.check_array(x)
         self.x_shape = shape
         self.at = self.index % shape[1]
         y = x[:, self.at, ...]
-        self._out_shape = tuple(y.shape)
+        self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        xp = self._check_grad(grad_output)
+        xp = self.check_grad(grad_output)
         n, steps, rest = self.x_shape[0], self.x_shape[1], self.x_shape[2:]
         g = grad_output[:, None, ...]
         parts = [xp.zeros((n, k) + rest, dtype=g.dtype, device=array_api_compat.device(g))

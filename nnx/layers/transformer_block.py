@@ -59,10 +59,10 @@ class TransformerBlock(Module):
     def fprop(self, x):
         for b in self.blocks:
             x = b.fprop(x)
-        self._out_shape = tuple(x.shape)
+        self.out_shape = tuple(x.shape)
         return x
 
     def bprop(self, grad_output, *, need_input_grad=True):
-        self._check_grad(grad_output)
+        self.check_grad(grad_output)
         g = self.blocks[1].bprop(grad_output)
         return self.blocks[0].bprop(g, need_input_grad=need_input_grad)

@@ -394,9 +394,9 @@ def _bprop_first(base, target, dtype, x, g_host, seed):
         return check, "ok", "raises StateError"
     except Exception as e:
         return check, "FAILED", (f"raised {_say(e)} instead of nnx.StateError "
-                                 f"(start bprop with self._check_grad(grad_output))")
+                                 f"(start bprop with self.check_grad(grad_output))")
     return check, "FAILED", ("bprop ran before any fprop; it should raise nnx.StateError "
-                             "(start bprop with self._check_grad(grad_output))")
+                             "(start bprop with self.check_grad(grad_output))")
 
 
 def _mixing(base, target, dtype, x_host, specs):
@@ -417,9 +417,9 @@ def _mixing(base, target, dtype, x_host, specs):
         return check, "ok", f"an input on {other} raises DeviceError"
     except Exception as e:
         return check, "FAILED", (f"an input on {other} raised {_say(e)} instead of "
-                                 f"nnx.DeviceError (check it with self._check_input(x, width))")
+                                 f"nnx.DeviceError (check it with self.check_input(x, width))")
     return check, "FAILED", (f"an input on {other} with parameters on {target} was accepted; "
-                             f"fprop should raise nnx.DeviceError (self._check_input(x, width))")
+                             f"fprop should raise nnx.DeviceError (self.check_input(x, width))")
 
 
 def _other_device(target, available):
