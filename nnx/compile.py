@@ -28,7 +28,9 @@ def compile_step(net, loss, opt, *, mode="auto", keep_grads=True, _count_correct
     (x), t)``, ``net.bprop(loss.bprop())`` and ``opt.step()`` and returns the batch loss as
     a 0-d array on the device (not read back).  Afterwards the modules hold the new
     parameters, gradients and buffers and the optimiser its new state, as after the eager
-    step, so ``nnx.save``, ``evaluate`` and eager steps mix with compiled ones.
+    step, so ``nnx.save``, ``evaluate`` and eager steps mix with compiled ones.  A jitted
+    step leaves no fprop caches behind: ``net.bprop`` or ``loss.bprop`` right after it
+    raises a StateError (until the next eager fprop) instead of using an older batch's.
 
     ``mode``: "auto" (jax.jit on JAX, else eager), "jit" (refuse what cannot be jitted),
     "eager".  ``step.mode`` and ``step.reason`` say what it does and why;
@@ -175,6 +177,7 @@ class Step:
                                 f"{str(e).splitlines()[0]}") from e
         if self._traced:                        # the modules hold tracers now: undo that
             self._restore()
+        _forget_caches(self._all, self.loss)    # an older eager fprop's: bprop must refuse
         value, hits, grad_norm, params, grads, state, buffers = out
         for (m, n), p in zip(slots, params):
             setattr(m, n, p)
@@ -277,6 +280,17 @@ class Step:
                                static_argnums=(7,))
 
 
+def _forget_caches(modules, loss=None):
+    """After a jitted call the modules (and the loss) hold what an older eager fprop left,
+    not what the program computed: mark it gone, so that a ``bprop`` now raises a
+    StateError rather than silently using another batch's caches."""
+    for m in modules:
+        if vars(m).get("out_shape") is not None:
+            m.out_shape = None
+    if loss is not None and vars(loss).get("_grad") is not None:
+        loss._grad = None
+
+
 def _given_masks(dropouts, masks):
     """Dropout._given inside the traced step: the mask passed in for that Dropout, once."""
     left = dict(masks)
@@ -309,24 +323,22 @@ def _classes(loss):
     return int(shape[1]) if shape is not None and len(shape) == 2 else None
 
 
+_EAGER = {"numpy": "NumPy runs each operation as it is called (nothing to compile)",
+          "strict": "array-api-strict runs each operation as it is called"}
+_STEP_EAGER = {**_EAGER,
+               "cupy": "CuPy: cuBLAS calls cannot be captured in a CUDA graph (CuPy issue "
+                       "6290); the flat optimiser keeps the step to few kernels",
+               "torch": "torch: eager (torch.compile of the step recompiles on every "
+                        "step with deferred label checks and for the cnn, and is at best "
+                        "0.8-0.95x the eager mlp step on a CPU: bench/torch_compile_probe.py; "
+                        "a CUDA graph of the step is not built yet)"}
+
+
 def _why_not_jit(net, opt):
     """None when the step can be one jax.jit program, else why not (one line)."""
-    params = net.params()
-    if not params:
-        return "the network has no parameters"
-    device = backends.device_of(params[0])
-    name = device.backend.name
-    if name != "jax":
-        return {"numpy": "NumPy runs each operation as it is called (nothing to compile)",
-                "strict": "array-api-strict runs each operation as it is called",
-                "cupy": "CuPy: cuBLAS calls cannot be captured in a CUDA graph (CuPy issue "
-                        "6290); the flat optimiser keeps the step to few kernels",
-                "torch": "torch: eager (torch.compile of the step recompiles on every "
-                         "step with deferred label checks and for the cnn, and is at best "
-                         "0.8-0.95x the eager mlp step on a CPU: bench/torch_compile_probe.py; "
-                         "a CUDA graph of the step is not built yet)"}.get(name, f"{name} runs eagerly")
-    if any(backends.device_of(p) != device for p in params):
-        return "the parameters live on several devices"
+    why = _why_not_jit_params(net.params(), _STEP_EAGER)
+    if why is not None:
+        return why
     from .optim import Optimizer
     if not isinstance(opt, Optimizer) or opt._slots is None:
         return (f"{type(opt).__name__} is not an nnx optimiser over the module's own "
@@ -471,9 +483,7 @@ class Fprop:
                                 f"{str(e).splitlines()[0]}") from e
         if self._traced:
             self._restore()
-        for m in self._all:                     # no caches for bprop: it must refuse
-            if vars(m).get("_out_shape") is not None:
-                m._out_shape = None
+        _forget_caches(self._all)               # no caches for bprop: it must refuse
         for (m, n), b in zip(self._bslots, buffers):
             setattr(m, n, b)
         if self._traced:
@@ -514,16 +524,14 @@ class Fprop:
         return jax_backend.jit(pure, native=device.native, static_argnums=(3,))
 
 
-def _why_not_jit_params(params):
+def _why_not_jit_params(params, reasons=_EAGER):
     """None when a program over ``params`` can be one jax.jit program, else why not."""
     if not params:
         return "the network has no parameters"
     device = backends.device_of(params[0])
     name = device.backend.name
     if name != "jax":
-        return {"numpy": "NumPy runs each operation as it is called (nothing to compile)",
-                "strict": "array-api-strict runs each operation as it is called"}.get(
-            name, f"{name} runs eagerly")
+        return reasons.get(name, f"{name} runs eagerly")
     if any(backends.device_of(p) != device for p in params):
         return "the parameters live on several devices"
     return None

@@ -93,6 +93,26 @@ def test_no_tracer_is_left_on_the_modules():
         assert not tracers(opt.state) and opt.t == 1
 
 
+def test_a_bprop_right_after_a_jitted_step_refuses_instead_of_using_older_caches():
+    pytest.importorskip("jax")
+    with nnx.device("jax:cpu"):
+        net, loss, opt = _setup("float64", OPTS["sgd-momentum"])
+        step = nnx.compile_step(net, loss, opt)
+        batches = _batches("float64", sizes=(8, 8, 8))
+        x, t = next(batches)
+        _eager_step(net, loss, opt, x, t)           # leaves this batch's caches
+        step(*next(batches))                         # traces (restores them), then runs
+        step(*next(batches))
+        assert step.mode == "jit"
+        with pytest.raises(nnx.StateError, match="SoftmaxCrossEntropy.bprop called before "
+                                                 "fprop"):
+            loss.bprop()
+        with pytest.raises(nnx.StateError, match=r"Linear\(9, 4\).bprop called before "
+                                                 r"fprop"):
+            net.bprop(nnx.asarray(np.ones((8, 4))))
+        _eager_step(net, loss, opt, x, t)           # an eager step works as before
+
+
 def test_a_new_batch_shape_compiles_once():
     pytest.importorskip("jax")
     with nnx.device("jax:cpu"):

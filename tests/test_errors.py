@@ -45,7 +45,7 @@ class _OldStyleCube(nnx.Module):
 
     def fprop(self, x):
         self.x = x
-        self._out_shape = tuple(x.shape)
+        self._out_shape = tuple(x.shape)      # (old name)
         return x * x * x
 
     def bprop(self, grad_output, *, need_input_grad=True):
