@@ -93,20 +93,12 @@ class Step:
         slots = getattr(opt, "_slots", None) or []
         self._gslots = [(m, "d" + n) for m, n in slots]
         self._pslots = ([m for m, _ in slots], [n for _, n in slots])   # for map(getattr)
-        why = _why_not_jit(net, opt)
-        if mode == "eager":
-            self.mode, self.reason = "eager", "asked for (mode='eager')"
-        elif why is None:
-            self.mode, self.reason = "jit", "one jax.jit program per batch shape"
-            if self._dropouts:
-                self.reason += ("; Dropout's masks are drawn on the host (nnx.seed), as in "
-                                "the eager step, and passed in: the first step of each batch "
-                                "shape runs eagerly to learn their shapes")
-        elif mode == "jit":
-            raise ArgumentError(f"compile_step: cannot jit this step: {why}; use "
-                                f"mode='auto' or 'eager'")
-        else:
-            self.mode, self.reason = "eager", why
+        self.mode, self.reason = _choose(mode, _why_not_jit(net, opt), "compile_step",
+                                         "this step", "batch shape")
+        if self.mode == "jit" and self._dropouts:
+            self.reason += ("; Dropout's masks are drawn on the host (nnx.seed), as in "
+                            "the eager step, and passed in: the first step of each batch "
+                            "shape runs eagerly to learn their shapes")
 
     def __repr__(self):
         return f"<nnx step: {self.mode} ({self.reason})>"
@@ -164,19 +156,8 @@ class Step:
                                                          (opt.lr,))))
         args = (params, list(opt.state), [getattr(m, n) for m, n in bslots] if bslots else [],
                 self._lrs[1], masks, x, t, static)
-        self._traced = False            # pure() snapshots the modules when jax traces it
         start = time.perf_counter()
-        try:
-            out = self._program(*args)
-        except Exception as e:     # noqa: BLE001 - what went wrong, in nnx's words
-            if self._traced:
-                self._restore()
-            if isinstance(e, NNXError):
-                raise
-            raise ArgumentError(f"compile_step: the jitted step failed: "
-                                f"{str(e).splitlines()[0]}") from e
-        if self._traced:                        # the modules hold tracers now: undo that
-            self._restore()
+        out = _run(self, args, "compile_step: the jitted step")
         _forget_caches(self._all, self.loss)    # an older eager fprop's: bprop must refuse
         value, hits, grad_norm, params, grads, state, buffers = out
         for (m, n), p in zip(slots, params):
@@ -280,6 +261,21 @@ class Step:
                                static_argnums=(7,))
 
 
+def _run(owner, args, what):
+    """``owner._program(*args)``, with the modules put back as they were before whenever jax
+    traced it (they hold tracers then), and any failure but nnx's own in nnx's words."""
+    owner._traced = False                   # the program snapshots the modules as it traces
+    try:
+        return owner._program(*args)
+    except NNXError:
+        raise
+    except Exception as e:     # noqa: BLE001 - what went wrong, in nnx's words
+        raise ArgumentError(f"{what} failed: {str(e).splitlines()[0]}") from e
+    finally:
+        if owner._traced:
+            owner._restore()
+
+
 def _forget_caches(modules, loss=None):
     """After a jitted call the modules (and the loss) hold what an older eager fprop left,
     not what the program computed: mark it gone, so that a ``bprop`` now raises a
@@ -321,6 +317,18 @@ def _classes(loss):
     grad = getattr(loss, "_grad", None)
     shape = getattr(grad, "shape", None)
     return int(shape[1]) if shape is not None and len(shape) == 2 else None
+
+
+def _choose(mode, why, where, what, per):
+    """(mode, reason): "jit" where ``why`` is None and eager was not asked for; mode="jit"
+    with a ``why`` is refused with it."""
+    if mode == "eager":
+        return "eager", "asked for (mode='eager')"
+    if why is None:
+        return "jit", f"one jax.jit program per {per}"
+    if mode == "jit":
+        raise ArgumentError(f"{where}: cannot jit {what}: {why}; use mode='auto' or 'eager'")
+    return "eager", why
 
 
 _EAGER = {"numpy": "NumPy runs each operation as it is called (nothing to compile)",
@@ -442,16 +450,8 @@ class Fprop:
         self._saved = None
         params = net.params()
         self._kind = type(params[0]) if params else None
-        why = _why_not_jit_params(params)
-        if mode == "eager":
-            self.mode, self.reason = "eager", "asked for (mode='eager')"
-        elif why is None:
-            self.mode, self.reason = "jit", "one jax.jit program per input shape"
-        elif mode == "jit":
-            raise ArgumentError(f"compile_fprop: cannot jit net.fprop: {why}; use "
-                                f"mode='auto' or 'eager'")
-        else:
-            self.mode, self.reason = "eager", why
+        self.mode, self.reason = _choose(mode, _why_not_jit_params(params), "compile_fprop",
+                                         "net.fprop", "input shape")
 
     def __repr__(self):
         return f"<nnx fprop: {self.mode} ({self.reason})>"
@@ -470,19 +470,8 @@ class Fprop:
             self._program = self._make_program(params[0])
         buffers = [getattr(m, n) for m, n in self._bslots]
         static = tuple(map(_TRAINING, self._all))
-        self._traced = False
         start = time.perf_counter()
-        try:
-            y, buffers = self._program(params, buffers, x, static)
-        except Exception as e:     # noqa: BLE001 - what went wrong, in nnx's words
-            if self._traced:
-                self._restore()
-            if isinstance(e, NNXError):
-                raise
-            raise ArgumentError(f"compile_fprop: the jitted fprop failed: "
-                                f"{str(e).splitlines()[0]}") from e
-        if self._traced:
-            self._restore()
+        y, buffers = _run(self, (params, buffers, x, static), "compile_fprop: the jitted fprop")
         _forget_caches(self._all)               # no caches for bprop: it must refuse
         for (m, n), b in zip(self._bslots, buffers):
             setattr(m, n, b)
