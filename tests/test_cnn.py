@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import nnx
+from nnx.backends import fast as backends_fast
 from nnx.backends import fast_conv
 from nnx.backends import gather as backends_gather
 from nnx.layers import _im2col
@@ -345,16 +346,49 @@ def test_fast_im2col_and_col2im_equal_the_reference(shape, k, s, p):
                                rtol=1e-14, atol=1e-14)
 
 
-@pytest.mark.parametrize("shape, k, s, p", GEOMETRIES)
-def test_fast_conv_input_gradient_equals_the_reference(shape, k, s, p):
+def _layouts(shape, seed, dtype=F64):
+    """The same values as NCHW, as a batch-last view (what Conv2D hands out on NumPy) and
+    as a strided slice of a larger array."""
+    x = host(shape, seed).astype(dtype)
+    n, c, h, w = shape
+    last = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    wide = np.zeros((n, c + 1, h, 2 * w), dtype=dtype)
+    wide[:, 1:, :, ::2] = x
+    return {"nchw": x, "batch-last": last, "strided": wide[:, 1:, :, ::2]}
+
+
+@pytest.mark.parametrize("dtype, tol", [(F64, 1e-13), ("float32", 1e-5)])
+@pytest.mark.parametrize("shape, k, s, p", GEOMETRIES + [((0, 2, 5, 5), (3, 3), (1, 1), (1, 1)),
+                                                        ((1, 3, 6, 7), (5, 5), (1, 1), (0, 0))])
+def test_fast_batch_last_im2col_col2im_and_input_grad_equal_the_gathers(shape, k, s, p,
+                                                                         dtype, tol):
+    """NumPy's batch-last forms against the portable gathers they replace (run on NumPy
+    arrays): the columns equal exactly whatever x's layout, twice into the same reused
+    array; col2im and W₂ᵀ·g then col2im agree to rounding, and dx is batch-last."""
     out = _im2col.output_size("test", shape, k, s, p)
+    scratch = backends_gather.Scratch()
+    want = _im2col.im2col_batch_last(host(shape).astype(dtype), k, s, p, out)
+    for name, x in _layouts(shape, 0, dtype).items():
+        for _ in range(2):
+            got = fast_conv.im2col_batch_last(x, k, s, p, out, scratch)
+            assert got.dtype == dtype
+            np.testing.assert_array_equal(got, np.asarray(want).reshape(got.shape), name)
+    n, c = shape[:2]
+    kk, m = c * k[0] * k[1], out[0] * out[1] * n
+    dcols = host((kk, m), 1).astype(dtype)
+    want = _im2col.col2im_batch_last(dcols.reshape(kk * out[0] * out[1], n), shape, k, s, p,
+                                     out)
+    dx = fast_conv.col2im_batch_last(dcols, shape, k, s, p, out)
+    assert dx.shape == shape and dx.dtype == dtype
+    assert backends_fast.channel_rows(dx) is not None or p != (0, 0)
+    np.testing.assert_allclose(dx, want, rtol=tol, atol=tol)
     c_out = 3
-    w, g = host((c_out, shape[1]) + k, 2), host((shape[0], c_out) + out, 3)
-    dcols = w.reshape(c_out, -1).T @ g.reshape(shape[0], c_out, -1)
-    want = im2col_reference.col2im_reference(dcols, shape, k, s, p, out)
-    fast = fast_conv.conv2d_input_grad(g, w, shape, k, s, p, out)
-    assert fast.flags.c_contiguous and fast.shape == shape
-    np.testing.assert_allclose(fast, want, rtol=1e-13, atol=1e-13)
+    w2t, g = host((kk, c_out), 2).astype(dtype), host((c_out, m), 3).astype(dtype)
+    want = _im2col.col2im_batch_last((w2t @ g).reshape(kk * out[0] * out[1], n), shape, k, s,
+                                     p, out)
+    for reuse in (None, scratch, scratch):
+        dx = fast_conv.conv2d_input_grad(g, w2t, shape, k, s, p, out, reuse)
+        np.testing.assert_allclose(dx, want, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("k, s", [((2, 2), (2, 2)), ((3, 2), (1, 2)), ((2, 2), (1, 1))])
@@ -412,8 +446,9 @@ def test_fast_path_declines_other_libraries():
     assert fast_conv.im2col(x, (2, 2), (1, 1), (0, 0), (2, 2)) is None
     assert fast_conv.col2im(strict.asarray(host((1, 4, 4))), (1, 1, 3, 3), (2, 2), (1, 1),
                             (0, 0), (2, 2)) is None
-    assert fast_conv.conv2d_input_grad(strict.asarray(host((1, 1, 2, 2))), x, (1, 1, 3, 3),
-                                       (2, 2), (1, 1), (0, 0), (2, 2)) is None
+    assert fast_conv.conv2d_input_grad(strict.asarray(host((1, 4))), strict.asarray(
+        host((4, 1))), (1, 1, 3, 3), (2, 2), (1, 1), (0, 0), (2, 2)) is None
+    assert fast_conv.im2col_batch_last(x, (2, 2), (1, 1), (0, 0), (2, 2)) is None
     assert fast_conv.max_pool(x, (2, 2), (1, 1), (2, 2)) is None
 
 
