@@ -95,6 +95,74 @@ def batch_norm_sums(g, xhat, axes):
     return g.sum(axis=axes), np.einsum(spec, g, xhat)
 
 
+_CHUNK_BYTES = 1 << 20      # column blocks of (C, m) rows that stay in the cache between passes
+
+
+def _blocks(rows):
+    """Column slices of the (C, m) ``rows`` about 1 MiB each."""
+    c, m = rows.shape
+    step = max(1024, _CHUNK_BYTES // max(1, c * rows.itemsize))
+    return [slice(i, i + step) for i in range(0, m, step)]
+
+
+def batch_norm_train(x, gamma, beta, eps):
+    """(mean, var, 1/√(var + eps), x̂, y) of BatchNorm in training, for a NumPy (N, C, H, W)
+    float array laid out batch-last (what Conv2D hands out); None otherwise.
+
+    The layer's formulas (two-pass variance) over (C, m) rows in two sweeps of ~1 MiB
+    column blocks: x − μ and its squares' sums, then x̂ = (x − μ)/σ and y = γ·x̂ + β, so each
+    block is read from the cache by the second and third operation on it; x̂ and y keep
+    x's layout; mean, var and the inverse come as (1, C, 1, 1)."""
+    rows = channel_rows(x)
+    if rows is None or x.dtype.kind != "f" or type(gamma) is not np.ndarray \
+            or type(beta) is not np.ndarray or gamma.dtype != x.dtype:
+        return None
+    c, m = rows.shape
+    mean = rows.sum(axis=1, keepdims=True)
+    mean /= m
+    xhat, y = np.empty_like(x), np.empty_like(x)
+    xr, yr = channel_rows(xhat), channel_rows(y)
+    var = np.zeros(c, dtype=x.dtype)
+    blocks = _blocks(rows)
+    for b in blocks:
+        block = np.subtract(rows[:, b], mean, out=xr[:, b])
+        var += np.einsum("ij,ij->i", block, block)
+    var /= m
+    var = var.reshape(c, 1)
+    inv = (var + eps) ** -0.5
+    g, bt = gamma.reshape(c, 1), beta.reshape(c, 1)
+    for b in blocks:
+        block = xr[:, b]
+        block *= inv
+        out = np.multiply(block, g, out=yr[:, b])
+        out += bt
+    per = (1, c, 1, 1)
+    return mean.reshape(per), var.reshape(per), inv.reshape(per), xhat, y
+
+
+def batch_norm_input_grad(g, xhat, scale, dgamma, dbeta, m):
+    """BatchNorm's training dx = γ/σ·(g − (Σg + x̂·Σ g·x̂)/m) for NumPy arrays laid out
+    batch-last (``scale`` = γ/σ as (1, C, 1, 1)), in one sweep of ~1 MiB column blocks of
+    four operations each, laid out as g; None otherwise (the layer's five full passes)."""
+    rows, xr = channel_rows(g), channel_rows(xhat)
+    if rows is None or xr is None or g.dtype != xhat.dtype or g.dtype.kind != "f" \
+            or type(scale) is not np.ndarray:
+        return None
+    c = rows.shape[0]
+    k = -1.0 / m
+    a = (dgamma * k).astype(g.dtype).reshape(c, 1)
+    b0 = (dbeta * k).astype(g.dtype).reshape(c, 1)
+    sc = scale.astype(g.dtype).reshape(c, 1)
+    dx = np.empty_like(g)
+    dr = channel_rows(dx)
+    for b in _blocks(rows):
+        out = np.multiply(xr[:, b], a, out=dr[:, b])
+        out += b0
+        out += rows[:, b]
+        out *= sc
+    return dx
+
+
 def softmax_cross_entropy_labels(z, labels, check=True):
     """(mean loss, dL/dz) of softmax cross-entropy for integer labels, on NumPy arrays.
 

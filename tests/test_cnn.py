@@ -391,6 +391,79 @@ def test_fast_batch_last_im2col_col2im_and_input_grad_equal_the_gathers(shape, k
         np.testing.assert_allclose(dx, want, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype, tol", [(F64, 1e-12), ("float32", 2e-5)])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 2), (1, 2, 3, 3), (7, 1, 1, 2), (3, 2, 40, 45)])
+def test_numpy_layers_keep_the_batch_last_layout_and_equal_the_portable_path(shape, dtype,
+                                                                             tol, monkeypatch):
+    """BatchNorm (training and eval), MaxPool2D and ReLU on NumPy, for NCHW, batch-last
+    (Conv2D's output there: BatchNorm's one-sweep helpers) and strided inputs, against the
+    same layers on array-api-strict: outputs, input and parameter gradients and the running
+    statistics; batch-last in gives batch-last out (no transposing copy for the next layer),
+    and what a step returned survives the next step.  The helpers' column blocks are made
+    small here (1024 columns), so the largest shape runs several."""
+    strict = pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+    monkeypatch.setattr(backends_fast, "_CHUNK_BYTES", 1)
+
+    def run(make, x, g, device):
+        layer = make().to(device, dtype)
+        put = (lambda a: strict.asarray(np.ascontiguousarray(a))) if device == "strict" \
+            else (lambda a: a)
+        if layer.params():
+            layer.set_params([nnx.asarray(1.0 + host(p.shape, 5 + i), dtype=dtype,
+                                          device=device) for i, p in enumerate(layer.params())])
+        y = layer.fprop(put(x))
+        dx = layer.bprop(put(g))
+        out = [y, dx, *layer.grads()]
+        if isinstance(layer, nnx.BatchNorm):
+            out += [layer.running_mean, layer.running_var]
+            layer.eval()
+            out += [layer.fprop(put(x)), layer.bprop(put(g))]
+        return [nnx.to_numpy(a) for a in out], y, dx
+
+    pool_ok = shape[2] >= 2 and shape[3] >= 2
+    makes = [lambda: nnx.BatchNorm(shape[1], momentum=0.3), nnx.ReLU] + \
+        ([lambda: nnx.MaxPool2D(2)] if pool_ok else [])
+    for make in makes:
+        for name, x in _layouts(shape, 1, dtype).items():
+            x = 2.0 + 3.0 * x
+            out_shape = tuple(make().fprop(nnx.asarray(np.ascontiguousarray(x))).shape)
+            g = _layouts(out_shape, 2, dtype)[name]
+            want, _, _ = run(make, x, g, "strict")
+            got, y, dx = run(make, x, g, "cpu")
+            kept = [a.copy() for a in got]
+            for a, b in zip(got, want):
+                np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=f"{make()} {name}")
+            if name == "batch-last":
+                assert backends_fast.channel_rows(y) is not None, make()
+                assert backends_fast.channel_rows(dx) is not None, make()
+            run(make, x + 1.0, g, "cpu")
+            for a, b in zip(got, kept):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_fast_batch_norm_helpers_take_only_batch_last_float_numpy():
+    """The one-sweep BatchNorm helpers decline what they do not cover (the layer then runs
+    its formulas): NCHW and strided layouts, (N, C) rows, float16 (the layer's statistics
+    are float32 there), other libraries."""
+    layouts = _layouts((4, 3, 2, 2), 0)
+    gamma, beta = np.ones(3), np.zeros(3)
+    assert backends_fast.batch_norm_train(layouts["batch-last"], gamma, beta, 1e-5) is not None
+    for x in (layouts["nchw"], layouts["strided"], host((4, 3)),
+              layouts["batch-last"].astype(np.float16)):
+        assert backends_fast.batch_norm_train(x, gamma, beta, 1e-5) is None
+    scale, s = np.ones((1, 3, 1, 1)), np.ones(3)
+    last = layouts["batch-last"]
+    assert backends_fast.batch_norm_input_grad(last, last, scale, s, s, 16) is not None
+    assert backends_fast.batch_norm_input_grad(layouts["nchw"], last, scale, s, s, 16) is None
+    try:
+        import torch
+    except ImportError:
+        return
+    t = torch.from_numpy(np.ascontiguousarray(last))
+    assert backends_fast.batch_norm_train(t, gamma, beta, 1e-5) is None
+    assert backends_fast.batch_norm_input_grad(t, t, scale, s, s, 16) is None
+
+
 @pytest.mark.parametrize("k, s", [((2, 2), (2, 2)), ((3, 2), (1, 2)), ((2, 2), (1, 1))])
 def test_fast_max_pool_sends_the_gradient_to_the_first_maximum_as_the_reference(k, s):
     """Ties included (integers in a small range): NumPy's fast path and the Array API code
