@@ -117,6 +117,44 @@ def im2col_batch_last(x, kernel, stride, padding, out_hw, scratch=None):
     return cols.reshape(c * kh * kw, oh * ow * n)
 
 
+_BLOCK_BYTES = 256 << 10
+
+
+def _column_blocks(k, m, itemsize):
+    """Slices of the m columns of a (k, m) operand, ~256 KiB each where k ≤ 64 (OpenBLAS's
+    sgemm on such a short and very wide operand runs at about half the speed of the same
+    product in cache-sized blocks: conv1's (8, 25)·(25, 576·N)); one slice otherwise."""
+    step = max(1024, _BLOCK_BYTES // (k * itemsize)) if k <= 64 else m
+    return [slice(i, i + step) for i in range(0, m, max(step, 1))] or [slice(0, 0)]
+
+
+def matmul_add(a, b, c):
+    """a @ b + c for 2-D NumPy a (r, k), b (k, m) and c (r, 1), by column blocks of b
+    (``_column_blocks``), each block's sum added while it is in the cache; None
+    elsewhere."""
+    if type(a) is not np.ndarray or type(b) is not np.ndarray or type(c) is not np.ndarray \
+            or a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype:
+        return None
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b, c))
+    for s in _column_blocks(b.shape[0], b.shape[1], b.itemsize):
+        block = np.matmul(a, b[:, s], out=out[:, s])
+        block += c
+    return out
+
+
+def matmul_transposed(a, b):
+    """a @ bᵀ for 2-D NumPy a (k, m) and b (r, m) (Conv2D's dW₂ᵀ = cols·gᵀ), summed over
+    column blocks of both (``_column_blocks`` of a); None elsewhere."""
+    if type(a) is not np.ndarray or type(b) is not np.ndarray or a.ndim != 2 or b.ndim != 2 \
+            or a.dtype != b.dtype:
+        return None
+    blocks = _column_blocks(a.shape[0], a.shape[1], a.itemsize)
+    out = a[:, blocks[0]] @ b[:, blocks[0]].T
+    for s in blocks[1:]:
+        out += a[:, s] @ b[:, s].T
+    return out
+
+
 def col2im_batch_last(dcols, x_shape, kernel, stride, padding, out_hw):
     """The adjoint of ``im2col_batch_last``: dx (N, C, H, W) from dcols (C·kh·kw, OH·OW·N),
     by kh·kw strided adds of (C, OH, OW·N) slices into a zero (C, H', W', N) image (rows

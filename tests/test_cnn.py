@@ -441,6 +441,64 @@ def test_numpy_layers_keep_the_batch_last_layout_and_equal_the_portable_path(sha
                 np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype, tol", [(F64, 1e-12), ("float32", 2e-5)])
+@pytest.mark.parametrize("shape, k, s, p", GEOMETRIES + [((0, 2, 5, 5), (3, 3), (1, 1), (1, 1)),
+                                                        ((24, 1, 12, 11), (5, 5), (1, 1), (0, 0))])
+def test_numpy_conv2d_equals_the_portable_path_in_every_input_layout(shape, k, s, p, dtype,
+                                                                      tol, monkeypatch):
+    """Conv2D on NumPy (batch-last strided copies, block matmuls, strided adds) against
+    Conv2D on array-api-strict (the gathers): y, dx, dW and db for NCHW, batch-last and
+    strided inputs, with blocks made small (1024 columns) so the products run several;
+    y and dx come out batch-last, and the next step leaves them alone."""
+    strict = pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+    monkeypatch.setattr(fast_conv, "_BLOCK_BYTES", 1)
+    c_out = 3
+
+    def run(x, g, device):
+        nnx.seed(4)
+        conv = nnx.Conv2D(shape[1], c_out, k, stride=s, padding=p).to(device, dtype)
+        conv.set_params([conv.W, nnx.asarray(host(c_out, 6), dtype=dtype, device=device)])
+        put = (lambda a: strict.asarray(np.ascontiguousarray(a))) if device == "strict" \
+            else (lambda a: a)
+        y = conv.fprop(put(x))
+        dx = conv.bprop(put(g))
+        return [nnx.to_numpy(a) for a in (y, dx, conv.dW, conv.db)], y, dx
+
+    out = _im2col.output_size("test", shape, k, s, p)
+    for name, x in _layouts(shape, 1, dtype).items():
+        g = _layouts((shape[0], c_out) + out, 2, dtype)[name]
+        want, _, _ = run(x, g, "strict")
+        got, y, dx = run(x, g, "cpu")
+        kept = [a.copy() for a in got]
+        for a, b in zip(got, want):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=name)
+        assert backends_fast.channel_rows(y) is not None
+        assert backends_fast.channel_rows(dx) is not None or p != (0, 0)
+        run(x + 1.0, g, "cpu")
+        for a, b in zip(got, kept):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_fast_block_matmuls_equal_the_plain_products(monkeypatch):
+    """fast_conv's block products against a @ b + c and a @ bᵀ: short operands (k ≤ 64) in
+    several blocks, tall ones in one, no columns at all; None off NumPy."""
+    monkeypatch.setattr(fast_conv, "_BLOCK_BYTES", 1)
+    for k, m in [(3, 5000), (25, 2049), (65, 3000), (4, 0)]:
+        for dtype, tol in [(F64, 1e-13), ("float32", 1e-5)]:
+            a, b, c = host((2, k), 1), host((k, m), 2), host((2, 1), 3)
+            a, b, c = (v.astype(dtype) for v in (a, b, c))
+            got = fast_conv.matmul_add(a, b, c)
+            assert got.dtype == dtype
+            np.testing.assert_allclose(got, a @ b + c, rtol=tol, atol=tol)
+            g = host((2, m), 4).astype(dtype)
+            np.testing.assert_allclose(fast_conv.matmul_transposed(b, g), b @ g.T,
+                                       rtol=tol, atol=tol * max(1, m) ** 0.5)
+    strict = pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+    a = strict.asarray(host((2, 2)))
+    assert fast_conv.matmul_add(a, a, a) is None and fast_conv.matmul_transposed(a, a) is None
+
+
 def test_fast_batch_norm_helpers_take_only_batch_last_float_numpy():
     """The one-sweep BatchNorm helpers decline what they do not cover (the layer then runs
     its formulas): NCHW and strided layouts, (N, C) rows, float16 (the layer's statistics

@@ -68,6 +68,8 @@ class Conv2D(Module):
         bias = xp.reshape(self.b, (self.c_out, 1))
         y = fused.matmul_add(w2, self.cols, bias)       # torch: b + W₂·cols in one kernel
         if y is None:
+            y = fast_conv.matmul_add(w2, self.cols, bias)   # NumPy: by blocks of columns
+        if y is None:
             y = w2 @ self.cols
             y += bias
         y = xp.permute_dims(xp.reshape(y, (self.c_out, oh, ow, n)), (3, 0, 1, 2))
@@ -80,8 +82,10 @@ class Conv2D(Module):
         g = xp.reshape(xp.permute_dims(grad_output, (1, 2, 3, 0)),
                        (self.c_out, oh * ow * n))                       # (c_out, OH·OW·N)
         self.db = xp.sum(g, axis=1)
-        dw = self.cols @ xp.matrix_transpose(g)     # dW₂ᵀ (C·kh·kw, c_out): this order is
-        # twice as fast on torch's CPU as g·colsᵀ; dW is a transposed view of it
+        dw = fast_conv.matmul_transposed(self.cols, g)  # NumPy: by blocks of columns
+        if dw is None:                          # dW₂ᵀ (C·kh·kw, c_out): this order is twice
+            dw = self.cols @ xp.matrix_transpose(g)     # as fast on torch's CPU as g·colsᵀ;
+        # dW is a transposed view of it
         self.dW = xp.permute_dims(xp.reshape(dw, (self.c_in,) + self.kernel_size
                                              + (self.c_out,)), (3, 0, 1, 2))
         if not need_input_grad:
