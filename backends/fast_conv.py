@@ -174,17 +174,37 @@ def col2im_batch_last(dcols, x_shape, kernel, stride, padding, out_hw):
     return out[:, ph:ph + h, pw:pw + w].transpose(3, 0, 1, 2)
 
 
+_WINDOW_VALUES = 32768       # conv2d_input_grad goes window by window from here
+
+
 def conv2d_input_grad(g, w2t, x_shape, kernel, stride, padding, out_hw, scratch=None):
     """dx of Conv2D (= col2im(W₂ᵀ·g)) for NumPy arrays, the batch laid out last: g
-    (c_out, OH·OW·N) and W₂ᵀ (C·kh·kw, c_out), one matmul for the whole batch (into
-    ``scratch``'s reused array "dcols"), then ``col2im_batch_last``.  Returns dx as a
-    (N, C, H, W) view of a (C, H, W, N) array; None off NumPy."""
+    (c_out, OH·OW·N) and W₂ᵀ (C·kh·kw, c_out).  Where a window's columns for the whole
+    batch, C·kh·kw·N values, are many (≥ 32768), one window at a time: its (C·kh·kw, N)
+    block of W₂ᵀ·g, made in the cache (``scratch``'s reused array "dwindow"), added to its
+    (C, kh, kw, N) place of a zero (C, H', W', N) image (half the time of the whole
+    W₂ᵀ·g written out and read back by kh·kw adds at batch 1000); else one matmul for the
+    whole batch (into "dcols") and ``col2im_batch_last``.  Returns dx as a (N, C, H, W)
+    view of a (C, H, W, N) array; None off NumPy."""
     if type(g) is not np.ndarray or type(w2t) is not np.ndarray or g.ndim != 2:
         return None
-    shape = (w2t.shape[0], g.shape[1])
-    dcols = w2t @ g if scratch is None else np.matmul(
-        w2t, g, out=scratch.empty("dcols", shape, g))
-    return col2im_batch_last(dcols, x_shape, kernel, stride, padding, out_hw)
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
+    n, c, h, w = x_shape
+    k = w2t.shape[0]
+    if k * n < _WINDOW_VALUES:
+        shape = (k, g.shape[1])
+        dcols = w2t @ g if scratch is None else np.matmul(
+            w2t, g, out=scratch.empty("dcols", shape, g))
+        return col2im_batch_last(dcols, x_shape, kernel, stride, padding, out_hw)
+    out = np.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=g.dtype)
+    per = g.reshape(g.shape[0], oh * ow, n)                 # (c_out, OH·OW, N)
+    block = np.empty((k, n), dtype=g.dtype) if scratch is None else \
+        scratch.empty("dwindow", (k, n), g)
+    for p in range(oh):
+        for q in range(ow):
+            d = np.matmul(w2t, per[:, p * ow + q], out=block)
+            out[:, p * sh:p * sh + kh, q * sw:q * sw + kw] += d.reshape(c, kh, kw, n)
+    return out[:, ph:ph + h, pw:pw + w].transpose(3, 0, 1, 2)
 
 
 def _windows_of(a, kernel, stride, out_hw):

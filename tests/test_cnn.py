@@ -361,7 +361,8 @@ def _layouts(shape, seed, dtype=F64):
 @pytest.mark.parametrize("shape, k, s, p", GEOMETRIES + [((0, 2, 5, 5), (3, 3), (1, 1), (1, 1)),
                                                         ((1, 3, 6, 7), (5, 5), (1, 1), (0, 0))])
 def test_fast_batch_last_im2col_col2im_and_input_grad_equal_the_gathers(shape, k, s, p,
-                                                                         dtype, tol):
+                                                                         dtype, tol,
+                                                                         monkeypatch):
     """NumPy's batch-last forms against the portable gathers they replace (run on NumPy
     arrays): the columns equal exactly whatever x's layout, twice into the same reused
     array; col2im and W₂ᵀ·g then col2im agree to rounding, and dx is batch-last."""
@@ -386,9 +387,12 @@ def test_fast_batch_last_im2col_col2im_and_input_grad_equal_the_gathers(shape, k
     w2t, g = host((kk, c_out), 2).astype(dtype), host((c_out, m), 3).astype(dtype)
     want = _im2col.col2im_batch_last((w2t @ g).reshape(kk * out[0] * out[1], n), shape, k, s,
                                      p, out)
-    for reuse in (None, scratch, scratch):
-        dx = fast_conv.conv2d_input_grad(g, w2t, shape, k, s, p, out, reuse)
-        np.testing.assert_allclose(dx, want, rtol=tol, atol=tol)
+    for window_values in (0, 10**9):            # window by window, and one product
+        monkeypatch.setattr(fast_conv, "_WINDOW_VALUES", window_values)
+        for reuse in (None, scratch, scratch):
+            dx = fast_conv.conv2d_input_grad(g, w2t, shape, k, s, p, out, reuse)
+            assert dx.shape == shape and dx.dtype == dtype
+            np.testing.assert_allclose(dx, want, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("dtype, tol", [(F64, 1e-12), ("float32", 2e-5)])
@@ -444,14 +448,18 @@ def test_numpy_layers_keep_the_batch_last_layout_and_equal_the_portable_path(sha
 @pytest.mark.parametrize("dtype, tol", [(F64, 1e-12), ("float32", 2e-5)])
 @pytest.mark.parametrize("shape, k, s, p", GEOMETRIES + [((0, 2, 5, 5), (3, 3), (1, 1), (1, 1)),
                                                         ((24, 1, 12, 11), (5, 5), (1, 1), (0, 0))])
+@pytest.mark.parametrize("window_values", [0, 10**9])
 def test_numpy_conv2d_equals_the_portable_path_in_every_input_layout(shape, k, s, p, dtype,
-                                                                      tol, monkeypatch):
+                                                                      tol, window_values,
+                                                                      monkeypatch):
     """Conv2D on NumPy (batch-last strided copies, block matmuls, strided adds) against
     Conv2D on array-api-strict (the gathers): y, dx, dW and db for NCHW, batch-last and
-    strided inputs, with blocks made small (1024 columns) so the products run several;
-    y and dx come out batch-last, and the next step leaves them alone."""
+    strided inputs, with blocks made small (1024 columns) so the products run several, dx
+    window by window and in one product; y and dx come out batch-last, and the next step
+    leaves them alone."""
     strict = pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
     monkeypatch.setattr(fast_conv, "_BLOCK_BYTES", 1)
+    monkeypatch.setattr(fast_conv, "_WINDOW_VALUES", window_values)
     c_out = 3
 
     def run(x, g, device):
