@@ -95,18 +95,30 @@ def _copy_transposed(out, t, step=32):
         out[..., i:i + step] = t[..., i:i + step]
 
 
+_WINDOW_VALUES = 32768       # from here Conv2D's columns go window by window (see Windows)
+
+
 def im2col_batch_last(x, kernel, stride, padding, out_hw, scratch=None):
     """Conv2D's columns with the batch laid out last, (C·kh·kw, OH·OW·N): row (c, i, j),
     column (p, q, n) holds x_pad[n, c, p·sh + i, q·sw + j] (the layout of
-    ``nnx.layers._im2col.im2col_batch_last``, its reference).  One strided copy from x laid
-    out batch-last (x's memory when Conv2D made it, else one copy first): every copied run
-    is OW·N values long where sw = 1.  ``scratch``: into its reused array "cols" (the
-    caller's next call overwrites it).  None off NumPy."""
+    ``nnx.layers._im2col.im2col_batch_last``, its reference), from x laid out batch-last
+    (x's memory when Conv2D made it, else one copy first, into ``scratch``'s reused "x").
+
+    Where a window's block, C·kh·kw·N values, is large (≥ ``_WINDOW_VALUES``), the columns
+    are left unmade: a ``Windows`` that ``matmul_add`` and ``matmul_transposed`` read one
+    window at a time (writing out and reading back 50 MB of columns at batch 1000 costs
+    twice the product).  Else one strided copy, every run OW·N values long where sw = 1
+    (into ``scratch``'s reused "cols": the caller's next call overwrites it).  None off
+    NumPy."""
     if type(x) is not np.ndarray or x.ndim != 4:
         return None
     (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
     n, c = x.shape[:2]
     xt = batch_last(x, padding, scratch, "x")                   # (C, H', W', N)
+    if c * kh * kw * n >= _WINDOW_VALUES:
+        shape = (c, kh, kw, n)
+        return Windows(xt, kernel, stride, out_hw, np.empty(shape, dtype=x.dtype)
+                       if scratch is None else scratch.empty("window", shape, x))
     s0, s1, s2, s3 = xt.strides
     view = as_strided(xt, (c, kh, kw, oh, ow, n), (s0, s1, s2, s1 * sh, s2 * sw, s3),
                       writeable=False)
@@ -115,6 +127,30 @@ def im2col_batch_last(x, kernel, stride, padding, out_hw, scratch=None):
         scratch.empty("cols", shape, x)
     np.copyto(cols, view)
     return cols.reshape(c * kh * kw, oh * ow * n)
+
+
+class Windows:
+    """Conv2D's (C·kh·kw, OH·OW·N) columns, not made: the batch-last input and the
+    geometry.  ``blocks()`` yields, window position by position (l = p·OW + q), the
+    columns l·N … l·N + N − 1 as a (C·kh·kw, N) array copied into one reused buffer
+    (valid until the next one), so a product reads each block from the cache."""
+
+    ndim = 2
+
+    def __init__(self, xt, kernel, stride, out_hw, buffer):
+        self.xt, self.kernel, self.stride, self.out_hw, self.buffer = \
+            xt, kernel, stride, out_hw, buffer
+        c, kh, kw, n = buffer.shape
+        self.n, self.dtype, self.itemsize = n, xt.dtype, xt.itemsize
+        self.shape = (c * kh * kw, out_hw[0] * out_hw[1] * n)
+
+    def blocks(self):
+        (kh, kw), (sh, sw), (oh, ow) = self.kernel, self.stride, self.out_hw
+        flat = self.buffer.reshape(self.shape[0], self.n)
+        for p in range(oh):
+            for q in range(ow):
+                np.copyto(self.buffer, self.xt[:, p * sh:p * sh + kh, q * sw:q * sw + kw])
+                yield p * ow + q, flat
 
 
 _BLOCK_BYTES = 256 << 10
@@ -129,13 +165,19 @@ def _column_blocks(k, m, itemsize):
 
 
 def matmul_add(a, b, c):
-    """a @ b + c for 2-D NumPy a (r, k), b (k, m) and c (r, 1), by column blocks of b
-    (``_column_blocks``), each block's sum added while it is in the cache; None
-    elsewhere."""
-    if type(a) is not np.ndarray or type(b) is not np.ndarray or type(c) is not np.ndarray \
-            or a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype:
+    """a @ b + c for 2-D NumPy a (r, k), b (k, m) (or ``Windows``: block by block) and
+    c (r, 1), by column blocks of b (``_column_blocks``), each block's sum added while it
+    is in the cache; None elsewhere."""
+    if type(a) is not np.ndarray or type(c) is not np.ndarray or a.ndim != 2 \
+            or type(b) not in (np.ndarray, Windows) or b.ndim != 2 or a.dtype != b.dtype:
         return None
-    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b, c))
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a.dtype, b.dtype, c))
+    if type(b) is Windows:
+        n = b.n
+        for l, block in b.blocks():
+            part = np.matmul(a, block, out=out[:, l * n:(l + 1) * n])
+            part += c
+        return out
     for s in _column_blocks(b.shape[0], b.shape[1], b.itemsize):
         block = np.matmul(a, b[:, s], out=out[:, s])
         block += c
@@ -143,11 +185,18 @@ def matmul_add(a, b, c):
 
 
 def matmul_transposed(a, b):
-    """a @ bᵀ for 2-D NumPy a (k, m) and b (r, m) (Conv2D's dW₂ᵀ = cols·gᵀ), summed over
-    column blocks of both (``_column_blocks`` of a); None elsewhere."""
-    if type(a) is not np.ndarray or type(b) is not np.ndarray or a.ndim != 2 or b.ndim != 2 \
-            or a.dtype != b.dtype:
+    """a @ bᵀ for 2-D NumPy a (k, m) (or ``Windows``: block by block) and b (r, m)
+    (Conv2D's dW₂ᵀ = cols·gᵀ), summed over column blocks of both (``_column_blocks`` of
+    a); None elsewhere."""
+    if type(a) not in (np.ndarray, Windows) or type(b) is not np.ndarray or a.ndim != 2 \
+            or b.ndim != 2 or a.dtype != b.dtype:
         return None
+    if type(a) is Windows:
+        n = a.n
+        out = np.zeros((a.shape[0], b.shape[0]), dtype=a.dtype)
+        for l, block in a.blocks():
+            out += block @ b[:, l * n:(l + 1) * n].T
+        return out
     blocks = _column_blocks(a.shape[0], a.shape[1], a.itemsize)
     out = a[:, blocks[0]] @ b[:, blocks[0]].T
     for s in blocks[1:]:
@@ -172,9 +221,6 @@ def col2im_batch_last(dcols, x_shape, kernel, stride, padding, out_hw):
             else:
                 view += d[:, i, j]
     return out[:, ph:ph + h, pw:pw + w].transpose(3, 0, 1, 2)
-
-
-_WINDOW_VALUES = 32768       # conv2d_input_grad goes window by window from here
 
 
 def conv2d_input_grad(g, w2t, x_shape, kernel, stride, padding, out_hw, scratch=None):

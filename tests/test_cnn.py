@@ -507,6 +507,29 @@ def test_fast_block_matmuls_equal_the_plain_products(monkeypatch):
     assert fast_conv.matmul_add(a, a, a) is None and fast_conv.matmul_transposed(a, a) is None
 
 
+@pytest.mark.parametrize("shape, k, s, p", GEOMETRIES + [((0, 2, 5, 5), (3, 3), (1, 1), (1, 1))])
+def test_unmade_columns_multiply_as_the_made_ones(shape, k, s, p, monkeypatch):
+    """Above ``_WINDOW_VALUES`` im2col_batch_last hands back a ``Windows`` (columns read one
+    window at a time): W₂·cols + b and cols·gᵀ through it equal the products of the made
+    columns, in float64 and float32, for every input layout."""
+    out = _im2col.output_size("test", shape, k, s, p)
+    for dtype, tol in [(F64, 1e-13), ("float32", 1e-5)]:
+        for name, x in _layouts(shape, 0, dtype).items():
+            made = fast_conv.im2col_batch_last(x, k, s, p, out)
+            monkeypatch.setattr(fast_conv, "_WINDOW_VALUES", 0)
+            unmade = fast_conv.im2col_batch_last(x, k, s, p, out,
+                                                 backends_gather.Scratch())
+            monkeypatch.undo()
+            assert type(unmade) is fast_conv.Windows and unmade.shape == made.shape
+            w2, b = host((3, made.shape[0]), 1).astype(dtype), host((3, 1), 2).astype(dtype)
+            g = host((3, made.shape[1]), 3).astype(dtype)
+            got = fast_conv.matmul_add(w2, unmade, b)
+            assert got.dtype == dtype
+            np.testing.assert_allclose(got, w2 @ made + b, rtol=tol, atol=tol, err_msg=name)
+            np.testing.assert_allclose(fast_conv.matmul_transposed(unmade, g), made @ g.T,
+                                       rtol=tol, atol=tol * 10, err_msg=name)
+
+
 def test_fast_batch_norm_helpers_take_only_batch_last_float_numpy():
     """The one-sweep BatchNorm helpers decline what they do not cover (the layer then runs
     its formulas): NCHW and strided layouts, (N, C) rows, float16 (the layer's statistics

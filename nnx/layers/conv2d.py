@@ -23,8 +23,9 @@ class Conv2D(Module):
     than K' windows comes from a zero row appended to W₂ᵀ, so W₂ᵀ·g already holds it.  The
     output is a (N, c_out, OH, OW) view of a (c_out, OH, OW, N) array, and a layer that
     hands such a view back (BatchNorm, MaxPool2D, ReLU keep the layout) costs no copy.  On
-    NumPy im2col is one strided copy and col2im kh·kw strided adds (backends.fast_conv),
-    in the same layout.
+    NumPy (backends.fast_conv), in the same layout, im2col is one strided copy, or for
+    large batches not made at all: the products read it window by window from the input
+    (which the layer then keeps, as Linear keeps x); col2im is strided adds.
 
     W: (c_out, c_in, kh, kw), as torch's Conv2d weight; W ~ N(0, sqrt(2/(fan_in + fan_out)))
     with fan_in = c_in·kh·kw, fan_out = c_out·kh·kw, drawn on the host; b = 0.
