@@ -31,8 +31,8 @@ def relu(x):
     """max(x, 0) of a NumPy float array, NaN kept, laid out as x (array-api-compat's clip
     returns a C-ordered copy: a batch-last view from Conv2D would lose its layout and the
     next layer pay a transposing copy); None elsewhere."""
-    if type(x) is not np.ndarray or x.dtype.kind != "f":
-        return None
+    if type(x) is not np.ndarray or x.dtype.kind != "f" or x.ndim == 0:
+        return None                     # (np.maximum of a 0-d array gives a scalar)
     return np.maximum(x, x.dtype.type(0))
 
 
