@@ -357,6 +357,25 @@ def _layouts(shape, seed, dtype=F64):
     return {"nchw": x, "batch-last": last, "strided": wide[:, 1:, :, ::2]}
 
 
+@pytest.mark.parametrize("n", [0, 1, 65, 200])
+def test_batch_last_copies_equal_the_padded_transpose(n):
+    """fast_conv.batch_last: x (N, C, H, W) as (C, H + 2·ph, W + 2·pw, N) with zero borders,
+    from every layout (batch-first sources above 64 examples go 32 at a time), into a
+    reused array whose old values never leak; x's own memory when already batch-last."""
+    scratch = backends_gather.Scratch()
+    for shape in [(n, 3, 4, 5), (n, 1, 28, 28)]:
+        for name, x in _layouts(shape, 0).items():
+            for pad in [(0, 0), (1, 2)]:
+                want = np.pad(x, ((0, 0), (0, 0), (pad[0],) * 2, (pad[1],) * 2))
+                for _ in range(2):
+                    got = fast_conv.batch_last(x, pad, scratch)
+                    np.testing.assert_array_equal(got, want.transpose(1, 2, 3, 0), name)
+                    if not np.shares_memory(got, x):    # a copy: the next call must
+                        got[...] = np.nan                   # overwrite all of it
+            if name == "batch-last" and n:
+                assert np.shares_memory(fast_conv.batch_last(x), x)
+
+
 @pytest.mark.parametrize("dtype, tol", [(F64, 1e-13), ("float32", 1e-5)])
 @pytest.mark.parametrize("shape, k, s, p", GEOMETRIES + [((0, 2, 5, 5), (3, 3), (1, 1), (1, 1)),
                                                         ((1, 3, 6, 7), (5, 5), (1, 1), (0, 0))])
