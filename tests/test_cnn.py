@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import nnx
+from nnx.backends import fast as backends_fast
 from nnx.backends import fast_conv
 from nnx.backends import gather as backends_gather
 from nnx.layers import _im2col
@@ -345,16 +346,230 @@ def test_fast_im2col_and_col2im_equal_the_reference(shape, k, s, p):
                                rtol=1e-14, atol=1e-14)
 
 
-@pytest.mark.parametrize("shape, k, s, p", GEOMETRIES)
-def test_fast_conv_input_gradient_equals_the_reference(shape, k, s, p):
+def _layouts(shape, seed, dtype=F64):
+    """The same values as NCHW, as a batch-last view (what Conv2D hands out on NumPy) and
+    as a strided slice of a larger array."""
+    x = host(shape, seed).astype(dtype)
+    n, c, h, w = shape
+    last = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    wide = np.zeros((n, c + 1, h, 2 * w), dtype=dtype)
+    wide[:, 1:, :, ::2] = x
+    return {"nchw": x, "batch-last": last, "strided": wide[:, 1:, :, ::2]}
+
+
+@pytest.mark.parametrize("n", [0, 1, 65, 200])
+def test_batch_last_copies_equal_the_padded_transpose(n):
+    """fast_conv.batch_last: x (N, C, H, W) as (C, H + 2·ph, W + 2·pw, N) with zero borders,
+    from every layout (batch-first sources above 64 examples go 32 at a time), into a
+    reused array whose old values never leak; x's own memory when already batch-last."""
+    scratch = backends_gather.Scratch()
+    for shape in [(n, 3, 4, 5), (n, 1, 28, 28)]:
+        for name, x in _layouts(shape, 0).items():
+            for pad in [(0, 0), (1, 2)]:
+                want = np.pad(x, ((0, 0), (0, 0), (pad[0],) * 2, (pad[1],) * 2))
+                for _ in range(2):
+                    got = fast_conv.batch_last(x, pad, scratch)
+                    np.testing.assert_array_equal(got, want.transpose(1, 2, 3, 0), name)
+                    if not np.shares_memory(got, x):    # a copy: the next call must
+                        got[...] = np.nan                   # overwrite all of it
+            if name == "batch-last" and n:
+                assert np.shares_memory(fast_conv.batch_last(x), x)
+
+
+@pytest.mark.parametrize("dtype, tol", [(F64, 1e-13), ("float32", 1e-5)])
+@pytest.mark.parametrize("shape, k, s, p", GEOMETRIES + [((0, 2, 5, 5), (3, 3), (1, 1), (1, 1)),
+                                                        ((1, 3, 6, 7), (5, 5), (1, 1), (0, 0))])
+def test_fast_batch_last_im2col_col2im_and_input_grad_equal_the_gathers(shape, k, s, p,
+                                                                         dtype, tol,
+                                                                         monkeypatch):
+    """NumPy's batch-last forms against the portable gathers they replace (run on NumPy
+    arrays): the columns equal exactly whatever x's layout, twice into the same reused
+    array; col2im and W₂ᵀ·g then col2im agree to rounding, and dx is batch-last."""
     out = _im2col.output_size("test", shape, k, s, p)
+    scratch = backends_gather.Scratch()
+    want = _im2col.im2col_batch_last(host(shape).astype(dtype), k, s, p, out)
+    for name, x in _layouts(shape, 0, dtype).items():
+        for _ in range(2):
+            got = fast_conv.im2col_batch_last(x, k, s, p, out, scratch)
+            assert got.dtype == dtype
+            np.testing.assert_array_equal(got, np.asarray(want).reshape(got.shape), name)
+    n, c = shape[:2]
+    kk, m = c * k[0] * k[1], out[0] * out[1] * n
+    dcols = host((kk, m), 1).astype(dtype)
+    want = _im2col.col2im_batch_last(dcols.reshape(kk * out[0] * out[1], n), shape, k, s, p,
+                                     out)
+    dx = fast_conv.col2im_batch_last(dcols, shape, k, s, p, out)
+    assert dx.shape == shape and dx.dtype == dtype
+    assert backends_fast.channel_rows(dx) is not None or p != (0, 0)
+    np.testing.assert_allclose(dx, want, rtol=tol, atol=tol)
     c_out = 3
-    w, g = host((c_out, shape[1]) + k, 2), host((shape[0], c_out) + out, 3)
-    dcols = w.reshape(c_out, -1).T @ g.reshape(shape[0], c_out, -1)
-    want = im2col_reference.col2im_reference(dcols, shape, k, s, p, out)
-    fast = fast_conv.conv2d_input_grad(g, w, shape, k, s, p, out)
-    assert fast.flags.c_contiguous and fast.shape == shape
-    np.testing.assert_allclose(fast, want, rtol=1e-13, atol=1e-13)
+    w2t, g = host((kk, c_out), 2).astype(dtype), host((c_out, m), 3).astype(dtype)
+    want = _im2col.col2im_batch_last((w2t @ g).reshape(kk * out[0] * out[1], n), shape, k, s,
+                                     p, out)
+    for window_values in (0, 10**9):            # window by window, and one product
+        monkeypatch.setattr(fast_conv, "_WINDOW_VALUES", window_values)
+        for reuse in (None, scratch, scratch):
+            dx = fast_conv.conv2d_input_grad(g, w2t, shape, k, s, p, out, reuse)
+            assert dx.shape == shape and dx.dtype == dtype
+            np.testing.assert_allclose(dx, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype, tol", [(F64, 1e-12), ("float32", 2e-5)])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 2), (1, 2, 3, 3), (7, 1, 1, 2), (3, 2, 40, 45)])
+def test_numpy_layers_keep_the_batch_last_layout_and_equal_the_portable_path(shape, dtype,
+                                                                             tol, monkeypatch):
+    """BatchNorm (training and eval), MaxPool2D and ReLU on NumPy, for NCHW, batch-last
+    (Conv2D's output there: BatchNorm's one-sweep helpers) and strided inputs, against the
+    same layers on array-api-strict: outputs, input and parameter gradients and the running
+    statistics; batch-last in gives batch-last out (no transposing copy for the next layer),
+    and what a step returned survives the next step.  The helpers' column blocks are made
+    small here (1024 columns), so the largest shape runs several."""
+    strict = pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+    monkeypatch.setattr(backends_fast, "_CHUNK_BYTES", 1)
+
+    def run(make, x, g, device):
+        layer = make().to(device, dtype)
+        put = (lambda a: strict.asarray(np.ascontiguousarray(a))) if device == "strict" \
+            else (lambda a: a)
+        if layer.params():
+            layer.set_params([nnx.asarray(1.0 + host(p.shape, 5 + i), dtype=dtype,
+                                          device=device) for i, p in enumerate(layer.params())])
+        y = layer.fprop(put(x))
+        dx = layer.bprop(put(g))
+        out = [y, dx, *layer.grads()]
+        if isinstance(layer, nnx.BatchNorm):
+            out += [layer.running_mean, layer.running_var]
+            layer.eval()
+            out += [layer.fprop(put(x)), layer.bprop(put(g))]
+        return [nnx.to_numpy(a) for a in out], y, dx
+
+    pool_ok = shape[2] >= 2 and shape[3] >= 2
+    makes = [lambda: nnx.BatchNorm(shape[1], momentum=0.3), nnx.ReLU] + \
+        ([lambda: nnx.MaxPool2D(2)] if pool_ok else [])
+    for make in makes:
+        for name, x in _layouts(shape, 1, dtype).items():
+            x = 2.0 + 3.0 * x
+            out_shape = tuple(make().fprop(nnx.asarray(np.ascontiguousarray(x))).shape)
+            g = _layouts(out_shape, 2, dtype)[name]
+            want, _, _ = run(make, x, g, "strict")
+            got, y, dx = run(make, x, g, "cpu")
+            kept = [a.copy() for a in got]
+            for a, b in zip(got, want):
+                np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=f"{make()} {name}")
+            if name == "batch-last":
+                assert backends_fast.channel_rows(y) is not None, make()
+                assert backends_fast.channel_rows(dx) is not None, make()
+            run(make, x + 1.0, g, "cpu")
+            for a, b in zip(got, kept):
+                np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype, tol", [(F64, 1e-12), ("float32", 2e-5)])
+@pytest.mark.parametrize("shape, k, s, p", GEOMETRIES + [((0, 2, 5, 5), (3, 3), (1, 1), (1, 1)),
+                                                        ((24, 1, 12, 11), (5, 5), (1, 1), (0, 0))])
+@pytest.mark.parametrize("window_values", [0, 10**9])
+def test_numpy_conv2d_equals_the_portable_path_in_every_input_layout(shape, k, s, p, dtype,
+                                                                      tol, window_values,
+                                                                      monkeypatch):
+    """Conv2D on NumPy (batch-last strided copies, block matmuls, strided adds) against
+    Conv2D on array-api-strict (the gathers): y, dx, dW and db for NCHW, batch-last and
+    strided inputs, with blocks made small (1024 columns) so the products run several, dx
+    window by window and in one product; y and dx come out batch-last, and the next step
+    leaves them alone."""
+    strict = pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+    monkeypatch.setattr(fast_conv, "_BLOCK_BYTES", 1)
+    monkeypatch.setattr(fast_conv, "_WINDOW_VALUES", window_values)
+    c_out = 3
+
+    def run(x, g, device):
+        nnx.seed(4)
+        conv = nnx.Conv2D(shape[1], c_out, k, stride=s, padding=p).to(device, dtype)
+        conv.set_params([conv.W, nnx.asarray(host(c_out, 6), dtype=dtype, device=device)])
+        put = (lambda a: strict.asarray(np.ascontiguousarray(a))) if device == "strict" \
+            else (lambda a: a)
+        y = conv.fprop(put(x))
+        dx = conv.bprop(put(g))
+        return [nnx.to_numpy(a) for a in (y, dx, conv.dW, conv.db)], y, dx
+
+    out = _im2col.output_size("test", shape, k, s, p)
+    for name, x in _layouts(shape, 1, dtype).items():
+        g = _layouts((shape[0], c_out) + out, 2, dtype)[name]
+        want, _, _ = run(x, g, "strict")
+        got, y, dx = run(x, g, "cpu")
+        kept = [a.copy() for a in got]
+        for a, b in zip(got, want):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=name)
+        assert backends_fast.channel_rows(y) is not None
+        assert backends_fast.channel_rows(dx) is not None or p != (0, 0)
+        run(x + 1.0, g, "cpu")
+        for a, b in zip(got, kept):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_fast_block_matmuls_equal_the_plain_products(monkeypatch):
+    """fast_conv's block products against a @ b + c and a @ bᵀ: short operands (k ≤ 64) in
+    several blocks, tall ones in one, no columns at all; None off NumPy."""
+    monkeypatch.setattr(fast_conv, "_BLOCK_BYTES", 1)
+    for k, m in [(3, 5000), (25, 2049), (65, 3000), (4, 0)]:
+        for dtype, tol in [(F64, 1e-13), ("float32", 1e-5)]:
+            a, b, c = host((2, k), 1), host((k, m), 2), host((2, 1), 3)
+            a, b, c = (v.astype(dtype) for v in (a, b, c))
+            got = fast_conv.matmul_add(a, b, c)
+            assert got.dtype == dtype
+            np.testing.assert_allclose(got, a @ b + c, rtol=tol, atol=tol)
+            g = host((2, m), 4).astype(dtype)
+            np.testing.assert_allclose(fast_conv.matmul_transposed(b, g), b @ g.T,
+                                       rtol=tol, atol=tol * max(1, m) ** 0.5)
+    strict = pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
+    a = strict.asarray(host((2, 2)))
+    assert fast_conv.matmul_add(a, a, a) is None and fast_conv.matmul_transposed(a, a) is None
+
+
+@pytest.mark.parametrize("shape, k, s, p", GEOMETRIES + [((0, 2, 5, 5), (3, 3), (1, 1), (1, 1))])
+def test_unmade_columns_multiply_as_the_made_ones(shape, k, s, p, monkeypatch):
+    """Above ``_WINDOW_VALUES`` im2col_batch_last hands back a ``Windows`` (columns read one
+    window at a time): W₂·cols + b and cols·gᵀ through it equal the products of the made
+    columns, in float64 and float32, for every input layout."""
+    out = _im2col.output_size("test", shape, k, s, p)
+    for dtype, tol in [(F64, 1e-13), ("float32", 1e-5)]:
+        for name, x in _layouts(shape, 0, dtype).items():
+            made = fast_conv.im2col_batch_last(x, k, s, p, out)
+            monkeypatch.setattr(fast_conv, "_WINDOW_VALUES", 0)
+            unmade = fast_conv.im2col_batch_last(x, k, s, p, out,
+                                                 backends_gather.Scratch())
+            monkeypatch.undo()
+            assert type(unmade) is fast_conv.Windows and unmade.shape == made.shape
+            w2, b = host((3, made.shape[0]), 1).astype(dtype), host((3, 1), 2).astype(dtype)
+            g = host((3, made.shape[1]), 3).astype(dtype)
+            got = fast_conv.matmul_add(w2, unmade, b)
+            assert got.dtype == dtype
+            np.testing.assert_allclose(got, w2 @ made + b, rtol=tol, atol=tol, err_msg=name)
+            np.testing.assert_allclose(fast_conv.matmul_transposed(unmade, g), made @ g.T,
+                                       rtol=tol, atol=tol * 10, err_msg=name)
+
+
+def test_fast_batch_norm_helpers_take_only_batch_last_float_numpy():
+    """The one-sweep BatchNorm helpers decline what they do not cover (the layer then runs
+    its formulas): NCHW and strided layouts, (N, C) rows, float16 (the layer's statistics
+    are float32 there), other libraries."""
+    layouts = _layouts((4, 3, 2, 2), 0)
+    gamma, beta = np.ones(3), np.zeros(3)
+    assert backends_fast.batch_norm_train(layouts["batch-last"], gamma, beta, 1e-5) is not None
+    for x in (layouts["nchw"], layouts["strided"], host((4, 3)),
+              layouts["batch-last"].astype(np.float16)):
+        assert backends_fast.batch_norm_train(x, gamma, beta, 1e-5) is None
+    scale, s = np.ones((1, 3, 1, 1)), np.ones(3)
+    last = layouts["batch-last"]
+    assert backends_fast.batch_norm_input_grad(last, last, scale, s, s, 16) is not None
+    assert backends_fast.batch_norm_input_grad(layouts["nchw"], last, scale, s, s, 16) is None
+    try:
+        import torch
+    except ImportError:
+        return
+    t = torch.from_numpy(np.ascontiguousarray(last))
+    assert backends_fast.batch_norm_train(t, gamma, beta, 1e-5) is None
+    assert backends_fast.batch_norm_input_grad(t, t, scale, s, s, 16) is None
 
 
 @pytest.mark.parametrize("k, s", [((2, 2), (2, 2)), ((3, 2), (1, 2)), ((2, 2), (1, 1))])
@@ -412,8 +627,9 @@ def test_fast_path_declines_other_libraries():
     assert fast_conv.im2col(x, (2, 2), (1, 1), (0, 0), (2, 2)) is None
     assert fast_conv.col2im(strict.asarray(host((1, 4, 4))), (1, 1, 3, 3), (2, 2), (1, 1),
                             (0, 0), (2, 2)) is None
-    assert fast_conv.conv2d_input_grad(strict.asarray(host((1, 1, 2, 2))), x, (1, 1, 3, 3),
-                                       (2, 2), (1, 1), (0, 0), (2, 2)) is None
+    assert fast_conv.conv2d_input_grad(strict.asarray(host((1, 4))), strict.asarray(
+        host((4, 1))), (1, 1, 3, 3), (2, 2), (1, 1), (0, 0), (2, 2)) is None
+    assert fast_conv.im2col_batch_last(x, (2, 2), (1, 1), (0, 0), (2, 2)) is None
     assert fast_conv.max_pool(x, (2, 2), (1, 1), (2, 2)) is None
 
 

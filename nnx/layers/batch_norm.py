@@ -154,24 +154,32 @@ class BatchNorm(Module):
                                  + f": batch statistics need a batch of 2 "
                                  f"or more in training; use module.eval() to predict one "
                                  f"example")
-            stats = fast.batch_norm_statistics(xa, self.axes)
-            if stats is None:
-                mean = xp.mean(xa, axis=self.axes, keepdims=True)
-                var = xp.var(xa, axis=self.axes, keepdims=True)          # biased, two-pass
-                xc = xa - mean
-            else:                                    # NumPy: the same, in fewer passes
-                mean, var, xc = stats
+            both = fast.batch_norm_train(x, self.gamma, self.beta, self.eps)
+            if both is not None:                # NumPy, batch-last: all of it in two sweeps
+                mean, var, self.inv, self.xhat, y = both
+            else:
+                stats = fast.batch_norm_statistics(xa, self.axes)
+                if stats is None:
+                    mean = xp.mean(xa, axis=self.axes, keepdims=True)
+                    var = xp.var(xa, axis=self.axes, keepdims=True)      # biased, two-pass
+                    xc = xa - mean
+                else:                                # NumPy: the same, in fewer passes
+                    mean, var, xc = stats
             self._pending += ((mean, var, self.m, self.momentum),)
             if len(self._pending) >= self._FOLD_EVERY:
                 self._fold()
         else:
+            both = None
             xc = xa - xp.reshape(self.running_mean, per)
             var = xp.reshape(self.running_var, per)
-        self.inv = (var + self.eps) ** -0.5
-        self.xhat = xc * self.inv
-        if acc != x.dtype:                       # back to float16 for the output and bprop
-            self.inv, self.xhat = xp.astype(self.inv, x.dtype), xp.astype(self.xhat, x.dtype)
-        y = _multiply_add(xp, self.xhat, xp.reshape(self.gamma, per), xp.reshape(self.beta, per))
+        if both is None:
+            self.inv = (var + self.eps) ** -0.5
+            self.xhat = xc * self.inv
+            if acc != x.dtype:                   # back to float16 for the output and bprop
+                self.inv = xp.astype(self.inv, x.dtype)
+                self.xhat = xp.astype(self.xhat, x.dtype)
+            y = _multiply_add(xp, self.xhat, xp.reshape(self.gamma, per),
+                              xp.reshape(self.beta, per))
         self.per = per
         self.out_shape = tuple(y.shape)
         return y
@@ -187,6 +195,9 @@ class BatchNorm(Module):
         scale = xp.reshape(self.gamma, self.per) * self.inv
         if not self.train_mode:
             return g * scale
+        dx = fast.batch_norm_input_grad(g, self.xhat, scale, self.dgamma, self.dbeta, self.m)
+        if dx is not None:                      # NumPy, batch-last: one sweep
+            return dx
         k = -1.0 / self.m
         if dtype_name(g.dtype) == "float16":    # x̂·Σ g·x̂ may pass 65504: scale first
             dx = _multiply_add(xp, self.xhat, xp.reshape(self.dgamma * k, self.per),

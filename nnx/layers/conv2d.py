@@ -5,7 +5,7 @@ from nnx.backends import fast_conv, fused
 
 from .. import _checks
 from ..module import Module
-from ._im2col import (_inside, col2im_batch_last, col2im_tables, fill, im2col_batch_last,
+from ._im2col import (col2im_batch_last, col2im_tables, fill, im2col_batch_last,
                       output_size, pair, scratch_of)
 
 
@@ -23,7 +23,9 @@ class Conv2D(Module):
     than K' windows comes from a zero row appended to W₂ᵀ, so W₂ᵀ·g already holds it.  The
     output is a (N, c_out, OH, OW) view of a (c_out, OH, OW, N) array, and a layer that
     hands such a view back (BatchNorm, MaxPool2D, ReLU keep the layout) costs no copy.  On
-    NumPy the columns are (N, C·kh·kw, OH·OW), by strided copies (backends.fast_conv).
+    NumPy (backends.fast_conv), in the same layout, im2col is one strided copy, or for
+    large batches not made at all: the products read it window by window from the input
+    (which the layer then keeps, as Linear keeps x); col2im is strided adds.
 
     W: (c_out, c_in, kh, kw), as torch's Conv2d weight; W ~ N(0, sqrt(2/(fan_in + fan_out)))
     with fan_in = c_in·kh·kw, fan_out = c_out·kh·kw, drawn on the host; b = 0.
@@ -57,51 +59,43 @@ class Conv2D(Module):
         self.x_shape = shape
         n, (oh, ow) = shape[0], self.out_hw
         w2 = xp.reshape(self.W, (self.c_out, -1))
-        self.cols = fast_conv.im2col(x, self.kernel_size, self.stride, self.padding, self.out_hw,
-                                     scratch_of(self)) \
-            if _inside(shape, self.kernel_size, self.stride, self.padding, self.out_hw) else None
-        if self.cols is not None:               # NumPy: (N, C·kh·kw, OH·OW), batched matmul
-            y = w2 @ self.cols                                          # (N, c_out, OH·OW)
-            y += xp.reshape(self.b, (self.c_out, 1))
-            y = xp.reshape(y, (n, self.c_out, oh, ow))
-        else:                                   # the batch last: one matmul for all of it
+        self.cols = fast_conv.im2col_batch_last(x, self.kernel_size, self.stride, self.padding,
+                                                self.out_hw, scratch_of(self))  # NumPy: copies
+        if self.cols is None:                   # a gather at a cached index
             self.cols = xp.reshape(im2col_batch_last(x, self.kernel_size, self.stride,
                                                      self.padding, self.out_hw,
                                                      scratch=scratch_of(self)),
                                    (w2.shape[1], oh * ow * n))          # (C·kh·kw, OH·OW·N)
-            bias = xp.reshape(self.b, (self.c_out, 1))
-            y = fused.matmul_add(w2, self.cols, bias)   # torch: b + W₂·cols in one kernel
-            if y is None:
-                y = w2 @ self.cols
-                y += bias
-            y = xp.permute_dims(xp.reshape(y, (self.c_out, oh, ow, n)), (3, 0, 1, 2))
+        bias = xp.reshape(self.b, (self.c_out, 1))
+        y = fused.matmul_add(w2, self.cols, bias)       # torch: b + W₂·cols in one kernel
+        if y is None:
+            y = fast_conv.matmul_add(w2, self.cols, bias)   # NumPy: by blocks of columns
+        if y is None:
+            y = w2 @ self.cols
+            y += bias
+        y = xp.permute_dims(xp.reshape(y, (self.c_out, oh, ow, n)), (3, 0, 1, 2))
         self.out_shape = tuple(y.shape)
         return y
 
     def bprop(self, grad_output, *, need_input_grad=True):
         xp = self.check_grad(grad_output)
         n, (oh, ow) = self.x_shape[0], self.out_hw
-        batch_last = self.cols.ndim == 2
-        if batch_last:
-            g = xp.reshape(xp.permute_dims(grad_output, (1, 2, 3, 0)),
-                           (self.c_out, oh * ow * n))                   # (c_out, OH·OW·N)
-            self.db = xp.sum(g, axis=1)
-            dw = self.cols @ xp.matrix_transpose(g)     # dW₂ᵀ (C·kh·kw, c_out): this order is
-            # twice as fast on torch's CPU as g·colsᵀ; dW is a transposed view of it
-            self.dW = xp.permute_dims(xp.reshape(dw, (self.c_in,) + self.kernel_size
-                                                 + (self.c_out,)), (3, 0, 1, 2))
-        else:
-            g = xp.reshape(grad_output, (n, self.c_out, oh * ow))
-            self.db = xp.sum(g, axis=(0, 2))
-            self.dW = xp.reshape(xp.sum(g @ xp.matrix_transpose(self.cols), axis=0),
-                                 self.W.shape)
+        g = xp.reshape(xp.permute_dims(grad_output, (1, 2, 3, 0)),
+                       (self.c_out, oh * ow * n))                       # (c_out, OH·OW·N)
+        self.db = xp.sum(g, axis=1)
+        dw = fast_conv.matmul_transposed(self.cols, g)  # NumPy: by blocks of columns
+        if dw is None:                          # dW₂ᵀ (C·kh·kw, c_out): this order is twice
+            dw = self.cols @ xp.matrix_transpose(g)     # as fast on torch's CPU as g·colsᵀ;
+        # dW is a transposed view of it
+        self.dW = xp.permute_dims(xp.reshape(dw, (self.c_in,) + self.kernel_size
+                                             + (self.c_out,)), (3, 0, 1, 2))
         if not need_input_grad:
             return None
-        if not batch_last:                      # NumPy: the same sum, batch laid out last
-            return fast_conv.conv2d_input_grad(grad_output, self.W, self.x_shape,
-                                               self.kernel_size, self.stride, self.padding,
-                                               self.out_hw, scratch_of(self))
         w2t = xp.matrix_transpose(xp.reshape(self.W, (self.c_out, -1)))     # (C·kh·kw, c_out)
+        dx = fast_conv.conv2d_input_grad(g, w2t, self.x_shape, self.kernel_size, self.stride,
+                                         self.padding, self.out_hw, scratch_of(self))
+        if dx is not None:                      # NumPy: kh·kw strided adds of rows
+            return dx
         _, _, needs_zero = col2im_tables(self.x_shape, self.kernel_size, self.stride,
                                          self.padding, self.out_hw, g)
         if needs_zero:                          # a zero row: dcols' last OH·OW·N are zero
