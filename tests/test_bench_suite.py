@@ -37,3 +37,14 @@ def test_suite_builds_every_model(suite, model):
         case.train()
         case.infer()
         case.sync()
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 7])
+def test_interleaved_rounds_run_every_case_once_and_vary_what_each_follows(n):
+    from nnx.benchmark.timing import _turns
+    keys = [f"case{i}" for i in range(n)]
+    rounds = [_turns(keys, r) for r in range(2 * n)]
+    assert all(sorted(order) == keys for order in rounds)
+    before = {k: {order[order.index(k) - 1] for order in rounds if order.index(k)} for k in keys}
+    assert all(len(b) == min(2, n - 1) for b in before.values()), before     # not one only
+    assert {order[0] for order in rounds} == set(keys)       # each case also goes first

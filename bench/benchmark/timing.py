@@ -1,7 +1,8 @@
 """Honest timing: warm-up, calibrated blocks, candidates interleaved round by round.
 
 The machine may be shared, so the cases of one (model, batch size) are timed in turns: each
-round runs one block of every case, in an order rotated each round.  Noise then hits all of
+round runs one block of every case, in an order rotated each round (and reversed in every
+second pass), so that no case always follows the same one.  Noise then hits all of
 them alike and the ratios between them stay meaningful.  A block is a number of steps lasting
 at least ``min_time`` seconds; the device is synchronised before the clock is read.
 """
@@ -57,7 +58,7 @@ def interleaved(jobs, repeats, min_time, warmup):
     times = {k: [] for k in keys}
     faults = dict.fromkeys(keys, 0)
     for r in range(repeats):
-        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+        for k in _turns(keys, r):
             fn, sync = jobs[k]
             f0 = _faults()
             times[k].append(_block(fn, sync, steps[k]))
@@ -69,6 +70,16 @@ def interleaved(jobs, repeats, min_time, warmup):
         out[k] = Stats(statistics.median(ts), q1, q3, ts[0], ts[-1], len(ts), steps[k],
                        faults[k] / (repeats * steps[k]))
     return out
+
+
+def _turns(keys, r):
+    """The order of round ``r``: the keys rotated by r, and reversed in every second pass of
+    len(keys) rounds, so that each case takes every place in turn and follows more than one
+    other case (one that always ran right after the same memory-hungry case would carry its
+    cache and page-fault cost)."""
+    i = r % len(keys)
+    order = keys[i:] + keys[:i]
+    return order[::-1] if (r // len(keys)) % 2 else order
 
 
 def quartiles(values):
