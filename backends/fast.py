@@ -107,15 +107,17 @@ def _blocks(rows):
 
 def batch_norm_train(x, gamma, beta, eps):
     """(mean, var, 1/√(var + eps), x̂, y) of BatchNorm in training, for a NumPy (N, C, H, W)
-    float array laid out batch-last (what Conv2D hands out); None otherwise.
+    float32 or float64 array laid out batch-last (what Conv2D hands out); None otherwise
+    (float16 too: its sums pass 65504, and the layer computes its statistics in float32).
 
     The layer's formulas (two-pass variance) over (C, m) rows in two sweeps of ~1 MiB
     column blocks: x − μ and its squares' sums, then x̂ = (x − μ)/σ and y = γ·x̂ + β, so each
     block is read from the cache by the second and third operation on it; x̂ and y keep
     x's layout; mean, var and the inverse come as (1, C, 1, 1)."""
     rows = channel_rows(x)
-    if rows is None or x.dtype.kind != "f" or type(gamma) is not np.ndarray \
-            or type(beta) is not np.ndarray or gamma.dtype != x.dtype:
+    if rows is None or x.dtype.kind != "f" or x.dtype == np.float16 \
+            or type(gamma) is not np.ndarray or type(beta) is not np.ndarray \
+            or gamma.dtype != x.dtype:          # float16: the layer sums in float32
         return None
     c, m = rows.shape
     mean = rows.sum(axis=1, keepdims=True)
@@ -143,10 +145,11 @@ def batch_norm_train(x, gamma, beta, eps):
 def batch_norm_input_grad(g, xhat, scale, dgamma, dbeta, m):
     """BatchNorm's training dx = γ/σ·(g − (Σg + x̂·Σ g·x̂)/m) for NumPy arrays laid out
     batch-last (``scale`` = γ/σ as (1, C, 1, 1)), in one sweep of ~1 MiB column blocks of
-    four operations each, laid out as g; None otherwise (the layer's five full passes)."""
+    four operations each, laid out as g; None otherwise (float16 too; the layer's five full
+    passes)."""
     rows, xr = channel_rows(g), channel_rows(xhat)
     if rows is None or xr is None or g.dtype != xhat.dtype or g.dtype.kind != "f" \
-            or type(scale) is not np.ndarray:
+            or g.dtype == np.float16 or type(scale) is not np.ndarray:
         return None
     c = rows.shape[0]
     k = -1.0 / m

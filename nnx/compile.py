@@ -134,6 +134,7 @@ class Step:
             return self._eager(x, t)
         if type(x) is not kind or type(t) is not kind:     # jax.jit would take it silently
             for what, a in (("input", x), ("targets", t)):
+                namespace(a)                    # not an array: say so, as eager fprop does
                 check_same_device("compile_step", a, params[0], what)
         masks = {}
         if self._dropouts:
@@ -465,7 +466,8 @@ class Fprop:
             self.reason = f"the parameters moved off JAX ({_why_not_jit_params(params)})"
             return self.net.fprop(x)
         if type(x) is not self._kind:           # jax.jit would take it silently
-            check_same_device(f"{self.net!r}.fprop", x, params[0], "input")
+            namespace(x)                        # not an array: say so, as eager fprop does
+            check_same_device("compile_fprop", x, params[0], "input")
         if self._program is None:
             self._program = self._make_program(params[0])
         buffers = [getattr(m, n) for m, n in self._bslots]

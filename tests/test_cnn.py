@@ -559,7 +559,12 @@ def test_fast_batch_norm_helpers_take_only_batch_last_float_numpy():
     for x in (layouts["nchw"], layouts["strided"], host((4, 3)),
               layouts["batch-last"].astype(np.float16)):
         assert backends_fast.batch_norm_train(x, gamma, beta, 1e-5) is None
+    half = layouts["batch-last"].astype(np.float16)         # with float16 γ, β as the layer's
+    assert backends_fast.batch_norm_train(half, gamma.astype(np.float16),
+                                          beta.astype(np.float16), 1e-5) is None
     scale, s = np.ones((1, 3, 1, 1)), np.ones(3)
+    assert backends_fast.batch_norm_input_grad(half, half, scale.astype(np.float16), s, s,
+                                               16) is None
     last = layouts["batch-last"]
     assert backends_fast.batch_norm_input_grad(last, last, scale, s, s, 16) is not None
     assert backends_fast.batch_norm_input_grad(layouts["nchw"], last, scale, s, s, 16) is None
@@ -570,6 +575,29 @@ def test_fast_batch_norm_helpers_take_only_batch_last_float_numpy():
     t = torch.from_numpy(np.ascontiguousarray(last))
     assert backends_fast.batch_norm_train(t, gamma, beta, 1e-5) is None
     assert backends_fast.batch_norm_input_grad(t, t, scale, s, s, 16) is None
+
+
+def test_float16_batch_norm_after_a_numpy_conv_sums_in_float32_as_on_any_layout():
+    """A float16 Conv2D hands BatchNorm a batch-last view; the statistics must still be
+    summed in float32 (Σ(x - μ)² passes 65504 here): the same output, running variance and
+    input gradient as for a C-ordered copy of the same input, all finite."""
+    nnx.seed(0)
+    conv = nnx.Conv2D(1, 8, 3, padding=1, dtype="float16")
+    x = (30 * host((100, 1, 28, 28), 4)).astype(np.float16)
+    h = conv.fprop(x)
+    assert not h.flags.c_contiguous                 # batch-last: the fast path's input
+    g = host(h.shape, 5).astype(np.float16)
+    out = []
+    for given in (h, np.ascontiguousarray(h)):
+        bn = nnx.BatchNorm(8, dtype="float16")
+        y = bn.fprop(given)
+        dx = bn.bprop(g if given is h else np.ascontiguousarray(g))
+        out.append((np.asarray(y, np.float64), bn.running_var.astype(np.float64),
+                    np.asarray(dx, np.float64)))
+    for fast_one, plain in zip(*out):
+        assert np.isfinite(fast_one).all()
+        np.testing.assert_allclose(fast_one, plain, rtol=2e-3, atol=2e-3)
+    assert abs(out[0][0].std() - 1.0) < 0.05
 
 
 @pytest.mark.parametrize("k, s", [((2, 2), (2, 2)), ((3, 2), (1, 2)), ((2, 2), (1, 1))])

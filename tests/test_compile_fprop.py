@@ -118,3 +118,15 @@ def test_bad_arguments_and_inputs_say_what_is_wrong():
         net.to("cpu")                           # moved off JAX: eager, and says why
         y = f(nnx.asarray(np.zeros((2, 6)), dtype="float32", device="cpu"))
         assert f.mode == "eager" and "moved off JAX" in f.reason and tuple(y.shape) == (2, 4)
+
+
+def test_an_input_it_cannot_take_gets_a_one_line_error_naming_compile_fprop():
+    pytest.importorskip("jax")
+    with nnx.device("jax:cpu"):
+        f = nnx.compile_fprop(nnx.Sequential(nnx.Linear(3, 2), nnx.ReLU()))
+        with pytest.raises(nnx.DeviceError, match=r"^compile_fprop: input is on cpu but "
+                                                  r"parameters are on jax:cpu; move one"):
+            f(np.ones((4, 3), "float32"))
+        with pytest.raises(TypeError, match=r"expected an array, got list; convert it with "
+                                            r"nnx.asarray"):
+            f([[1.0, 2.0, 3.0]])
