@@ -78,6 +78,7 @@ def test_a_bprop_after_a_compiled_fprop_refuses_until_the_next_fprop(device):
 
 
 def test_an_active_dropout_runs_that_call_eagerly_with_the_host_masks():
+    pytest.importorskip("jax", reason="jax is not installed")
     with nnx.device("jax:cpu"):
         compiled, eager = _net("float64", dropout=True), _net("float64", dropout=True)
         f = nnx.compile_fprop(compiled)
