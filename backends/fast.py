@@ -64,15 +64,10 @@ def batch_norm_statistics(x, axes):
         return None
     rows = channel_rows(x)
     if rows is not None:
-        c, m = rows.shape
-        mean = rows.sum(axis=1, keepdims=True)
-        mean /= m
         xc = np.empty_like(x)                           # x's layout: (C, H, W, N)
-        centred = channel_rows(xc)
-        np.subtract(rows, mean, out=centred)
-        var = np.einsum("ij,ij->i", centred, centred)
-        var /= m
-        return mean.reshape(1, c, 1, 1), var.reshape(1, c, 1, 1), xc
+        mean, var = _centre_rows(rows, channel_rows(xc))
+        per = (1, rows.shape[0], 1, 1)
+        return mean.reshape(per), var.reshape(per), xc
     mean = x.mean(axis=axes, keepdims=True)
     xc = x - mean
     spec = "nc,nc->c" if x.ndim == 2 else "nchw,nchw->c"
@@ -105,6 +100,21 @@ def _blocks(rows):
     return [slice(i, i + step) for i in range(0, m, step)]
 
 
+def _centre_rows(rows, out):
+    """(mean (C, 1), biased variance (C,)) of the (C, m) ``rows``, with rows − mean written
+    into ``out`` (C, m): the two-pass variance, by ~1 MiB column blocks so that each centred
+    block is squared and summed while it is in the cache."""
+    m = rows.shape[1]
+    mean = rows.sum(axis=1, keepdims=True)
+    mean /= m
+    var = np.zeros(rows.shape[0], dtype=rows.dtype)
+    for b in _blocks(rows):
+        block = np.subtract(rows[:, b], mean, out=out[:, b])
+        var += np.einsum("ij,ij->i", block, block)
+    var /= m
+    return mean, var
+
+
 def batch_norm_train(x, gamma, beta, eps):
     """(mean, var, 1/√(var + eps), x̂, y) of BatchNorm in training, for a NumPy (N, C, H, W)
     float32 or float64 array laid out batch-last (what Conv2D hands out); None otherwise
@@ -119,21 +129,14 @@ def batch_norm_train(x, gamma, beta, eps):
             or type(gamma) is not np.ndarray or type(beta) is not np.ndarray \
             or gamma.dtype != x.dtype:          # float16: the layer sums in float32
         return None
-    c, m = rows.shape
-    mean = rows.sum(axis=1, keepdims=True)
-    mean /= m
+    c = rows.shape[0]
     xhat, y = np.empty_like(x), np.empty_like(x)
     xr, yr = channel_rows(xhat), channel_rows(y)
-    var = np.zeros(c, dtype=x.dtype)
-    blocks = _blocks(rows)
-    for b in blocks:
-        block = np.subtract(rows[:, b], mean, out=xr[:, b])
-        var += np.einsum("ij,ij->i", block, block)
-    var /= m
+    mean, var = _centre_rows(rows, xr)
     var = var.reshape(c, 1)
     inv = (var + eps) ** -0.5
     g, bt = gamma.reshape(c, 1), beta.reshape(c, 1)
-    for b in blocks:
+    for b in _blocks(rows):
         block = xr[:, b]
         block *= inv
         out = np.multiply(block, g, out=yr[:, b])
