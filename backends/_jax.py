@@ -1,3 +1,5 @@
+import functools
+
 import numpy as np
 
 from .base import Backend
@@ -76,23 +78,18 @@ class JaxBackend(Backend):
         pass  # nnx calls block_until_ready on the results it times
 
 
-_CPU_OPTIONS = None
-
-
+@functools.cache
 def _cpu_compiler_options():
     """{"xla_cpu_copy_insertion_use_region_analysis": True} where this jaxlib takes it, else
     {} (asked once per process, by compiling a one-line program with it)."""
-    global _CPU_OPTIONS
-    if _CPU_OPTIONS is None:
-        import jax
-        options = {"xla_cpu_copy_insertion_use_region_analysis": True}
-        try:
-            jax.jit(lambda x: x + 1, compiler_options=options).lower(
-                jax.ShapeDtypeStruct((), np.float32)).compile()
-        except Exception:       # noqa: BLE001 - an older jaxlib: no such option
-            options = {}
-        _CPU_OPTIONS = options
-    return _CPU_OPTIONS
+    import jax
+    options = {"xla_cpu_copy_insertion_use_region_analysis": True}
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=options).lower(
+            jax.ShapeDtypeStruct((), np.float32)).compile()
+    except Exception:       # noqa: BLE001 - an older jaxlib: no such option
+        return {}
+    return options
 
 
 def _is_tracer(x):
