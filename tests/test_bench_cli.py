@@ -3,6 +3,7 @@ with one line.  No speed is asserted."""
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -114,3 +115,39 @@ def test_ops_and_syncs_columns(tmp_path, capsys):
             assert r["ops_per_step"] is None, r["label"]
         if r["impl"] == "nnx" and r["device"].startswith("strict"):
             assert r["syncs_per_step"] == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"),
+                    reason="this OS has no CPU affinity: --threads limits the pools only")
+def test_threads_pins_every_thread_of_the_run_to_that_many_cpus(tmp_path):
+    """--threads N confines the whole process, threads started before it included, to N
+    CPUs (a library's own pool, such as XLA's, would otherwise use more than the label says).
+    Run in a child process: pinning is process-wide."""
+    pytest.importorskip("threadpoolctl")
+    code = ("import os, sys, threading, json\n"
+            "from nnx.benchmark import machine, main\n"
+            "allowed = sorted(os.sched_getaffinity(0))\n"
+            "go = threading.Event(); t = threading.Thread(target=go.wait); t.start()\n"
+            "rc = main(sys.argv[1:])\n"
+            "early = sorted(os.sched_getaffinity(t.native_id)); go.set(); t.join()\n"
+            "print(json.dumps({'rc': rc, 'allowed': allowed, 'early': early,\n"
+            "                  'main': sorted(os.sched_getaffinity(0))}))\n")
+    js = tmp_path / "r.json"
+    r = subprocess.run([sys.executable, "-c", code, *TINY, "--backends", "numpy",
+                        "--no-references", "--threads", "1", "--json", str(js)],
+                       capture_output=True, text=True, timeout=300)
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["rc"] == 0, r.stderr
+    first = got["allowed"][:1]
+    assert got["main"] == first and got["early"] == first
+    meta = json.loads(js.read_text())["meta"]
+    assert meta["cpus"] == first and meta["cpus_pinned"] is True
+    assert f"CPUs the run may use: {first[0]} (pinned by --threads)" in r.stdout
+
+
+def test_without_threads_the_run_keeps_every_cpu(tmp_path):
+    js = tmp_path / "r.json"
+    before = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    assert main(TINY + ["--backends", "numpy", "--no-references", "--json", str(js)]) == 0
+    meta = json.loads(js.read_text())["meta"]
+    assert meta["cpus"] == before and meta["cpus_pinned"] is False

@@ -53,8 +53,9 @@ def build_parser():
     p.add_argument("--warmup", type=at_least_zero(int), default=3,
                    help="untimed steps first (default: %(default)s)")
     p.add_argument("--threads", type=positive(int), default=None,
-                   help="BLAS threads for NumPy, and PyTorch's thread count "
-                        "(default: what NumPy's BLAS uses now)")
+                   help="BLAS threads for NumPy, PyTorch's thread count, and (Linux) the "
+                        "CPUs the whole run may use, so that no library's own thread pool "
+                        "takes more (default: what NumPy's BLAS uses now, every CPU)")
     p.add_argument("--no-references", action="store_true",
                    help="time nnx only: no NumPy, PyTorch or matmul-floor references")
     p.add_argument("--malloc-tuning", action=argparse.BooleanOptionalAction, default=True,
@@ -205,8 +206,10 @@ def main(argv=None):
     if args.malloc_tuning:
         import nnx
         nnx.tune_malloc()
+    pinned = machine.pin_cpus(args.threads) if args.threads else None
     try:
         meta = machine.describe()
+        meta["cpus_pinned"] = pinned is not None
         rows = run_all(settings, meta, progress=lambda s: print(s, file=sys.stderr, flush=True))
         meta["max_rss_mb"] = round(machine.max_rss_mb(), 1)
         print(report.table(rows, meta), flush=True)

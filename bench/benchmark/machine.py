@@ -43,6 +43,26 @@ def blas_threads():
     return os.cpu_count() or 1
 
 
+def pin_cpus(n):
+    """Confine this process to ``n`` of the CPUs it may use now: every thread it has and every
+    thread it starts later (a library's own pool: XLA runs independent parts of a compiled
+    program on its pool's threads at once, beside any BLAS limit).  Returns the CPUs, or None
+    where the OS has no CPU affinity (macOS, Windows)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))[:n]
+    try:
+        threads = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        threads = [0]
+    for tid in threads:
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except OSError:     # a thread that ended meanwhile
+            pass
+    return cpus
+
+
 def versions():
     out = {"python": platform.python_version()}
     for name in PACKAGES:
@@ -83,6 +103,7 @@ def describe():
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "blas": blas_pools(),
         "blas_env": {k: os.environ[k] for k in BLAS_ENV if k in os.environ},
         "malloc": malloc.malloc_setting(),

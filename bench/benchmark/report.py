@@ -46,12 +46,20 @@ def _fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
 
+def _cpus(meta):
+    """The CPUs the process could run on, and whether --threads confined it to them."""
+    cpus = meta.get("cpus")
+    text = "unknown (no CPU affinity on this OS)" if cpus is None else ",".join(map(str, cpus))
+    return text + (" (pinned by --threads)" if meta.get("cpus_pinned") else "")
+
+
 def table(rows, meta):
     """The terminal table, one block per model and mode."""
     env = ", ".join(f"{k}={v}" for k, v in meta["blas_env"].items()) or "none"
     lines = [f"CPU: {meta['cpu']} ({meta['cpu_count']} cores); BLAS: {blas_line(meta)}; "
              f"PyTorch threads: {meta.get('torch_threads', '-')}; BLAS/OpenMP variables set: {env}",
-             f"malloc: {meta['malloc']}; peak resident memory of the run: "
+             f"CPUs the run may use: {_cpus(meta)}; malloc: {meta['malloc']}; peak resident "
+             f"memory of the run: "
              f"{meta.get('max_rss_mb', 0):.0f} MB",
              "x-columns are time ratios (this / reference): below 1 means faster than the "
              "reference; faults: minor page faults per step; peak MB: tracemalloc peak of a "
