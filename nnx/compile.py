@@ -307,10 +307,12 @@ def _given_masks(dropouts, masks):
 
 
 def _hits(z, t):
-    """How many rows of z have their largest score at label t (a 0-d device array)."""
+    """How many rows of z have their largest score at their class (a 0-d device array): the
+    label t, or the argmax of t's one-hot / probability rows, as fit counts them."""
     from .device import index_dtype, namespace
     xp = namespace(z)
-    return xp.sum(xp.astype(xp.argmax(z, axis=1) == t, index_dtype(xp)))
+    labels = t if xp.isdtype(t.dtype, "integral") else xp.argmax(t, axis=1)
+    return xp.sum(xp.astype(xp.argmax(z, axis=1) == labels, index_dtype(xp)))
 
 
 def _classes(loss):

@@ -71,16 +71,21 @@ def check_labels(t, n_classes, name="labels"):
                          f"{n_classes} outputs, got values from {low} to {high}")
 
 
-def evaluate(net, x, t, batch_size=1000):
+def evaluate(net, x, t, batch_size=1000, *, fprop=None):
     """Number of misclassified rows (argmax of the output != label).
 
     Labels outside [0, classes) raise LabelError; rows whose output is NaN or infinite
     raise NonFiniteError (they have no class).  Two readbacks: the labels' range, the counts.
     Deferred checks still pending are verified first (``nnx.check_deferred``).
+
+    ``fprop``: ``nnx.compile_fprop(net)``, to run each batch as one compiled program (JAX;
+    eager elsewhere); keep it and pass it to every evaluation, so that each batch shape is
+    compiled once.  None: ``net.fprop``.
     """
     _checks.instance("evaluate", "net", net, Module, "an nnx Module")
     check_deferred()
     batch_size = _checks.positive_int("evaluate", "batch_size", batch_size)
+    forward = _forward("evaluate", net, fprop)
     xp = namespace(x)
     _check_pair("evaluate", x, t)
     wrong = bad = None
@@ -91,7 +96,7 @@ def evaluate(net, x, t, batch_size=1000):
     with _eval_mode(net):
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)       # the standard leaves overshoot undefined
-            z = net.fprop(x[start:stop, ...])
+            z = forward(x[start:stop, ...])
             if start == 0:
                 check_scores("evaluate", z, stop - start)
                 check_labels(t, int(z.shape[1]), "evaluate: labels")
@@ -105,6 +110,20 @@ def evaluate(net, x, t, batch_size=1000):
                              f"of {n} rows (NaN or inf has no class); check the weights "
                              f"and the input data")
     return int(counts[0])
+
+
+def _forward(where, net, fprop):
+    """``net.fprop``, or ``fprop`` when it is a ``compile_fprop`` of this very network."""
+    if fprop is None:
+        return net.fprop
+    from .compile import Fprop
+    if not isinstance(fprop, Fprop):
+        raise _checks.ArgumentTypeError(f"{where}: fprop must be nnx.compile_fprop(net) or "
+                                        f"None, got {type(fprop).__name__}")
+    if fprop.net is not net:
+        raise ArgumentError(f"{where}: fprop was compiled for another network; pass "
+                            f"nnx.compile_fprop(net) of the network evaluated")
+    return fprop
 
 
 def check_scores(where, z, rows):
@@ -181,7 +200,8 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
     or infinite values are refused up front (one check per call, not per step).
 
     ``compile=True``: each step is ``nnx.compile_step(net, loss, opt)`` (one jax.jit program
-    on JAX, compiled once per batch shape; eager elsewhere, see its ``mode`` and ``reason``).
+    on JAX, compiled once per batch shape; eager elsewhere, see its ``mode`` and ``reason``),
+    and the test set is evaluated through one ``nnx.compile_fprop(net)``.
 
     ``distributed=True`` (under mpirun, with ``opt`` a ``nnx.distributed.DataParallel``):
     every rank draws the same shuffle, trains on its rows of each global batch, and the
@@ -234,10 +254,11 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
         if t_test is not None:
             _check_finite("test", t_test, "targets")
     split, total = _parallel(distributed)
-    compiled = None
+    compiled = predict = None
     if compile:
-        from .compile import compile_step
-        compiled = compile_step(net, loss, opt, _count_correct=True)
+        from .compile import compile_fprop, compile_step
+        compiled = compile_step(net, loss, opt, _count_correct=classify)
+        predict = compile_fprop(net) if x_test is not None else None   # the test set too
     show = None
     if verbose:
         from .epoch_log import Printer
@@ -290,7 +311,9 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
                 if compiled is not None:
                     losses.append(compiled(xb, tb))
                     counts.append(int(idx.shape[0]))
-                    correct = compiled.correct if correct is None else correct + compiled.correct
+                    if classify:
+                        correct = compiled.correct if correct is None else \
+                            correct + compiled.correct
                     continue
                 z = net.fprop(xb)
                 losses.append(loss.fprop(z, tb))
@@ -322,10 +345,10 @@ def fit(net, loss, opt, x, t, *, epochs=10, batch_size=100, x_test=None, t_test=
                 opt.sync_buffers()      # BatchNorm statistics: the ranks' mean, one collective
             errors = test_loss = None
             if x_test is not None and classify:
-                errors = total(evaluate(net, *split((x_test, test_labels))))
+                errors = total(evaluate(net, *split((x_test, test_labels)), fprop=predict))
             elif x_test is not None:
-                test_loss = total(_loss_sum(net, loss, *split((x_test, t_test)))) / \
-                    int(x_test.shape[0])
+                test_loss = total(_loss_sum(net, loss, *split((x_test, t_test)),
+                                            fprop=predict)) / int(x_test.shape[0])
             stats = EpochStats(epoch, sum(per_step) / n,
                                total(int(correct)) / n if classify else None, errors,
                                None if x_test is None else int(x_test.shape[0]), opt.lr,
@@ -404,14 +427,15 @@ def _labels(t, n_classes, name):
     return xp.argmax(t, axis=1)
 
 
-def _loss_sum(net, loss, x, t, batch_size=1000):
+def _loss_sum(net, loss, x, t, batch_size=1000, fprop=None):
     """Σ over the rows of x of the loss (its batch mean × rows), in eval mode: one readback."""
     xp = namespace(x)
     total = None
+    forward = fprop or net.fprop
     with _eval_mode(net):
         for start in range(0, x.shape[0], batch_size):
             stop = min(start + batch_size, x.shape[0])
-            part = loss.fprop(net.fprop(x[start:stop, ...]), t[start:stop, ...]) * (stop - start)
+            part = loss.fprop(forward(x[start:stop, ...]), t[start:stop, ...]) * (stop - start)
             total = part if total is None else total + part
     return 0.0 if total is None else float(backends.to_host(total))
 

@@ -261,10 +261,15 @@ def test_wrong_input_shape_is_an_nnx_error_in_jit_mode():
         assert np.isfinite(float(step(x, t)))       # the failed trace left nothing behind
 
 
-def test_fit_compiled_equals_fit_eager(device):
+def test_fit_compiled_equals_fit_eager(device, monkeypatch):
+    """The same history and weights; compile=True also evaluates the test set through one
+    compile_fprop, compiled once for all the epochs."""
+    from nnx.compile import Fprop
     rng = np.random.default_rng(5)
     x = nnx.asarray(rng.standard_normal((45, 6)), dtype="float64")
     t = nnx.asarray(rng.integers(0, 4, 45))
+    seen, call = [], Fprop.__call__
+    monkeypatch.setattr(Fprop, "__call__", lambda f, x: seen.append(f) or call(f, x))
     runs = []
     for compile in (True, False):
         net, loss, opt = _setup("float64", OPTS["sgd-momentum"])
@@ -272,6 +277,10 @@ def test_fit_compiled_equals_fit_eager(device):
         history = nnx.fit(net, loss, opt, x, t, epochs=3, batch_size=10, x_test=x, t_test=t,
                           verbose=False, compile=compile)
         runs.append((history, _arrays(net)))
+        if compile:                                 # one evaluation batch per epoch
+            assert len(seen) == 3 and len(set(map(id, seen))) == 1 and seen[0].net is net
+            assert seen[0].traces == (1 if device.startswith("jax") else 0)
+    assert len(seen) == 3                           # the eager fit used none
     (h1, a1), (h2, a2) = runs
     for s1, s2 in zip(h1, h2):
         assert s1.test_errors == s2.test_errors and s1.train_accuracy == s2.train_accuracy
@@ -491,3 +500,29 @@ def test_the_jitted_step_on_the_cpu_updates_in_place(opt):
     assert copies == [], copies
     header = text.splitlines()[0]
     assert all(f": ({i}, {{}}, may-alias)" in header for i in range(8)), header
+
+
+@pytest.mark.parametrize("targets", ["one-hot", "regression"])
+def test_fit_compiled_takes_every_kind_of_target_as_eager_fit_does(device, targets):
+    """One-hot targets with as many rows per batch as classes (where comparing argmax(z)
+    with the one-hot rows would broadcast silently) count the argmax of each row, as the
+    eager fit does; a regression loss (float targets, no accuracy) reports the same test
+    loss through the compile_fprop."""
+    rng = np.random.default_rng(6)
+    x = nnx.asarray(rng.standard_normal((30, 6)), dtype="float32")
+    if targets == "one-hot":
+        t = nnx.asarray(np.eye(5)[rng.integers(0, 5, 30)], dtype="float32")
+    else:
+        t = nnx.asarray(rng.standard_normal((30, 5)), dtype="float32")
+    runs = []
+    for compile in (True, False):
+        nnx.seed(2)
+        net = nnx.Sequential(nnx.Linear(6, 7), nnx.Tanh(), nnx.Linear(7, 5))
+        loss = nnx.SoftmaxCrossEntropy() if targets == "one-hot" else nnx.MSE()
+        h = nnx.fit(net, loss, nnx.SGD(net, lr=0.05), x, t, epochs=2, batch_size=5,
+                    x_test=x, t_test=t, verbose=False, compile=compile)
+        runs.append([(s.train_accuracy, s.test_errors, s.test_loss, s.train_loss) for s in h])
+    for a, b in zip(*runs):
+        assert a[:2] == b[:2] and (a[0] is None) == (targets == "regression")
+        np.testing.assert_allclose([v for v in a[2:] if v is not None],
+                                   [v for v in b[2:] if v is not None], rtol=1e-5)

@@ -131,3 +131,27 @@ def test_an_input_it_cannot_take_gets_a_one_line_error_naming_compile_fprop():
         with pytest.raises(TypeError, match=r"expected an array, got list; convert it with "
                                             r"nnx.asarray"):
             f([[1.0, 2.0, 3.0]])
+
+
+def test_evaluate_through_compile_fprop_counts_as_net_fprop_and_compiles_once(device):
+    net = _net("float64")
+    rng = np.random.default_rng(4)
+    x = nnx.asarray(rng.standard_normal((21, 6)), dtype="float64")
+    t = nnx.asarray(rng.integers(0, 4, 21))
+    f = nnx.compile_fprop(net)
+    expected = nnx.evaluate(net, x, t, batch_size=8)
+    for _ in range(3):                          # batches of 8, 8 and 5, three times
+        assert nnx.evaluate(net, x, t, batch_size=8, fprop=f) == expected
+    assert f.traces == (2 if f.mode == "jit" else 0)     # once per batch shape
+    assert net.training                         # evaluate restored the training flags
+
+
+def test_evaluate_refuses_an_fprop_that_is_not_this_networks_compile_fprop():
+    net, other = _net("float64"), _net("float64")
+    x, t = _inputs("float64")[0], nnx.asarray(np.arange(8) % 4)
+    with pytest.raises(ArgumentTypeError, match=r"^evaluate: fprop must be "
+                       r"nnx.compile_fprop\(net\) or None, got function$"):
+        nnx.evaluate(net, x, t, fprop=lambda x: net.fprop(x))
+    with pytest.raises(ArgumentError, match=r"^evaluate: fprop was compiled for another "
+                       r"network; pass nnx.compile_fprop\(net\) of the network evaluated$"):
+        nnx.evaluate(net, x, t, fprop=nnx.compile_fprop(other))
