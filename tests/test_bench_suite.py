@@ -48,3 +48,14 @@ def test_interleaved_rounds_run_every_case_once_and_vary_what_each_follows(n):
     before = {k: {order[order.index(k) - 1] for order in rounds if order.index(k)} for k in keys}
     assert all(len(b) == min(2, n - 1) for b in before.values()), before     # not one only
     assert {order[0] for order in rounds} == set(keys)       # each case also goes first
+
+
+def test_every_model_has_an_nnx_compiled_row_on_jax():
+    """nnx-bench times compile_step beside the eager step for every model, sequence models
+    included (the plan only: nothing is built or compiled here)."""
+    pytest.importorskip("jax")
+    from nnx.benchmark import run
+    settings = {"dtype": "float32", "devices": ["jax:cpu"], "references": False}
+    for model in cases.MODELS:
+        rows = {(impl, spec) for impl, spec, _ in run.plan(model, settings)}
+        assert ("nnx compiled", "jax:cpu") in rows, model

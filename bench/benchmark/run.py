@@ -42,8 +42,7 @@ def plan(model, settings):
     if isinstance(sizes, str):          # "cnn", "lstm", "gru", "transformer": <name>_cases.py
         mod = importlib.import_module(f"{__package__}.{sizes}_cases")
         out = [("nnx", s, lambda data, s=s: mod.nnx_case(s, data, dtype)) for s in specs]
-        if sizes == "cnn":
-            out += compiled(mod.build_net)
+        out += compiled(mod.build_net)
         out += [("torch", d, lambda data, d=d: mod.torch_case(data, dtype, d))
                 for d in torch_specs]
         if refs and hasattr(mod, "floor_case"):
