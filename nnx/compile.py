@@ -18,6 +18,7 @@ from . import _checks, _deferred
 from .device import check_same_device, namespace
 from .errors import ArgumentError, NNXError, StateError
 from .layers.dropout import Dropout
+from .layers.embedding import first_embedding
 from .losses import Loss
 from .losses.base import _range_error
 from .module import Module
@@ -86,6 +87,7 @@ class Step:
         self._owners = self._all + [loss, opt]
         self._dropouts = [m for m in self._all if isinstance(m, Dropout)]
         self._recurrent = [m for m in self._all if hasattr(m, "reset_state")]
+        self._table = first_embedding(net)      # its index check runs before the program
         self._mask_specs = {}                   # (batch shape, active Dropouts) -> shapes
         params = net.params()
         self._kind = type(params[0]) if params else None
@@ -163,6 +165,8 @@ class Step:
                 check_same_device("compile_step", a, params[0], what)
         if _carries_state(self._recurrent):     # a state carried from call to call: eager
             return self._eager(x, t)
+        if self._table is not None and self._table.check_indices:
+            self._table.check_once(x)           # a readback (or deferred): not in a trace
         masks = {}
         if self._dropouts:
             key, masks = self._masks(x, t, params[0])
@@ -271,6 +275,8 @@ class Step:
                 if step._has_t:
                     opt._lr_t = lrs[1]
                 loss.check_labels = False
+                if step._table is not None:     # checked before the program
+                    step._table.check_indices = False
                 given = _given_masks(step._dropouts, masks)
                 for i in masks:
                     step._dropouts[i]._given = given
@@ -311,7 +317,12 @@ def _run(owner, args, what):
     except NNXError:
         raise
     except Exception as e:     # noqa: BLE001 - what went wrong, in nnx's words
-        raise ArgumentError(f"{what} failed: {str(e).splitlines()[0]}") from e
+        fix = ""
+        if "Concretization" in type(e).__name__ or "TracerBool" in type(e).__name__:
+            fix = ("; a module reads a value back during the call (a value check, bool() or "
+                   "float() of an array), which a jitted program cannot: turn that off or "
+                   "use mode='eager'")
+        raise ArgumentError(f"{what} failed: {str(e).splitlines()[0]}{fix}") from e
     finally:
         if owner._traced:
             owner._restore()
@@ -512,6 +523,7 @@ class Fprop:
         self._bslots = _buffer_slots(net)
         self._dropouts = [m for m in self._all if isinstance(m, Dropout)]
         self._recurrent = [m for m in self._all if hasattr(m, "reset_state")]
+        self._table = first_embedding(net)      # its index check runs before the program
         self.compile_seconds = {}
         self.traces = 0
         self._program = None
@@ -540,6 +552,8 @@ class Fprop:
         if type(x) is not self._kind:           # jax.jit would take it silently
             namespace(x)                        # not an array: say so, as eager fprop does
             check_same_device("compile_fprop", x, params[0], "input")
+        if self._table is not None and self._table.check_indices:
+            self._table.check_once(x)           # a readback (or deferred): not in a trace
         if self._program is None:
             self._program = self._make_program(params[0])
         buffers = [getattr(m, n) for m, n in self._bslots]
@@ -576,6 +590,8 @@ class Fprop:
                     setattr(m, n, p)
                 for (m, n), b in zip(bslots, buffers):
                     setattr(m, n, b)
+                if fp._table is not None:       # checked before the program
+                    fp._table.check_indices = False
                 y = net.fprop(x)
                 if isinstance(y, (tuple, list)):
                     raise ArgumentError("compile_fprop: the network returns several outputs; "

@@ -197,3 +197,58 @@ def test_labels_out_of_range_in_a_jitted_step():
                                              r"from 0 to 7 -- found by a deferred check in "
                                              r"call 2"):
             nnx.check_deferred()
+
+
+@pytest.mark.parametrize("check", [True, "deferred"])
+def test_an_embeddings_index_check_runs_before_the_program(device, check):
+    """An Embedding reading the input checks its indices by default: inside a trace that
+    check failed as 'Attempted boolean conversion of traced array' (no fix given), so a
+    network with an Embedding could not be compiled as it comes; now it runs before the
+    program, at once or deferred, as in the eager fprop, and the results are the eager's."""
+    rng = np.random.default_rng(6)
+
+    def make():
+        nnx.seed(0)
+        net = nnx.Sequential(nnx.Embedding(10, 4, dtype="float64"), nnx.MeanOverTime(),
+                             nnx.Linear(4, 3, dtype="float64"))
+        net[0].check_indices = check
+        return net
+    runs = [(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1)) for net in (make(), make())]
+    step, f = nnx.compile_step(*runs[0]), nnx.compile_fprop(runs[0][0])
+    k, t = nnx.asarray(rng.integers(0, 10, (5, 7))), nnx.asarray(rng.integers(0, 3, 5))
+    np.testing.assert_allclose(float(step(k, t)), float(_eager_step(*runs[1], k, t)), rtol=TOL)
+    _assert_same(runs[0][0], runs[1][0])
+    np.testing.assert_allclose(nnx.to_numpy(f(k)), nnx.to_numpy(runs[1][0].fprop(k)),
+                               rtol=TOL, atol=TOL)
+    bad = nnx.asarray(np.full((5, 7), 12))
+    message = r"Embedding\(10, 4\): indices must lie in \[0, 10\), got values from 12 to 12"
+    with pytest.raises(LabelError, match=message):
+        f(bad)
+        nnx.check_deferred()
+    with pytest.raises(LabelError, match=message.replace("12", "11")):
+        step(nnx.asarray(np.full((5, 7), 11)), t)     # a new array (one is checked once)
+        nnx.check_deferred()
+
+
+def test_a_module_that_reads_a_value_back_gets_the_fix_in_one_line():
+    pytest.importorskip("jax")
+
+    class Peek(nnx.Module):
+        """float() of an array inside fprop: fine eagerly, impossible in a trace."""
+
+        def fprop(self, x):
+            self.big = float(x.max()) > 1e9
+            self.out_shape = tuple(x.shape)
+            return x
+
+        def bprop(self, grad_output, *, need_input_grad=True):
+            return grad_output
+
+    with nnx.device("jax:cpu"):
+        net = nnx.Sequential(nnx.Linear(3, 2), Peek())
+        step = nnx.compile_step(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1))
+        with pytest.raises(nnx.ArgumentError, match=r"^compile_step: the jitted step failed: "
+                           r".*; a module reads a value back during the call \(a value check, "
+                           r"bool\(\) or float\(\) of an array\), which a jitted program "
+                           r"cannot: turn that off or use mode='eager'$"):
+            step(nnx.asarray(np.ones((4, 3))), nnx.asarray(np.zeros(4, dtype="int64")))
