@@ -195,7 +195,9 @@ class Step:
         start = time.perf_counter()
         out = _run(self, args, "compile_step: the jitted step")
         _forget_caches(self._all, self.loss)    # an older eager fprop's: bprop must refuse
-        value, hits, grad_norm, labels, params, grads, state, buffers = out
+        value, hits, grad_norm, labels, states, params, grads, state, buffers = out
+        for m, (last, grad) in zip(self._recurrent, states):
+            m.last_state, m.state_grad = last, grad     # this call's, not an older eager one's
         if labels is not None:                  # its verdict at the next check_deferred()
             c = self._n_classes
             _deferred.pending(self.loss).record(
@@ -302,7 +304,8 @@ class Step:
                 if check == "deferred":
                     labels = (xp.min(t), xp.max(t)) if math.prod(t.shape) else None
                     step._n_classes = n_classes
-            return (value, hits, grad_norm, labels) + new
+            states = [(m.last_state, m.state_grad) for m in step._recurrent]
+            return (value, hits, grad_norm, labels, states) + new
 
         return jax_backend.jit(pure, native=device.native, donate_argnums=(0, 1, 2),
                                static_argnums=(7,))
@@ -358,6 +361,9 @@ def _forget_caches(modules, loss=None):
     for m in modules:
         if vars(m).get("out_shape") is not None:
             m.out_shape = None
+        if isinstance(getattr(type(m), "attention", None), property) and \
+                vars(m).get("p") is not None:
+            m.p = None                          # MultiHeadAttention.attention: not an older P
     if loss is not None and vars(loss).get("_grad") is not None:
         loss._grad = None
 
@@ -559,7 +565,10 @@ class Fprop:
         buffers = [getattr(m, n) for m, n in self._bslots]
         static = (tuple(map(_TRAINING, self._all)), _settings(self._all))
         start = time.perf_counter()
-        y, buffers = _run(self, (params, buffers, x, static), "compile_fprop: the jitted fprop")
+        y, buffers, states = _run(self, (params, buffers, x, static),
+                                  "compile_fprop: the jitted fprop")
+        for m, last in zip(self._recurrent, states):
+            m.last_state = last                 # this call's, not an older eager one's
         _forget_caches(self._all)               # no caches for bprop: it must refuse
         for (m, n), b in zip(self._bslots, buffers):
             setattr(m, n, b)
@@ -596,7 +605,8 @@ class Fprop:
                 if isinstance(y, (tuple, list)):
                     raise ArgumentError("compile_fprop: the network returns several outputs; "
                                         "use net.fprop (eagerly) for it")
-                return y, [getattr(m, n) for m, n in bslots]
+                return y, [getattr(m, n) for m, n in bslots], [
+                    m.last_state for m in fp._recurrent]
             finally:
                 jax_backend.tracing = None
 

@@ -252,3 +252,40 @@ def test_a_module_that_reads_a_value_back_gets_the_fix_in_one_line():
                            r"bool\(\) or float\(\) of an array\), which a jitted program "
                            r"cannot: turn that off or use mode='eager'$"):
             step(nnx.asarray(np.ones((4, 3))), nnx.asarray(np.zeros(4, dtype="int64")))
+
+
+def test_what_a_jitted_call_leaves_for_the_user_to_read_is_that_calls(device):
+    """An LSTM's last_state and state_grad and an attention map after a jitted call were the
+    older eager call's (silently stale, or None): now the state is the call's own, and
+    the attention map, which a program does not hand back, refuses with a StateError."""
+    rng = np.random.default_rng(7)
+
+    def make():
+        nnx.seed(0)
+        return nnx.Sequential(nnx.LSTM(3, 4, dtype="float64"), nnx.TimeStep(-1),
+                              nnx.Linear(4, 2, dtype="float64"))
+    runs = [(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1)) for net in (make(), make())]
+    step, f = nnx.compile_step(*runs[0]), nnx.compile_fprop(runs[0][0])
+    x0 = nnx.asarray(rng.standard_normal((2, 5, 3)), dtype="float64")
+    runs[0][0].fprop(x0)                            # an older eager call's state
+    x = nnx.asarray(rng.standard_normal((2, 5, 3)), dtype="float64")
+    t = nnx.asarray(rng.integers(0, 2, 2))
+    step(x, t)
+    _eager_step(*runs[1], x, t)
+    a, b = runs[0][0][0], runs[1][0][0]
+    for u, v in zip(a.last_state + a.state_grad, b.last_state + b.state_grad):
+        np.testing.assert_allclose(nnx.to_numpy(u), nnx.to_numpy(v), rtol=TOL, atol=TOL)
+    f(x0)
+    b.reset_state()
+    runs[1][0].fprop(x0)
+    for u, v in zip(a.last_state, b.last_state):
+        np.testing.assert_allclose(nnx.to_numpy(u), nnx.to_numpy(v), rtol=TOL, atol=TOL)
+    nnx.seed(0)
+    mha = nnx.MultiHeadAttention(4, 2, dtype="float64")
+    g = nnx.compile_fprop(mha)
+    xs = nnx.asarray(rng.standard_normal((2, 3, 4)), dtype="float64")
+    mha.fprop(xs)
+    g(xs * 2.0)
+    if g.mode == "jit":
+        with pytest.raises(StateError, match="attention: no attention computed yet"):
+            mha.attention
