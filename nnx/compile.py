@@ -53,9 +53,12 @@ def compile_step(net, loss, opt, *, mode="auto", keep_grads=True, _count_correct
     _checks.instance("compile_step", "loss", loss, Loss,
                      "an nnx Loss (e.g. nnx.SoftmaxCrossEntropy())")
     if not (callable(getattr(opt, "step", None)) and getattr(opt, "module", None) is net):
+        bound = getattr(opt, "module", None)
         raise _checks.ArgumentTypeError(f"compile_step: opt must be an nnx optimiser bound to "
                                         f"net (e.g. nnx.SGD(net, lr=0.1)), got "
-                                        f"{type(opt).__name__}")
+                                        f"{type(opt).__name__}" + (
+                                            f" bound to another module ({type(bound).__name__})"
+                                            if bound is not None else ""))
     if mode not in MODES:
         raise ArgumentError(f"compile_step: mode must be one of {', '.join(MODES)}, "
                             f"got {mode!r}")

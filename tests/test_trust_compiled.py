@@ -288,3 +288,11 @@ def test_what_a_jitted_call_leaves_for_the_user_to_read_is_that_calls(device):
     if g.mode == "jit":
         with pytest.raises(StateError, match="attention: no attention computed yet"):
             mha.attention
+
+
+def test_an_optimiser_bound_to_another_module_is_named_as_such():
+    net = _net(bn=False)
+    with pytest.raises(TypeError, match=r"^compile_step: opt must be an nnx optimiser bound "
+                                        r"to net \(e.g. nnx.SGD\(net, lr=0.1\)\), got SGD "
+                                        r"bound to another module \(Linear\)$"):
+        nnx.compile_step(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net[0], lr=0.1))
