@@ -42,6 +42,11 @@ def compile_step(net, loss, opt, *, mode="auto", keep_grads=True, _count_correct
     (``nnx.seed``) in the jitted step too, in the eager step's order, passed into the
     program; the first step of each batch shape runs eagerly to learn their shapes.
 
+    Between calls it follows what the eager step follows (hyper-parameters of the optimiser,
+    the modules' ``config()`` and the loss, ``net.to``, a replaced layer without parameters;
+    one with parameters is refused with the fix), see the guide's "What may change between
+    calls".
+
     ``keep_grads=False``: the step does not hand the gradients back, so the jitted program
     returns only the loss and the new parameters, state and buffers (as a
     ``jax.jit(jax.grad)`` step does), without writing out a gradient array per parameter
