@@ -141,7 +141,7 @@ class Step:
         self.compile_seconds, self.traces = seconds, traces
 
     def _eager(self, x, t):
-        z = self.net.fprop(x)
+        z = _one_output(self.net.fprop(x))
         value = self.loss.fprop(z, t)
         if self.count_correct:
             self.correct = _hits(z, t)
@@ -290,7 +290,7 @@ class Step:
                 given = _given_masks(step._dropouts, masks)
                 for i in masks:
                     step._dropouts[i]._given = given
-                z = net.fprop(x)
+                z = _one_output(net.fprop(x))
                 value = loss.fprop(z, t)
                 hits = _hits(z, t) if step.count_correct else None
                 net.bprop(loss.bprop(), need_input_grad=False)
@@ -337,6 +337,17 @@ def _run(owner, args, what):
     finally:
         if owner._traced:
             owner._restore()
+
+
+def _one_output(z):
+    """The network's output, refused where it is several (a loss takes one array; its own
+    error would be 'expected an array, got tuple', as if the input were wrong)."""
+    if isinstance(z, (tuple, list)):
+        from .errors import ShapeError
+        raise ShapeError(f"compile_step: the network returns {len(z)} outputs, but the loss "
+                         f"takes one array; give compile_step a network (or a Graph) with a "
+                         f"single output")
+    return z
 
 
 def _carries_state(recurrent):

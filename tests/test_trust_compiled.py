@@ -296,3 +296,18 @@ def test_an_optimiser_bound_to_another_module_is_named_as_such():
                                         r"to net \(e.g. nnx.SGD\(net, lr=0.1\)\), got SGD "
                                         r"bound to another module \(Linear\)$"):
         nnx.compile_step(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net[0], lr=0.1))
+
+
+def test_a_network_with_two_outputs_is_refused_by_compile_step_in_its_own_words(device):
+    """The loss's own error was 'expected an array, got tuple; convert it with
+    nnx.asarray(x)', as if the input were wrong."""
+    nnx.seed(0)
+    g = nnx.Graph(inputs="x")
+    g.add("a", nnx.Linear(6, 4), "x").add("b", nnx.Linear(6, 4), "x").outputs("a", "b")
+    step = nnx.compile_step(g, nnx.SoftmaxCrossEntropy(), nnx.SGD(g, lr=0.1))
+    x, t = _batch(np.random.default_rng(8), dtype="float32")
+    with pytest.raises(nnx.ShapeError, match=r"^compile_step: the network returns 2 outputs, "
+                                             r"but the loss takes one array; give "
+                                             r"compile_step a network \(or a Graph\) with a "
+                                             r"single output"):
+        step(x, t)
