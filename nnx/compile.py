@@ -8,16 +8,19 @@ masks are drawn on the host (as in the eager step) and passed in as arguments.  
 the step runs eagerly (``mode`` "eager"), with the reason in ``reason``.
 """
 
+import math
 import operator
 import time
 
 from nnx import backends
 
-from . import _checks
+from . import _checks, _deferred
 from .device import check_same_device, namespace
-from .errors import ArgumentError, NNXError
+from .errors import ArgumentError, NNXError, StateError
 from .layers.dropout import Dropout
+from .layers.embedding import first_embedding
 from .losses import Loss
+from .losses.base import _range_error
 from .module import Module
 
 MODES = ("auto", "jit", "eager")
@@ -39,6 +42,11 @@ def compile_step(net, loss, opt, *, mode="auto", keep_grads=True, _count_correct
     (``nnx.seed``) in the jitted step too, in the eager step's order, passed into the
     program; the first step of each batch shape runs eagerly to learn their shapes.
 
+    Between calls it follows what the eager step follows (hyper-parameters of the optimiser,
+    the modules' ``config()`` and the loss, ``net.to``, a replaced layer without parameters;
+    one with parameters is refused with the fix), see the guide's "What may change between
+    calls".
+
     ``keep_grads=False``: the step does not hand the gradients back, so the jitted program
     returns only the loss and the new parameters, state and buffers (as a
     ``jax.jit(jax.grad)`` step does), without writing out a gradient array per parameter
@@ -50,9 +58,12 @@ def compile_step(net, loss, opt, *, mode="auto", keep_grads=True, _count_correct
     _checks.instance("compile_step", "loss", loss, Loss,
                      "an nnx Loss (e.g. nnx.SoftmaxCrossEntropy())")
     if not (callable(getattr(opt, "step", None)) and getattr(opt, "module", None) is net):
+        bound = getattr(opt, "module", None)
         raise _checks.ArgumentTypeError(f"compile_step: opt must be an nnx optimiser bound to "
                                         f"net (e.g. nnx.SGD(net, lr=0.1)), got "
-                                        f"{type(opt).__name__}")
+                                        f"{type(opt).__name__}" + (
+                                            f" bound to another module ({type(bound).__name__})"
+                                            if bound is not None else ""))
     if mode not in MODES:
         raise ArgumentError(f"compile_step: mode must be one of {', '.join(MODES)}, "
                             f"got {mode!r}")
@@ -71,6 +82,7 @@ class Step:
 
     def __init__(self, net, loss, opt, mode, count_correct=False, keep_grads=True):
         self.net, self.loss, self.opt = net, loss, opt
+        self._asked = mode
         self.keep_grads = keep_grads
         self.count_correct = count_correct      # fit: also count argmax(z) == t (0-d)
         self.correct = None
@@ -82,12 +94,12 @@ class Step:
         self._bslots = _buffer_slots(net)       # changing its structure)
         self._owners = self._all + [loss, opt]
         self._dropouts = [m for m in self._all if isinstance(m, Dropout)]
+        self._recurrent = [m for m in self._all if hasattr(m, "reset_state")]
+        self._table = first_embedding(net)      # its index check runs before the program
         self._mask_specs = {}                   # (batch shape, active Dropouts) -> shapes
         params = net.params()
         self._kind = type(params[0]) if params else None
-        # SGD without momentum keeps no state: nothing to fill in before each call
         self._lrs = (None, None)                # (lr, lr_t) and the same as device scalars
-        self._needs_state = hasattr(opt, "beta1") or bool(getattr(opt, "momentum", 0.0))
         self._has_t = hasattr(opt, "t")         # Adam: a bias-corrected lr each step
         self._hyper = _hyper_getter(opt)
         slots = getattr(opt, "_slots", None) or []
@@ -104,12 +116,32 @@ class Step:
         return f"<nnx step: {self.mode} ({self.reason})>"
 
     def __call__(self, x, t):
+        if _modules(self.net) != self._all:     # a module added, removed or replaced since
+            self._rebuild()
         if self.mode == "jit":
             return self._jitted(x, t)
         return self._eager(x, t)
 
+    def _rebuild(self):
+        """Follow a change of the network's structure: a new program for the new modules,
+        as long as the optimiser still holds the network's parameters; else say what to do
+        (the old optimiser would go on updating the old layers' parameters)."""
+        from .optim import _param_slots
+        opt = self.opt
+        slots = getattr(opt, "_slots", None)
+        if slots is not None and _param_slots(self.net) != slots:
+            raise StateError(f"compile_step: the network's modules changed since this step "
+                             f"was made, and {type(opt).__name__} still holds the old "
+                             f"parameters; make a new optimiser and step for the network: "
+                             f"opt = nnx.{type(opt).__name__}(net, ...); step = "
+                             f"nnx.compile_step(net, loss, opt)")
+        seconds, traces = self.compile_seconds, self.traces
+        self.__init__(self.net, self.loss, opt, self._asked, self.count_correct,
+                      self.keep_grads)
+        self.compile_seconds, self.traces = seconds, traces
+
     def _eager(self, x, t):
-        z = self.net.fprop(x)
+        z = _one_output(self.net.fprop(x))
         value = self.loss.fprop(z, t)
         if self.count_correct:
             self.correct = _hits(z, t)
@@ -132,10 +164,17 @@ class Step:
             self.mode = "eager"
             self.reason = f"the parameters moved off JAX ({_why_not_jit(net, opt)})"
             return self._eager(x, t)
+        if "update" in vars(opt):               # replaced since: the program has the old one
+            self.mode, self.reason = "eager", _why_not_jit(net, opt)
+            return self._eager(x, t)
         if type(x) is not kind or type(t) is not kind:     # jax.jit would take it silently
             for what, a in (("input", x), ("targets", t)):
                 namespace(a)                    # not an array: say so, as eager fprop does
                 check_same_device("compile_step", a, params[0], what)
+        if _carries_state(self._recurrent):     # a state carried from call to call: eager
+            return self._eager(x, t)
+        if self._table is not None and self._table.check_indices:
+            self._table.check_once(x)           # a readback (or deferred): not in a trace
         masks = {}
         if self._dropouts:
             key, masks = self._masks(x, t, params[0])
@@ -145,11 +184,15 @@ class Step:
                     (i, tuple(m.shape), str(m.dtype).rsplit(".", 1)[-1])
                     for i, m in ((i, self._dropouts[i].mask) for i in key[1])]
                 return value
-        if self._needs_state and any(s is None for s in opt.state):
-            _initial_state(opt, params)
+        if (self._has_t or getattr(opt, "momentum", 0.0)) and any(s is None for s in opt.state):
+            _initial_state(opt, params)         # (momentum may have been switched on since)
+        if any(map(operator.is_not, params, opt._placed)):
+            for i, p in enumerate(params):      # moved or cast since (net.to): the state
+                opt._follow(i, p)               # follows, as in the eager step
         has_t = self._has_t
         lr_t = opt.bias_corrected_lr(opt.t + 1) if has_t else opt.lr
-        static = (tuple(map(_TRAINING, self._all)), self._hyper(opt), self.loss.check_labels)
+        static = (tuple(map(_TRAINING, self._all)), self._hyper(opt), self.loss.check_labels,
+                  _settings(self._all, self.loss))
         if self._lrs[0] != (opt.lr, lr_t):      # a Python float would be sent every call;
             xp = namespace(params[0])           # these stay weakly typed, as a float is
             self._lrs = ((opt.lr, lr_t), tuple(xp.asarray(v, device=params[0].device)
@@ -160,7 +203,14 @@ class Step:
         start = time.perf_counter()
         out = _run(self, args, "compile_step: the jitted step")
         _forget_caches(self._all, self.loss)    # an older eager fprop's: bprop must refuse
-        value, hits, grad_norm, params, grads, state, buffers = out
+        value, hits, grad_norm, labels, states, params, grads, state, buffers = out
+        for m, (last, grad) in zip(self._recurrent, states):
+            m.last_state, m.state_grad = last, grad     # this call's, not an older eager one's
+        if labels is not None:                  # its verdict at the next check_deferred()
+            c = self._n_classes
+            _deferred.pending(self.loss).record(
+                ("range", c), labels,
+                lambda v, name=f"{self.loss!r}.fprop": _range_error(name, c, *v))
         for (m, n), p in zip(slots, params):
             setattr(m, n, p)
         if grads is not None:
@@ -235,10 +285,12 @@ class Step:
                 if step._has_t:
                     opt._lr_t = lrs[1]
                 loss.check_labels = False
+                if step._table is not None:     # checked before the program
+                    step._table.check_indices = False
                 given = _given_masks(step._dropouts, masks)
                 for i in masks:
                     step._dropouts[i]._given = given
-                z = net.fprop(x)
+                z = _one_output(net.fprop(x))
                 value = loss.fprop(z, t)
                 hits = _hits(z, t) if step.count_correct else None
                 net.bprop(loss.bprop(), need_input_grad=False)
@@ -251,12 +303,17 @@ class Step:
             finally:
                 jax_backend.tracing = None
             xp = namespace(x)
+            labels = None                       # (min, max) of the labels, for a deferred check
             if check and n_classes is not None and xp.isdtype(t.dtype, "integral"):
                 bad = xp.any((t < 0) | (t >= n_classes))    # no update, and a NaN loss
                 value = xp.where(bad, xp.nan, value)
                 old = (params, None, state, buffers)
                 new = tuple(n if o is None else _unless(xp, bad, n, o) for n, o in zip(new, old))
-            return (value, hits, grad_norm) + new
+                if check == "deferred":
+                    labels = (xp.min(t), xp.max(t)) if math.prod(t.shape) else None
+                    step._n_classes = n_classes
+            states = [(m.last_state, m.state_grad) for m in step._recurrent]
+            return (value, hits, grad_norm, labels, states) + new
 
         return jax_backend.jit(pure, native=device.native, donate_argnums=(0, 1, 2),
                                static_argnums=(7,))
@@ -271,10 +328,49 @@ def _run(owner, args, what):
     except NNXError:
         raise
     except Exception as e:     # noqa: BLE001 - what went wrong, in nnx's words
-        raise ArgumentError(f"{what} failed: {str(e).splitlines()[0]}") from e
+        fix = ""
+        if "Concretization" in type(e).__name__ or "TracerBool" in type(e).__name__:
+            fix = ("; a module reads a value back during the call (a value check, bool() or "
+                   "float() of an array), which a jitted program cannot: turn that off or "
+                   "use mode='eager'")
+        raise ArgumentError(f"{what} failed: {str(e).splitlines()[0]}{fix}") from e
     finally:
         if owner._traced:
             owner._restore()
+
+
+def _one_output(z):
+    """The network's output, refused where it is several (a loss takes one array; its own
+    error would be 'expected an array, got tuple', as if the input were wrong)."""
+    if isinstance(z, (tuple, list)):
+        from .errors import ShapeError
+        raise ShapeError(f"compile_step: the network returns {len(z)} outputs, but the loss "
+                         f"takes one array; give compile_step a network (or a Graph) with a "
+                         f"single output")
+    return z
+
+
+def _carries_state(recurrent):
+    """Whether a recurrent layer starts its next fprop from a state (``stateful=True`` or
+    ``set_state``): a program would bake that state in, so that call runs eagerly."""
+    return any(m.stateful or m._state is not None for m in recurrent)
+
+
+def _settings(modules, loss=None):
+    """The modules' hyper-parameters (``config()``: BatchNorm's momentum and eps, a
+    LeakyReLU's slope...) and the loss's (eps, margin), which a trace bakes into the
+    program: part of its static argument, so that changing one between calls retraces
+    instead of being silently ignored."""
+    key = [tuple(m.config().items()) for m in modules]
+    if loss is not None:
+        key.append(tuple((k, v) for k, v in vars(loss).items()
+                         if isinstance(v, (int, float, str))))
+    key = tuple(key)
+    try:
+        hash(key)
+    except TypeError:                           # lists in a config (a Graph's wiring)
+        return repr(key)
+    return key
 
 
 def _forget_caches(modules, loss=None):
@@ -284,6 +380,9 @@ def _forget_caches(modules, loss=None):
     for m in modules:
         if vars(m).get("out_shape") is not None:
             m.out_shape = None
+        if isinstance(getattr(type(m), "attention", None), property) and \
+                vars(m).get("p") is not None:
+            m.p = None                          # MultiHeadAttention.attention: not an older P
     if loss is not None and vars(loss).get("_grad") is not None:
         loss._grad = None
 
@@ -316,10 +415,11 @@ def _hits(z, t):
 
 
 def _classes(loss):
-    """The number of classes the traced loss saw (its one-hot width), or None."""
+    """The number of classes the traced loss saw (its one-hot width: the last axis of
+    (N, C) scores or of a sequence model's (N, T, C)), or None."""
     grad = getattr(loss, "_grad", None)
     shape = getattr(grad, "shape", None)
-    return int(shape[1]) if shape is not None and len(shape) == 2 else None
+    return int(shape[-1]) if shape is not None and len(shape) >= 2 else None
 
 
 def _choose(mode, why, where, what, per):
@@ -442,11 +542,13 @@ class Fprop:
     """The callable ``compile_fprop`` returns (see there)."""
 
     def __init__(self, net, mode):
-        self.net = net
-        self._all = _modules(net)               # the tree as it is now
+        self.net, self._asked = net, mode
+        self._all = _modules(net)               # the tree as it is now (rebuilt when it changes)
         self._slots = [(m, n) for m in self._all for n in m.param_names]
         self._bslots = _buffer_slots(net)
         self._dropouts = [m for m in self._all if isinstance(m, Dropout)]
+        self._recurrent = [m for m in self._all if hasattr(m, "reset_state")]
+        self._table = first_embedding(net)      # its index check runs before the program
         self.compile_seconds = {}
         self.traces = 0
         self._program = None
@@ -460,7 +562,12 @@ class Fprop:
         return f"<nnx fprop: {self.mode} ({self.reason})>"
 
     def __call__(self, x):
-        if self.mode != "jit" or any(d.training and d.p > 0.0 for d in self._dropouts):
+        if _modules(self.net) != self._all:     # a module added, removed or replaced since:
+            seconds, traces = self.compile_seconds, self.traces     # a program for the new
+            self.__init__(self.net, self._asked)                    # structure
+            self.compile_seconds, self.traces = seconds, traces
+        if self.mode != "jit" or any(d.training and d.p > 0.0 for d in self._dropouts) or \
+                _carries_state(self._recurrent):
             return self.net.fprop(x)            # Dropout's masks come from the host generator
         params = list(map(getattr, *zip(*self._slots)))
         if type(params[0]) is not self._kind:   # moved off JAX since (net.to): say so, go on
@@ -470,12 +577,17 @@ class Fprop:
         if type(x) is not self._kind:           # jax.jit would take it silently
             namespace(x)                        # not an array: say so, as eager fprop does
             check_same_device("compile_fprop", x, params[0], "input")
+        if self._table is not None and self._table.check_indices:
+            self._table.check_once(x)           # a readback (or deferred): not in a trace
         if self._program is None:
             self._program = self._make_program(params[0])
         buffers = [getattr(m, n) for m, n in self._bslots]
-        static = tuple(map(_TRAINING, self._all))
+        static = (tuple(map(_TRAINING, self._all)), _settings(self._all))
         start = time.perf_counter()
-        y, buffers = _run(self, (params, buffers, x, static), "compile_fprop: the jitted fprop")
+        y, buffers, states = _run(self, (params, buffers, x, static),
+                                  "compile_fprop: the jitted fprop")
+        for m, last in zip(self._recurrent, states):
+            m.last_state = last                 # this call's, not an older eager one's
         _forget_caches(self._all)               # no caches for bprop: it must refuse
         for (m, n), b in zip(self._bslots, buffers):
             setattr(m, n, b)
@@ -506,11 +618,14 @@ class Fprop:
                     setattr(m, n, p)
                 for (m, n), b in zip(bslots, buffers):
                     setattr(m, n, b)
+                if fp._table is not None:       # checked before the program
+                    fp._table.check_indices = False
                 y = net.fprop(x)
                 if isinstance(y, (tuple, list)):
                     raise ArgumentError("compile_fprop: the network returns several outputs; "
                                         "use net.fprop (eagerly) for it")
-                return y, [getattr(m, n) for m, n in bslots]
+                return y, [getattr(m, n) for m, n in bslots], [
+                    m.last_state for m in fp._recurrent]
             finally:
                 jax_backend.tracing = None
 

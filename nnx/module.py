@@ -126,9 +126,11 @@ class Module:
         return [b for _, b in self.named_buffers()]
 
     def set_buffers(self, arrays):
-        """Rebind the buffers, in the order of ``named_buffers()`` (checkpoints)."""
-        arrays = iter(self._replacements("set_buffers", self.named_buffers(), arrays,
-                                         "buffers"))
+        """Rebind the buffers, in the order of ``named_buffers()`` (checkpoints).  The module
+        keeps copies, as ``set_params`` does: a compiled step donates its buffers, which
+        must not be the caller's (or another module's) arrays."""
+        arrays = iter([namespace(a).asarray(a, copy=True) for a in self._replacements(
+            "set_buffers", self.named_buffers(), arrays, "buffers")])
         def rebind(m):
             for n in m.buffer_names:
                 setattr(m, n, next(arrays))

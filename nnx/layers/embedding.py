@@ -72,6 +72,28 @@ class Embedding(Module):
         check_same_device(f"{self!r}.fprop", k, self.W, "indices")
         return xp
 
+    def check_once(self, k, wide=None):
+        """The check ``check_indices`` asks for, once per index array ``k`` (``wide``: k as
+        index_dtype): at once (one readback), or deferred (its min and max kept on the
+        device).  Returns whether it is deferred.  nnx.compile_step and compile_fprop call
+        it before their program, which cannot read a value back."""
+        deferred = _deferred.deferring(self, "check_indices", k)
+        if self.check_indices:
+            seen = self._checked() if self._checked is not None else None
+            if seen is not k:
+                if not deferred:
+                    self.check(k)
+                elif math.prod(tuple(k.shape)):     # the min and max wait on the device
+                    xp = namespace(k)
+                    wide = k if wide is None else wide
+                    _deferred.pending(self).record("range", (xp.min(wide), xp.max(wide)),
+                                                   lambda v: self._range_error(*v))
+                try:
+                    self._checked = weakref.ref(k)
+                except TypeError:
+                    self._checked = None
+        return deferred
+
     def fprop(self, k):
         xp = self._check_indices(k)
         shape = tuple(k.shape)
@@ -79,19 +101,7 @@ class Embedding(Module):
             raise ShapeError(f"{self!r}.fprop: indices have shape (), expected (batch, time)")
         wide = index_dtype(xp)
         self.k = k if k.dtype == wide else xp.astype(k, wide)
-        deferred = _deferred.deferring(self, "check_indices", k)
-        if self.check_indices:
-            seen = self._checked() if self._checked is not None else None
-            if seen is not k:
-                if not deferred:
-                    self.check(k)
-                elif math.prod(shape):      # the min and max wait on the device
-                    _deferred.pending(self).record("range", (xp.min(self.k), xp.max(self.k)),
-                                         lambda v: self._range_error(*v))
-                try:
-                    self._checked = weakref.ref(k)
-                except TypeError:
-                    self._checked = None
+        deferred = self.check_once(k, self.k)
         try:
             y = xp.take(self.W, xp.reshape(self.k, (-1,)), axis=0)
         except (IndexError, RuntimeError, ValueError):
