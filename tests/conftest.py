@@ -5,9 +5,12 @@ one users get for their own tests: devices that are missing here are skipped wit
 reason nnx gives for them.
 """
 
+import os
 import pathlib
 import shutil
+import signal
 import subprocess
+import tempfile
 
 import pytest
 
@@ -84,33 +87,39 @@ def mnist_missing():
 
 # -- long subprocesses, started with the run ---------------------------------------------------
 class Started:
-    """A subprocess started before the first test (see pytest_collection_finish), its output
-    in temporary files (a pipe nobody reads for minutes would fill and stop it)."""
+    """A subprocess started before the first test (see pytest_collection_finish), in a process
+    group of its own (stop ends what it started too), its output in temporary files (a pipe
+    nobody reads for minutes would fill and stop it)."""
 
     def __init__(self, args, **popen):
-        import tempfile
         self.out, self.err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-        self.proc = subprocess.Popen(args, stdout=self.out, stderr=self.err, text=True, **popen)
+        self.proc = subprocess.Popen(args, stdout=self.out, stderr=self.err, text=True,
+                                     start_new_session=True, **popen)
         self.cleanup = []               # folders to remove when the run ends
 
     def result(self, timeout):
         """(returncode, stdout, stderr) once it has ended; the return code is None if it
         ran past ``timeout`` seconds from now (it is then stopped)."""
         try:
-            self.proc.wait(timeout=timeout)
+            code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.stop()
-            self.out.seek(0)
-            self.err.seek(0)
-            return None, self.out.read(), self.err.read()
+            self._kill()
+            code = None
         self.out.seek(0)
         self.err.seek(0)
-        return self.proc.returncode, self.out.read(), self.err.read()
+        return code, self.out.read(), self.err.read()
+
+    def _kill(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass                        # the group has ended
+        self.proc.wait()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        self._kill()
+        self.out.close()
+        self.err.close()
         for folder in self.cleanup:
             shutil.rmtree(folder, ignore_errors=True)
 
