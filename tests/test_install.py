@@ -4,9 +4,11 @@ process-wide on import, no package cycle."""
 import ast
 import importlib.util
 import os
+import pathlib
 import platform
 import subprocess
 import sys
+import tempfile
 import zipfile
 
 import pytest
@@ -20,12 +22,11 @@ def _run(code, cwd):
                           capture_output=True, timeout=120)
 
 
-def test_the_wheel_installs_only_nnx_at_the_top(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
-                        "-w", str(tmp_path), str(REPO)], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    (wheel,) = tmp_path.glob("*.whl")
+def test_the_wheel_installs_only_nnx_at_the_top():
+    wheels = early(__name__, start_early)["wheel"]
+    code, _, stderr = wheels.result(timeout=300)
+    assert code == 0, f"exit status {code} (None: still running after 300 s)\n{stderr[-2000:]}"
+    (wheel,) = wheels.folder.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"nnx"}, top
@@ -104,12 +105,18 @@ X64_CODE = ("import warnings; warnings.simplefilter('error')\n"
 
 
 def start_early():
-    """The float32 JAX training below (a few seconds, most of it importing and compiling) in
-    its own process, started with the run beside the other tests (tests/conftest.py)."""
+    """The wheel build and the float32 JAX training below (a few seconds each, most of it
+    starting Python, pip, JAX) in processes of their own, started with the run beside the
+    other tests (tests/conftest.py)."""
+    folder = tempfile.mkdtemp(prefix="nnx-wheel-")
+    wheel = Started([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w",
+                     folder, str(REPO)])
+    wheel.cleanup.append(folder)
+    wheel.folder = pathlib.Path(folder)
     if importlib.util.find_spec("jax") is None:
-        return {}
+        return {"wheel": wheel}
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return {"x64": Started([sys.executable, "-c", X64_CODE], cwd=REPO, env=env)}
+    return {"wheel": wheel, "x64": Started([sys.executable, "-c", X64_CODE], cwd=REPO, env=env)}
 
 
 def test_float32_training_on_jax_leaves_x64_off_and_warns_nothing():
