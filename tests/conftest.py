@@ -111,7 +111,10 @@ class Started:
 
     def _kill(self):
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            if hasattr(os, "killpg"):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            elif self.proc.poll() is None:
+                self.proc.kill()        # Windows: no process groups to end
         except ProcessLookupError:
             pass                        # the group has ended
         self.proc.wait()
