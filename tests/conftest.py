@@ -5,7 +5,12 @@ one users get for their own tests: devices that are missing here are skipped wit
 reason nnx gives for them.
 """
 
+import os
 import pathlib
+import shutil
+import signal
+import subprocess
+import tempfile
 
 import pytest
 
@@ -78,3 +83,77 @@ def mnist_missing():
     """The skip reason of every test that needs MNIST and cannot find it."""
     return (f"MNIST not found in {' or '.join(map(str, mnist_candidates()))} (set NNX_DATA "
             f"to the folder with the IDX files, or run nnx train once to download it)")
+
+
+# -- long subprocesses, started with the run ---------------------------------------------------
+class Started:
+    """A subprocess started before the first test (see pytest_collection_finish), in a process
+    group of its own (stop ends what it started too), its output in temporary files (a pipe
+    nobody reads for minutes would fill and stop it)."""
+
+    def __init__(self, args, **popen):
+        self.out, self.err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(args, stdout=self.out, stderr=self.err, text=True,
+                                     start_new_session=True, **popen)
+        self.cleanup = []               # folders to remove when the run ends
+
+    def result(self, timeout):
+        """(returncode, stdout, stderr) once it has ended; the return code is None if it
+        ran past ``timeout`` seconds from now (it is then stopped)."""
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._kill()
+            code = None
+        self.out.seek(0)
+        self.err.seek(0)
+        return code, self.out.read(), self.err.read()
+
+    def _kill(self):
+        try:
+            if hasattr(os, "killpg"):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            elif self.proc.poll() is None:
+                self.proc.kill()        # Windows: no process groups to end
+        except ProcessLookupError:
+            pass                        # the group has ended
+        self.proc.wait()
+
+    def stop(self):
+        self._kill()
+        self.out.close()
+        self.err.close()
+        for folder in self.cleanup:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+EARLY = {}      # test module name -> {name: Started}, from the module's start_early()
+
+
+def pytest_collection_finish(session):
+    """A test module with a ``start_early()`` function, any of whose tests is selected, has it
+    called once, here, before the first test runs: it starts the long subprocesses that
+    those tests only wait for and check (the executed tutorials, bench/gpu.sh --rehearse),
+    so that they run on the machine's other core beside the rest of the suite instead of
+    one after another inside it.  They take the environment the run started with."""
+    if session.config.option.collectonly:
+        return
+    for item in session.items:
+        module = getattr(item, "module", None)
+        start = getattr(module, "start_early", None)
+        if start is not None and module.__name__ not in EARLY:
+            EARLY[module.__name__] = start()
+
+
+def pytest_sessionfinish(session):
+    for started in EARLY.values():
+        for s in started.values():
+            s.stop()
+
+
+def early(module_name, start):
+    """What ``start`` (the module's start_early) started, started now if it was not yet (a
+    test module imported some other way); the test waits for it with Started.result."""
+    if module_name not in EARLY:
+        EARLY[module_name] = start()
+    return EARLY[module_name]

@@ -2,15 +2,18 @@
 process-wide on import, no package cycle."""
 
 import ast
+import importlib.util
 import os
+import pathlib
 import platform
 import subprocess
 import sys
+import tempfile
 import zipfile
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, Started, early
 
 
 def _run(code, cwd):
@@ -19,12 +22,11 @@ def _run(code, cwd):
                           capture_output=True, timeout=120)
 
 
-def test_the_wheel_installs_only_nnx_at_the_top(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
-                        "-w", str(tmp_path), str(REPO)], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    (wheel,) = tmp_path.glob("*.whl")
+def test_the_wheel_installs_only_nnx_at_the_top():
+    wheels = early(__name__, start_early)["wheel"]
+    code, _, stderr = wheels.result(timeout=300)
+    assert code == 0, f"exit status {code} (None: still running after 300 s)\n{stderr[-2000:]}"
+    (wheel,) = wheels.folder.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"nnx"}, top
@@ -90,11 +92,7 @@ def test_import_nnx_loads_neither_urllib_request_nor_the_benchmark():
     assert r.stdout.split() == ["False", "False"]
 
 
-def test_float32_training_on_jax_leaves_x64_off_and_warns_nothing():
-    """Labels and counts use the namespace's index type (int32 while JAX's x64 is off), so
-    fit and evaluate neither turn x64 on nor trigger JAX's int64-truncation warnings."""
-    pytest.importorskip("jax", reason="jax is not installed: pip install -e '.[jax]'")
-    code = ("import warnings; warnings.simplefilter('error')\n"
+X64_CODE = ("import warnings; warnings.simplefilter('error')\n"
             "import jax, numpy as np, nnx\n"
             "with nnx.device('jax:cpu'):\n"
             "    rng = np.random.default_rng(0)\n"
@@ -104,9 +102,30 @@ def test_float32_training_on_jax_leaves_x64_off_and_warns_nothing():
             "    nnx.fit(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1), x, t, epochs=2,\n"
             "            batch_size=10, x_test=x, t_test=t, verbose=False)\n"
             "    print(jax.config.jax_enable_x64, nnx.evaluate(net, x, t) <= 40)\n")
-    r = _run(code, REPO)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.split() == ["False", "True"]
+
+
+def start_early():
+    """The wheel build and the float32 JAX training below (a few seconds each, most of it
+    starting Python, pip, JAX) in processes of their own, started with the run beside the
+    other tests (tests/conftest.py)."""
+    folder = tempfile.mkdtemp(prefix="nnx-wheel-")
+    wheel = Started([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w",
+                     folder, str(REPO)])
+    wheel.cleanup.append(folder)
+    wheel.folder = pathlib.Path(folder)
+    if importlib.util.find_spec("jax") is None:
+        return {"wheel": wheel}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return {"wheel": wheel, "x64": Started([sys.executable, "-c", X64_CODE], cwd=REPO, env=env)}
+
+
+def test_float32_training_on_jax_leaves_x64_off_and_warns_nothing():
+    """Labels and counts use the namespace's index type (int32 while JAX's x64 is off), so
+    fit and evaluate neither turn x64 on nor trigger JAX's int64-truncation warnings."""
+    pytest.importorskip("jax", reason="jax is not installed: pip install -e '.[jax]'")
+    code, stdout, stderr = early(__name__, start_early)["x64"].result(timeout=120)
+    assert code == 0, f"exit status {code} (None: still running after 120 s)\n{stderr[-2000:]}"
+    assert stdout.split() == ["False", "True"]
 
 
 def test_ci_tests_the_declared_floors():

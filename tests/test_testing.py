@@ -4,14 +4,16 @@ works in a user's own project and prints why devices are skipped."""
 
 import ast
 import os
+import pathlib
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
 
 import nnx
-from conftest import REPO
+from conftest import REPO, Started, early
 from nnx.testing import ModuleCheckError, check_module, device_params
 
 USER_LAYERS = '''
@@ -206,16 +208,27 @@ def _pytest_in(folder, *args):
                           timeout=300)
 
 
-def test_plugin_gives_users_the_nnx_device_fixture(tmp_path):
-    (tmp_path / "test_mine.py").write_text(USER_TEST)
-    r = _pytest_in(tmp_path)
-    assert r.returncode == 0, r.stdout[-3000:]
+def start_early():
+    """A user's pytest run over USER_TEST (a few seconds: it imports every array library)
+    started with the run, beside the other tests (tests/conftest.py)."""
+    folder = tempfile.mkdtemp(prefix="nnx-plugin-")
+    (pathlib.Path(folder) / "test_mine.py").write_text(USER_TEST)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
+    started = Started([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider"],
+                      cwd=folder, env=env)
+    started.cleanup.append(folder)
+    return {"plugin": started}
+
+
+def test_plugin_gives_users_the_nnx_device_fixture():
+    code, stdout, _ = early(__name__, start_early)["plugin"].result(timeout=300)
+    assert code == 0, stdout[-3000:]
     params = device_params()
     ran = sum(reason is None for _, reason in params)
-    assert f"{ran} passed" in r.stdout
+    assert f"{ran} passed" in stdout
     for spec, reason in params:
         if reason is not None:
-            assert f"SKIPPED [1] test_mine.py" in r.stdout and reason in r.stdout, r.stdout
+            assert f"SKIPPED [1] test_mine.py" in stdout and reason in stdout, stdout
 
 
 def test_plugin_is_inert_in_a_project_that_does_not_use_it(tmp_path):

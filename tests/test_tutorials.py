@@ -7,21 +7,20 @@ executes them too; this catches a broken page without building the site."""
 import os
 import pathlib
 import re
-import subprocess
 import sys
 
 import pytest
 
-from conftest import find_mnist
+from conftest import Started, early, find_mnist
 
 TUTORIALS = pathlib.Path(__file__).resolve().parent.parent / "docs" / "tutorials"
 NEED_MNIST = ("t03_convolutions.py", "t04_backprop_through_time.py")
 
 
-@pytest.fixture(scope="module")
-def started():
-    """All four tutorials started at once (each is a few seconds of single-threaded work,
-    so together they take about as long as the slowest); MNIST ones only where it is."""
+def start_early():
+    """All four tutorials started at once, with the run (tests/conftest.py: each is a few
+    seconds of single-threaded work, so together they take about as long as the slowest,
+    beside the other tests); MNIST ones only where it is."""
     env = {k: v for k, v in os.environ.items() if k != "NNX_DEVICE"}   # the default device
     env["MPLBACKEND"] = "Agg"
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -29,27 +28,21 @@ def started():
     mnist = find_mnist()
     if mnist is not None:
         env["NNX_DATA"] = str(mnist)
-    procs = {p.name: subprocess.Popen([sys.executable, str(p)], stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True, env=env,
-                                      cwd=TUTORIALS)
-             for p in sorted(TUTORIALS.glob("t0[3-6]_*.py"))
-             if mnist is not None or p.name not in NEED_MNIST}
-    yield procs
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    return {p.name: Started([sys.executable, str(p)], env=env, cwd=TUTORIALS)
+            for p in sorted(TUTORIALS.glob("t0[3-6]_*.py"))
+            if mnist is not None or p.name not in NEED_MNIST}
+
+
+@pytest.fixture(scope="module")
+def started():
+    return early(__name__, start_early)
 
 
 def run_tutorial(started, name):
-    proc = started[name]
-    try:
-        out, err = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
+    code, out, err = started[name].result(timeout=300)
+    if code is None:
         pytest.fail(f"{name} ran for more than 300 s:\n{out[-2000:]}\n{err[-2000:]}")
-    assert proc.returncode == 0, f"{name} failed:\n{out[-2000:]}\n{err[-4000:]}"
+    assert code == 0, f"{name} failed:\n{out[-2000:]}\n{err[-4000:]}"
     return out
 
 
