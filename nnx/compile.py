@@ -135,10 +135,8 @@ class Step:
                              f"parameters; make a new optimiser and step for the network: "
                              f"opt = nnx.{type(opt).__name__}(net, ...); step = "
                              f"nnx.compile_step(net, loss, opt)")
-        seconds, traces = self.compile_seconds, self.traces
-        self.__init__(self.net, self.loss, opt, self._asked, self.count_correct,
-                      self.keep_grads)
-        self.compile_seconds, self.traces = seconds, traces
+        _renew(self, self.net, self.loss, opt, self._asked, self.count_correct,
+               self.keep_grads)
 
     def _eager(self, x, t):
         z = _one_output(self.net.fprop(x))
@@ -337,6 +335,14 @@ def _run(owner, args, what):
     finally:
         if owner._traced:
             owner._restore()
+
+
+def _renew(owner, *args):
+    """``owner`` (a Step or an Fprop) made again over the network as it is now, its record of
+    compile seconds and traces kept."""
+    seconds, traces = owner.compile_seconds, owner.traces
+    owner.__init__(*args)
+    owner.compile_seconds, owner.traces = seconds, traces
 
 
 def _one_output(z):
@@ -563,9 +569,7 @@ class Fprop:
 
     def __call__(self, x):
         if _modules(self.net) != self._all:     # a module added, removed or replaced since:
-            seconds, traces = self.compile_seconds, self.traces     # a program for the new
-            self.__init__(self.net, self._asked)                    # structure
-            self.compile_seconds, self.traces = seconds, traces
+            _renew(self, self.net, self._asked)     # a program for the new structure
         if self.mode != "jit" or any(d.training and d.p > 0.0 for d in self._dropouts) or \
                 _carries_state(self._recurrent):
             return self.net.fprop(x)            # Dropout's masks come from the host generator

@@ -431,7 +431,7 @@ def _loss_sum(net, loss, x, t, batch_size=1000, fprop=None):
     """Σ over the rows of x of the loss (its batch mean × rows), in eval mode: one readback."""
     xp = namespace(x)
     total = None
-    forward = fprop or net.fprop
+    forward = _forward("fit", net, fprop)
     with _eval_mode(net):
         for start in range(0, x.shape[0], batch_size):
             stop = min(start + batch_size, x.shape[0])
