@@ -1,3 +1,5 @@
+import warnings
+
 from .base import Backend
 
 
@@ -46,3 +48,107 @@ class TorchBackend(Backend):
         import torch
         if native.type == "cuda":
             torch.cuda.synchronize(native)
+
+    tracing = None      # the device a step is being traced for (set by nnx.compile_step):
+    #                     the fast paths that write into reused arrays stand aside then
+    compiler = "inductor"   # what torch.compile makes of the traced graph (see jit)
+
+    def jit(self, fn, *, native=None, static_argnums=(), donate_argnums=()):
+        """``fn`` as compiled programs, one per value of its static arguments and per
+        shapes, dtypes and devices of its array arguments (see ``Program``)."""
+        return Program(fn, tuple(static_argnums), self)
+
+
+class Program:
+    """A pure function of (nested lists, tuples and dicts of) tensors, traced and compiled
+    once per key and then called.
+
+    Tracing is torch.fx's ``make_fx``: ``fn`` runs once on copies of the arguments (so
+    nothing the caller holds changes), each aten operation recorded into one graph; inside
+    it every argument is copied first, so that the in-place updates of the eager code
+    (``p -= lr·g``) act on the copies and the graph never writes into its inputs (the
+    compiler removes those copies).  A value read back while tracing (``bool()``,
+    ``float()`` of a traced tensor) raises, as under ``jax.jit``: a readback would be baked
+    into the program as a constant.  The graph is then compiled by ``torch.compile`` with
+    the backend's ``compiler`` (Inductor: C++ on the CPU, Triton on CUDA); ``None`` runs the
+    traced graph as it is, with no compiler (nnx's tests use that for speed; a few tests use
+    Inductor).  A failure of the compiler itself raises ``CompileFailed``.
+    ``donate_argnums`` is not needed: results are fresh tensors."""
+
+    def __init__(self, fn, static_argnums, backend):
+        self.fn, self.static_argnums, self.backend = fn, static_argnums, backend
+        self.graphs = {}            # key -> (callable, compiled yet)
+
+    def __call__(self, *args):
+        import torch
+        from torch.utils import _pytree
+        static = tuple(args[i] for i in self.static_argnums)
+        dynamic = [a for i, a in enumerate(args) if i not in self.static_argnums]
+        leaves, spec = _pytree.tree_flatten(dynamic)
+        key = (static, spec, tuple((tuple(a.shape), a.dtype, a.device)
+                                   if isinstance(a, torch.Tensor) else (type(a), a)
+                                   for a in leaves))
+        entry = self.graphs.get(key)
+        if entry is None:
+            entry = self.graphs[key] = [self._trace(static, dynamic), False]
+        with torch.no_grad():
+            if entry[1]:
+                return entry[0](*dynamic)
+            try:                        # the first call compiles
+                with warnings.catch_warnings():     # torch's own, from inside its compiler
+                    warnings.filterwarnings("ignore", r".*torch\.jit\.script_method",
+                                            DeprecationWarning)
+                    out = entry[0](*dynamic)
+            except Exception as e:      # noqa: BLE001 - the compiler's failure, in one line
+                del self.graphs[key]
+                compiler = self.backend.compiler
+                root = _root_cause(e)
+                raise CompileFailed(f"torch.compile ({getattr(compiler, '__name__', compiler)}"
+                                    f") failed: {type(root).__name__}: {_first_line(root)}") \
+                    from e
+            entry[1] = True
+            return out
+
+    def _trace(self, static, dynamic):
+        import torch
+        from torch.fx.experimental.proxy_tensor import make_fx
+        from torch.utils import _pytree
+        positions = self.static_argnums
+
+        def copy(tree):
+            return _pytree.tree_map(
+                lambda a: a.clone() if isinstance(a, torch.Tensor) else a, tree)
+
+        def traced(*dynamic):
+            rest, fixed, args = iter(copy(list(dynamic))), iter(static), []
+            for i in range(len(dynamic) + len(static)):
+                args.append(next(fixed) if i in positions else next(rest))
+            return self.fn(*args)
+
+        with torch.no_grad():
+            graph = make_fx(traced)(*copy(dynamic))
+        if self.backend.compiler is None:
+            return graph
+        return torch.compile(graph, backend=self.backend.compiler, fullgraph=True,
+                             dynamic=False)
+
+
+class CompileFailed(RuntimeError):
+    """torch.compile could not compile a traced program (no C++ compiler, a Triton error):
+    nnx.compile_step runs that step eagerly instead and says why."""
+
+
+def _root_cause(e):
+    """The innermost exception under torch's wrappers (BackendCompilerFailed and others)."""
+    seen = {id(e)}
+    while True:
+        inner = getattr(e, "inner_exception", None) or e.__cause__
+        if inner is None or id(inner) in seen:
+            return e
+        seen.add(id(inner))
+        e = inner
+
+
+def _first_line(e):
+    lines = [s for s in str(e).splitlines() if s.strip()]
+    return lines[0] if lines else type(e).__name__

@@ -107,6 +107,9 @@ def max_first_mask(x, axis, scratch):
     and gradients are NaN anyway).  None elsewhere (CUDA: ``max_argmax``, one kernel)."""
     if not _torch(x) or x.device.type != "cpu" or not x.is_floating_point() or x.requires_grad:
         return None
+    from .gather import torch_tracing
+    if torch_tracing():                 # no reused array inside a traced program
+        return None
     import torch
     k = x.shape[axis]
     shape = [1] * x.ndim

@@ -177,6 +177,13 @@ def _empty(shape, like):
 
 
 def _plain_cpu(x):
-    """A torch CPU tensor outside autograd."""
+    """A torch CPU tensor outside autograd, and no program being traced (a traced program
+    must not write into arrays kept between calls)."""
     return type(x).__module__.startswith("torch") and x.device.type == "cpu" \
-        and not x.requires_grad
+        and not x.requires_grad and not torch_tracing()
+
+
+def torch_tracing():
+    """Whether nnx.compile_step is tracing a program on torch now."""
+    from . import BACKENDS
+    return BACKENDS["torch"].tracing is not None

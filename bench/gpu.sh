@@ -62,7 +62,8 @@ else
     DEVICES=(cuda:0 torch:cuda:0)
     BENCH_BACKENDS=cupy,torch:cuda:0,jax:cuda          # jax: the compiled step's rows
     TEST_FILES=(tests/test_gradcheck.py tests/test_cross_backend.py tests/test_optim.py
-                tests/test_optim_fused.py tests/test_compile.py tests/test_train.py)
+                tests/test_optim_fused.py tests/test_compile.py tests/test_train.py
+                tests/test_compile_torch.py)   # last: Inductor/Triton compiles on torch:cuda
     DEVICE_SELECT="cuda:0"
     TEST_SELECT=""
     TRAIN_ARGS=(--model mlp --batch-size 100)

@@ -1,5 +1,7 @@
-"""What ``torch.compile`` makes of nnx's eager training step on torch:cpu, the evidence
-behind ``compile_step``'s reason for staying eager on torch:
+"""What ``torch.compile`` makes of nnx's eager, stateful training step on torch:cpu when
+Dynamo traces it directly: the evidence for why ``compile_step`` does not do that (it
+recompiles, and gains little), but traces its pure step with torch.fx instead and compiles
+that one graph (``nnx.backends._torch.Program``; nnx-bench's "nnx compiled" rows):
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/torch_compile_probe.py > bench/results/torch-compile-probe.txt
 

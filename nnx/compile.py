@@ -4,8 +4,10 @@ On JAX the step is one ``jax.jit`` program: the parameters, the optimiser's stat
 buffers (BatchNorm's running statistics) and the learning rates go in as arguments and come
 out as results (the parameter, state and buffer arguments are donated), so the modules'
 fprop/bprop are traced once per batch shape and never leave tracers behind.  Dropout's
-masks are drawn on the host (as in the eager step) and passed in as arguments.  Elsewhere
-the step runs eagerly (``mode`` "eager"), with the reason in ``reason``.
+masks are drawn on the host (as in the eager step) and passed in as arguments.  On torch's
+CPU the same pure step is traced by torch.fx and compiled by torch.compile (Inductor)
+(``nnx.backends._torch.Program``).  Elsewhere the step runs eagerly (``mode`` "eager"), with
+the reason in ``reason``.
 """
 
 import math
@@ -13,6 +15,7 @@ import operator
 import time
 
 from nnx import backends
+from nnx.backends._torch import CompileFailed
 
 from . import _checks, _deferred
 from .device import check_same_device, namespace
@@ -24,6 +27,7 @@ from .losses.base import _range_error
 from .module import Module
 
 MODES = ("auto", "jit", "eager")
+COMPILED = ("jit", "compiled")      # the modes that run a program: jax.jit, torch.compile
 
 
 def compile_step(net, loss, opt, *, mode="auto", keep_grads=True, _count_correct=False):
@@ -35,8 +39,11 @@ def compile_step(net, loss, opt, *, mode="auto", keep_grads=True, _count_correct
     step leaves no fprop caches behind: ``net.bprop`` or ``loss.bprop`` right after it
     raises a StateError (until the next eager fprop) instead of using an older batch's.
 
-    ``mode``: "auto" (jax.jit on JAX, else eager), "jit" (refuse what cannot be jitted),
-    "eager".  ``step.mode`` and ``step.reason`` say what it does and why;
+    ``mode``: "auto" (jax.jit on JAX, torch.compile on torch's CPU, else eager), "jit"
+    (refuse what cannot be compiled; on CUDA torch compiles only then), "eager".  On torch
+    the step is traced once per batch shape by torch.fx into one graph, which Inductor
+    compiles; where it cannot ("auto"), the step warns once and runs eagerly.
+    ``step.mode`` ("jit", "compiled" or "eager") and ``step.reason`` say what it does and why;
     ``step.compile_seconds`` maps each batch shape to the seconds its first jitted call took
     (empty when eager: nothing is compiled).  Dropout's masks come from the host generator
     (``nnx.seed``) in the jitted step too, in the eager step's order, passed into the
@@ -96,6 +103,7 @@ class Step:
         self._dropouts = [m for m in self._all if isinstance(m, Dropout)]
         self._recurrent = [m for m in self._all if hasattr(m, "reset_state")]
         self._table = first_embedding(net)      # its index check runs before the program
+        self._n_classes = None                  # the loss's, once a program is traced
         self._mask_specs = {}                   # (batch shape, active Dropouts) -> shapes
         params = net.params()
         self._kind = type(params[0]) if params else None
@@ -105,9 +113,9 @@ class Step:
         slots = getattr(opt, "_slots", None) or []
         self._gslots = [(m, "d" + n) for m, n in slots]
         self._pslots = ([m for m, _ in slots], [n for _, n in slots])   # for map(getattr)
-        self.mode, self.reason = _choose(mode, _why_not_jit(net, opt), "compile_step",
-                                         "this step", "batch shape")
-        if self.mode == "jit" and self._dropouts:
+        self.mode, self.reason = _choose(mode, _why_not_jit(net, opt, mode), "compile_step",
+                                         "this step", "batch shape", params)
+        if self.mode in COMPILED and self._dropouts:
             self.reason += ("; Dropout's masks are drawn on the host (nnx.seed), as in "
                             "the eager step, and passed in: the first step of each batch "
                             "shape runs eagerly to learn their shapes")
@@ -118,7 +126,7 @@ class Step:
     def __call__(self, x, t):
         if _modules(self.net) != self._all:     # a module added, removed or replaced since
             self._rebuild()
-        if self.mode == "jit":
+        if self.mode in COMPILED:
             return self._jitted(x, t)
         return self._eager(x, t)
 
@@ -158,12 +166,13 @@ class Step:
         slots, bslots = opt._slots, self._bslots
         params = list(map(getattr, *self._pslots))
         kind = type(params[0])
-        if kind is not self._kind:              # moved off JAX since (net.to): say so, go on
+        if kind is not self._kind:              # moved off its backend since (net.to): say so
             self.mode = "eager"
-            self.reason = f"the parameters moved off JAX ({_why_not_jit(net, opt)})"
+            self.reason = (f"the parameters moved off {_library(self._kind)} "
+                           f"({_why_not_jit(net, opt, self._asked)})")
             return self._eager(x, t)
         if "update" in vars(opt):               # replaced since: the program has the old one
-            self.mode, self.reason = "eager", _why_not_jit(net, opt)
+            self.mode, self.reason = "eager", _why_not_jit(net, opt, self._asked)
             return self._eager(x, t)
         if type(x) is not kind or type(t) is not kind:     # jax.jit would take it silently
             for what, a in (("input", x), ("targets", t)):
@@ -192,14 +201,19 @@ class Step:
         static = (tuple(map(_TRAINING, self._all)), self._hyper(opt), self.loss.check_labels,
                   _settings(self._all, self.loss))
         if self._lrs[0] != (opt.lr, lr_t):      # a Python float would be sent every call;
-            xp = namespace(params[0])           # these stay weakly typed, as a float is
-            self._lrs = ((opt.lr, lr_t), tuple(xp.asarray(v, device=params[0].device)
-                                               for v in ((opt.lr, lr_t) if has_t else
-                                                         (opt.lr,))))
+            xp = namespace(params[0])           # JAX's stay weakly typed, as a float is;
+            wide = None if self.mode == "jit" else xp.float64   # torch's float64 0-d ones
+            self._lrs = ((opt.lr, lr_t), tuple(  # take the parameters' dtype as a float does
+                xp.asarray(v, dtype=wide, device=params[0].device)
+                for v in ((opt.lr, lr_t) if has_t else (opt.lr,))))
         args = (params, list(opt.state), [getattr(m, n) for m, n in bslots] if bslots else [],
                 self._lrs[1], masks, x, t, static)
         start = time.perf_counter()
-        out = _run(self, args, "compile_step: the jitted step")
+        try:
+            out = _run(self, args, "compile_step: the jitted step", x, t)
+        except CompileFailed as e:              # no compiler here: eager, and say why
+            _give_up(self, e, "compile_step")
+            return self._eager(x, t)
         _forget_caches(self._all, self.loss)    # an older eager fprop's: bprop must refuse
         value, hits, grad_norm, labels, states, params, grads, state, buffers = out
         for m, (last, grad) in zip(self._recurrent, states):
@@ -229,7 +243,7 @@ class Step:
             opt.t += 1
             opt._lr_t = lr_t
         if self._traced:
-            value.block_until_ready()
+            _wait(value)
             self.compile_seconds[_shape_key(x, t)] = time.perf_counter() - start
         return value
 
@@ -263,8 +277,8 @@ class Step:
         changes; jax's own cache compiles once per batch shape."""
         net, loss, opt = self.net, self.loss, self.opt
         slots, bslots = opt._slots, self._bslots
-        jax_backend = backends.BACKENDS["jax"]
         device = backends.device_of(getattr(*slots[0]))
+        backend = device.backend
         step = self
 
         def pure(params, state, buffers, lrs, masks, x, t, static):
@@ -272,8 +286,12 @@ class Step:
                 step._saved = [dict(vars(o)) for o in step._owners]
             step._traced = True
             step.traces += 1
-            jax_backend.tracing = device.native
+            backend.tracing = device.native
             check = static[2]
+            if check and backend.mutable:       # the values before the update, for the label
+                old = _copies((params, None, state, buffers))   # guard: torch's update is
+            else:                               # in place (these copies compile away)
+                old = (params, None, state, buffers)
             try:
                 for (m, n), p in zip(slots, params):
                     setattr(m, n, p)
@@ -296,38 +314,47 @@ class Step:
                 new = ([getattr(m, n) for m, n in slots],
                        [getattr(m, "d" + n) for m, n in slots] if step.keep_grads else None,
                        list(opt.state), [getattr(m, n) for m, n in bslots])
-                n_classes = _classes(loss)
+                n_classes = step._n_classes = _classes(loss)
                 grad_norm = opt.grad_norm if opt.clip_norm is not None else None
             finally:
-                jax_backend.tracing = None
+                backend.tracing = None
             xp = namespace(x)
             labels = None                       # (min, max) of the labels, for a deferred check
             if check and n_classes is not None and xp.isdtype(t.dtype, "integral"):
                 bad = xp.any((t < 0) | (t >= n_classes))    # no update, and a NaN loss
                 value = xp.where(bad, xp.nan, value)
-                old = (params, None, state, buffers)
                 new = tuple(n if o is None else _unless(xp, bad, n, o) for n, o in zip(new, old))
                 if check == "deferred":
                     labels = (xp.min(t), xp.max(t)) if math.prod(t.shape) else None
-                    step._n_classes = n_classes
             states = [(m.last_state, m.state_grad) for m in step._recurrent]
             return (value, hits, grad_norm, labels, states) + new
 
-        return jax_backend.jit(pure, native=device.native, donate_argnums=(0, 1, 2),
-                               static_argnums=(7,))
+        return backend.jit(pure, native=device.native, donate_argnums=(0, 1, 2),
+                           static_argnums=(7,))
 
 
-def _run(owner, args, what):
-    """``owner._program(*args)``, with the modules put back as they were before whenever jax
-    traced it (they hold tracers then), and any failure but nnx's own in nnx's words."""
+def _run(owner, args, what, x, t=None):
+    """``owner._program(*args)``, with the modules put back as they were before whenever it
+    was traced (they hold tracers then), and any failure but nnx's own in nnx's words: an
+    Embedding's index or a label out of range as the eager fprop says it (torch's gathers
+    refuse them inside the program, where JAX's clamp and the program's guard gives NaN)."""
     owner._traced = False                   # the program snapshots the modules as it traces
     try:
         return owner._program(*args)
-    except NNXError:
+    except (NNXError, CompileFailed):
         raise
     except Exception as e:     # noqa: BLE001 - what went wrong, in nnx's words
+        table = owner._table
+        if table is not None and table.check_indices:
+            if _deferred.deferring(table, "check_indices", x):
+                _deferred.pending(table).forget_last()  # told now (below), not again later
+            table.check(x)                  # raises where an index is out of range
+        c = getattr(owner, "_n_classes", None)
+        if c is not None and hasattr(t, "dtype") and namespace(t).isdtype(t.dtype, "integral"):
+            owner.loss._raise_out_of_range(namespace(t), t, c, f"{owner.loss!r}.fprop")
         fix = ""
-        if "Concretization" in type(e).__name__ or "TracerBool" in type(e).__name__:
+        if "Concretization" in type(e).__name__ or "TracerBool" in type(e).__name__ or \
+                "_local_scalar_dense" in str(e):
             fix = ("; a module reads a value back during the call (a value check, bool() or "
                    "float() of an array), which a jitted program cannot: turn that off or "
                    "use mode='eager'")
@@ -335,6 +362,29 @@ def _run(owner, args, what):
     finally:
         if owner._traced:
             owner._restore()
+
+
+def _give_up(owner, error, where):
+    """After the compiler failed (``CompileFailed``): the eager mode from now on, with the
+    reason, where mode was "auto"; refused where "jit" was asked for."""
+    if owner._asked == "jit":
+        raise ArgumentError(f"{where}: {error}; use mode='eager' (or mode='auto', which "
+                            f"falls back to it)") from error
+    import warnings
+    owner.mode, owner.reason = "eager", f"{error}; it runs eagerly"
+    warnings.warn(f"{where}: {owner.reason}", RuntimeWarning, stacklevel=3)
+
+
+def _wait(value):
+    """Wait until ``value`` is computed (the first call's compile seconds include its run)."""
+    if hasattr(value, "block_until_ready"):
+        value.block_until_ready()
+    else:
+        backends.synchronize(backends.device_of(value))
+
+
+def _library(kind):
+    return "JAX" if kind is not None and kind.__module__.startswith("jax") else "torch"
 
 
 def _renew(owner, *args):
@@ -428,13 +478,16 @@ def _classes(loss):
     return int(shape[-1]) if shape is not None and len(shape) >= 2 else None
 
 
-def _choose(mode, why, where, what, per):
-    """(mode, reason): "jit" where ``why`` is None and eager was not asked for; mode="jit"
-    with a ``why`` is refused with it."""
+def _choose(mode, why, where, what, per, params):
+    """(mode, reason): "jit" (JAX) or "compiled" (torch) where ``why`` is None and eager
+    was not asked for; mode="jit" with a ``why`` is refused with it."""
     if mode == "eager":
         return "eager", "asked for (mode='eager')"
     if why is None:
-        return "jit", f"one jax.jit program per {per}"
+        if backends.device_of(params[0]).backend.name == "jax":
+            return "jit", f"one jax.jit program per {per}"
+        return "compiled", (f"one torch.compile program per {per}: the step traced once "
+                            f"(torch.fx) into one graph, compiled by Inductor")
     if mode == "jit":
         raise ArgumentError(f"{where}: cannot jit {what}: {why}; use mode='auto' or 'eager'")
     return "eager", why
@@ -444,16 +497,12 @@ _EAGER = {"numpy": "NumPy runs each operation as it is called (nothing to compil
           "strict": "array-api-strict runs each operation as it is called"}
 _STEP_EAGER = {**_EAGER,
                "cupy": "CuPy: cuBLAS calls cannot be captured in a CUDA graph (CuPy issue "
-                       "6290); the flat optimiser keeps the step to few kernels",
-               "torch": "torch: eager (torch.compile of the step recompiles on every "
-                        "step with deferred label checks and for the cnn, and is at best "
-                        "0.8-0.95x the eager mlp step on a CPU: bench/torch_compile_probe.py; "
-                        "a CUDA graph of the step is not built yet)"}
+                       "6290); the flat optimiser keeps the step to few kernels"}
 
 
-def _why_not_jit(net, opt):
-    """None when the step can be one jax.jit program, else why not (one line)."""
-    why = _why_not_jit_params(net.params(), _STEP_EAGER)
+def _why_not_jit(net, opt, asked="auto"):
+    """None when the step can be one compiled program, else why not (one line)."""
+    why = _why_not_jit_params(net.params(), _STEP_EAGER, asked)
     if why is not None:
         return why
     from .optim import Optimizer
@@ -515,6 +564,15 @@ def _shape_key(x, t):
             str(getattr(t, "dtype", type(t).__name__)))
 
 
+def _copies(tree):
+    """Copies of the arrays in nested lists and tuples (None entries kept)."""
+    if tree is None:
+        return None
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_copies(a) for a in tree)
+    return namespace(tree).asarray(tree, copy=True)
+
+
 def _unless(xp, bad, new, old):
     """``new`` where ``bad`` is false, else ``old``: the same nesting of lists and tuples of
     arrays (None entries kept)."""
@@ -529,13 +587,16 @@ def compile_fprop(net, *, mode="auto"):
     """``f = compile_fprop(net)``; ``f(x)`` returns ``net.fprop(x)``, for inference: on JAX
     one ``jax.jit`` program per input shape, with the parameters and buffers passed in (so
     it follows every update of them) and the modules' training flags baked in (switching
-    ``net.eval()``/``net.train()`` recompiles once).  BatchNorm in training mode updates its
-    running statistics as the eager fprop does; an active Dropout runs that call eagerly.
+    ``net.eval()``/``net.train()`` recompiles once); on torch's CPU one torch.compile
+    program per input shape, as ``compile_step`` makes them.  BatchNorm in training mode
+    updates its running statistics as the eager fprop does; an active Dropout runs that call
+    eagerly.
 
     A jitted call leaves no caches for bprop behind: a ``net.bprop`` after it refuses
-    (StateError) until the next eager ``net.fprop``.  ``mode``: "auto" (jax.jit on JAX, else
-    eager), "jit" (refuse what cannot be jitted), "eager"; ``f.mode`` and ``f.reason`` say
-    which and why, ``f.compile_seconds`` maps each input shape to its first call's seconds.
+    (StateError) until the next eager ``net.fprop``.  ``mode``: "auto" (jax.jit on JAX,
+    torch.compile on torch's CPU, else eager), "jit" (refuse what cannot be compiled),
+    "eager"; ``f.mode`` and ``f.reason`` say which and why, ``f.compile_seconds`` maps each
+    input shape to its first call's seconds.
     """
     _checks.instance("compile_fprop", "net", net, Module, "an nnx Module")
     if mode not in MODES:
@@ -561,8 +622,8 @@ class Fprop:
         self._saved = None
         params = net.params()
         self._kind = type(params[0]) if params else None
-        self.mode, self.reason = _choose(mode, _why_not_jit_params(params), "compile_fprop",
-                                         "net.fprop", "input shape")
+        self.mode, self.reason = _choose(mode, _why_not_jit_params(params, _EAGER, mode),
+                                         "compile_fprop", "net.fprop", "input shape", params)
 
     def __repr__(self):
         return f"<nnx fprop: {self.mode} ({self.reason})>"
@@ -570,13 +631,14 @@ class Fprop:
     def __call__(self, x):
         if _modules(self.net) != self._all:     # a module added, removed or replaced since:
             _renew(self, self.net, self._asked)     # a program for the new structure
-        if self.mode != "jit" or any(d.training and d.p > 0.0 for d in self._dropouts) or \
+        if self.mode not in COMPILED or any(d.training and d.p > 0.0 for d in self._dropouts) or \
                 _carries_state(self._recurrent):
             return self.net.fprop(x)            # Dropout's masks come from the host generator
         params = list(map(getattr, *zip(*self._slots)))
-        if type(params[0]) is not self._kind:   # moved off JAX since (net.to): say so, go on
+        if type(params[0]) is not self._kind:   # moved off its backend since (net.to): say so
             self.mode = "eager"
-            self.reason = f"the parameters moved off JAX ({_why_not_jit_params(params)})"
+            self.reason = (f"the parameters moved off {_library(self._kind)} "
+                           f"({_why_not_jit_params(params, _EAGER, self._asked)})")
             return self.net.fprop(x)
         if type(x) is not self._kind:           # jax.jit would take it silently
             namespace(x)                        # not an array: say so, as eager fprop does
@@ -588,15 +650,19 @@ class Fprop:
         buffers = [getattr(m, n) for m, n in self._bslots]
         static = (tuple(map(_TRAINING, self._all)), _settings(self._all))
         start = time.perf_counter()
-        y, buffers, states = _run(self, (params, buffers, x, static),
-                                  "compile_fprop: the jitted fprop")
+        try:
+            y, buffers, states = _run(self, (params, buffers, x, static),
+                                      "compile_fprop: the jitted fprop", x)
+        except CompileFailed as e:              # no compiler here: eager, and say why
+            _give_up(self, e, "compile_fprop")
+            return self.net.fprop(x)
         for m, last in zip(self._recurrent, states):
             m.last_state = last                 # this call's, not an older eager one's
         _forget_caches(self._all)               # no caches for bprop: it must refuse
         for (m, n), b in zip(self._bslots, buffers):
             setattr(m, n, b)
         if self._traced:
-            y.block_until_ready()
+            _wait(y)
             self.compile_seconds[(tuple(x.shape), str(x.dtype))] = time.perf_counter() - start
         return y
 
@@ -608,15 +674,15 @@ class Fprop:
 
     def _make_program(self, like):
         net, slots, bslots, fp = self.net, self._slots, self._bslots, self
-        jax_backend = backends.BACKENDS["jax"]
         device = backends.device_of(like)
+        backend = device.backend
 
         def pure(params, buffers, x, static):
             if not fp._traced:
                 fp._saved = [dict(vars(o)) for o in fp._all]
             fp._traced = True
             fp.traces += 1
-            jax_backend.tracing = device.native
+            backend.tracing = device.native
             try:
                 for (m, n), p in zip(slots, params):
                     setattr(m, n, p)
@@ -631,19 +697,24 @@ class Fprop:
                 return y, [getattr(m, n) for m, n in bslots], [
                     m.last_state for m in fp._recurrent]
             finally:
-                jax_backend.tracing = None
+                backend.tracing = None
 
-        return jax_backend.jit(pure, native=device.native, static_argnums=(3,))
+        return backend.jit(pure, native=device.native, static_argnums=(3,))
 
 
-def _why_not_jit_params(params, reasons=_EAGER):
-    """None when a program over ``params`` can be one jax.jit program, else why not."""
+def _why_not_jit_params(params, reasons=_EAGER, asked="auto"):
+    """None when a program over ``params`` can be one compiled program (jax.jit; on torch
+    torch.compile), else why not.  On CUDA torch compiles only where mode="jit" asks for
+    it: nnx has not yet checked that program on a GPU."""
     if not params:
         return "the network has no parameters"
     device = backends.device_of(params[0])
     name = device.backend.name
-    if name != "jax":
+    if name not in ("jax", "torch"):
         return reasons.get(name, f"{name} runs eagerly")
     if any(backends.device_of(p) != device for p in params):
         return "the parameters live on several devices"
+    if name == "torch" and device.native.type != "cpu" and asked != "jit":
+        return ("torch on CUDA runs the step eagerly unless mode='jit' asks for torch.compile "
+                "(not yet checked on a GPU by nnx's tests)")
     return None

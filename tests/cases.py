@@ -182,3 +182,10 @@ LOSSES = {   # name: (loss factory, scores maker, targets maker)
 def as_device(host, dtype):
     """Floats take ``dtype``; integer labels stay integers."""
     return nnx.asarray(host, dtype=dtype if host.dtype.kind == "f" else None)
+
+
+def compiled_mode(device):
+    """What nnx.compile_step and compile_fprop do by default on ``device``: one jax.jit
+    program on JAX, one torch.compile program on torch's CPU, eagerly elsewhere."""
+    return "jit" if device.startswith("jax") else \
+        "compiled" if device == "torch:cpu" else "eager"

@@ -50,6 +50,22 @@ def _device_restored():
         yield
 
 
+@pytest.fixture(autouse=True)
+def _torch_programs_traced_not_compiled(request):
+    """On torch, nnx.compile_step's program is a graph traced by torch.fx, then compiled by
+    Inductor (4 to 20 s per program here).  The tests check the traced graph against the
+    eager step with no compiler (``compiler = None``: the graph runs as it is); the tests
+    marked ``inductor`` (tests/test_compile_torch.py) compile it, as users get it."""
+    from nnx import backends
+    torch_backend = backends.BACKENDS["torch"]
+    if request.node.get_closest_marker("inductor") is None:
+        torch_backend.compiler = None
+    try:
+        yield
+    finally:
+        vars(torch_backend).pop("compiler", None)
+
+
 @pytest.fixture
 def device(nnx_device):
     """The device spec, selected and seeded for the test's duration."""

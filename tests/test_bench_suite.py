@@ -50,12 +50,14 @@ def test_interleaved_rounds_run_every_case_once_and_vary_what_each_follows(n):
     assert {order[0] for order in rounds} == set(keys)       # each case also goes first
 
 
-def test_every_model_has_an_nnx_compiled_row_on_jax():
+def test_every_model_has_an_nnx_compiled_row_on_jax_and_torch():
     """nnx-bench times compile_step beside the eager step for every model, sequence models
-    included (the plan only: nothing is built or compiled here)."""
-    pytest.importorskip("jax")
+    included, on JAX and torch (the plan only: nothing is built or compiled here; on NumPy
+    the step stays eager, so no row is planned)."""
     from nnx.benchmark import run
-    settings = {"dtype": "float32", "devices": ["jax:cpu"], "references": False}
+    settings = {"dtype": "float32", "devices": ["jax:cpu", "torch:cpu", "cpu"],
+                "references": False}
     for model in cases.MODELS:
         rows = {(impl, spec) for impl, spec, _ in run.plan(model, settings)}
-        assert ("nnx compiled", "jax:cpu") in rows, model
+        assert {("nnx compiled", "jax:cpu"), ("nnx compiled", "torch:cpu")} <= rows, model
+        assert ("nnx compiled", "cpu") not in rows, model

@@ -229,8 +229,9 @@ def test_an_embeddings_index_check_runs_before_the_program(device, check):
         nnx.check_deferred()
 
 
-def test_a_module_that_reads_a_value_back_gets_the_fix_in_one_line():
-    pytest.importorskip("jax")
+@pytest.mark.parametrize("spec", ["jax:cpu", "torch:cpu"])
+def test_a_module_that_reads_a_value_back_gets_the_fix_in_one_line(spec):
+    pytest.importorskip(spec.split(":")[0])
 
     class Peek(nnx.Module):
         """float() of an array inside fprop: fine eagerly, impossible in a trace."""
@@ -243,7 +244,7 @@ def test_a_module_that_reads_a_value_back_gets_the_fix_in_one_line():
         def bprop(self, grad_output, *, need_input_grad=True):
             return grad_output
 
-    with nnx.device("jax:cpu"):
+    with nnx.device(spec):
         net = nnx.Sequential(nnx.Linear(3, 2), Peek())
         step = nnx.compile_step(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1))
         with pytest.raises(nnx.ArgumentError, match=r"^compile_step: the jitted step failed: "

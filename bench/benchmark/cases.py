@@ -135,8 +135,9 @@ def nnx_net_case(net, device, data, dtype):
 
 
 def nnx_compiled_case(net, device, data, dtype):
-    """nnx's whole step through ``nnx.compile_step`` (one jax.jit program on JAX); None
-    where it would run eagerly (the nnx row already times that).  ``keep_grads=False``:
+    """nnx's whole step through ``nnx.compile_step`` (one jax.jit program on JAX, one
+    torch.compile program on torch's CPU); None where it would run eagerly (the nnx row
+    already times that; torch on CUDA by default).  ``keep_grads=False``:
     like the jax.jit(grad) reference, the program returns no gradients; inference is
     ``nnx.compile_fprop``, like the reference's jitted predict."""
     loss = nnx.SoftmaxCrossEntropy()

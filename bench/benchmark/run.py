@@ -31,13 +31,14 @@ def plan(model, settings):
     sizes, dtype, specs = cases.MODELS[model], settings["dtype"], settings["devices"]
     refs = settings["references"]
     torch_specs = _torch_devices(specs) if refs else []
-    jax_specs = [s for s in specs if s.startswith("jax")]   # where compile_step jits
+    jax_specs = [s for s in specs if s.startswith("jax")]
+    compiled_specs = [s for s in specs if s.startswith(("jax", "torch"))]   # compile_step's
 
     def compiled(build_net):
         def make(data, spec):
             device = backends.resolve(spec)
             return cases.nnx_compiled_case(build_net(dtype, device), device, data, dtype)
-        return [("nnx compiled", s, lambda data, s=s: make(data, s)) for s in jax_specs]
+        return [("nnx compiled", s, lambda data, s=s: make(data, s)) for s in compiled_specs]
 
     if isinstance(sizes, str):          # "cnn", "lstm", "gru", "transformer": <name>_cases.py
         mod = importlib.import_module(f"{__package__}.{sizes}_cases")

@@ -207,9 +207,11 @@ print("whole step of the cnn:", one_step_count(nnx.models.cnn, 100).ops, "operat
 # :func:`nnx.compile_step` applies it to the whole training step — fprop, loss, bprop and
 # the optimiser's update — with the parameters and the optimiser's state passed in and
 # returned.  ``step(x, t)`` returns the batch loss as a 0-d array (not read back), and
-# afterwards the modules hold the new parameters exactly as after an eager step.  Where the
-# device cannot compile (NumPy, PyTorch, CuPy, array-api-strict) it runs the same step
-# eagerly, and ``step.mode`` and ``step.reason`` say so:
+# afterwards the modules hold the new parameters exactly as after an eager step.  On
+# PyTorch's CPU the step is traced once by torch.fx into one graph and compiled by
+# ``torch.compile`` (Inductor, a few seconds at the first call of each batch shape).  Where
+# the device cannot compile (NumPy, CuPy, array-api-strict) it runs the same step eagerly,
+# and ``step.mode`` and ``step.reason`` say so:
 
 with nnx.device("cpu"):
     net = make_net()
