@@ -226,8 +226,8 @@ def test_a_dropout_run_twice_in_one_step_is_refused_with_the_fix():
 def test_out_of_range_labels_give_nan_and_no_update(spec):
     """On JAX (whose gathers clamp) the program's guard gives a NaN loss and no update;
     torch's gather refuses the label inside the program, and the step says so as the eager
-    one does (LabelError), with no update either: the program never writes into its
-    arguments."""
+    one does (LabelError), with no update either (the program stops before its in-place
+    updates)."""
     pytest.importorskip(spec.split(":")[0])
     with nnx.device(spec):
         net, loss, opt = _setup("float32", OPTS["adam"])
