@@ -4,8 +4,10 @@ each of its cases, built as the suite builds it, runs one step at a tiny batch. 
 import importlib.util
 import pathlib
 
+import numpy as np
 import pytest
 
+import nnx
 from nnx import backends
 from nnx.benchmark import cases
 
@@ -61,3 +63,33 @@ def test_every_model_has_an_nnx_compiled_row_on_jax_and_torch():
         rows = {(impl, spec) for impl, spec, _ in run.plan(model, settings)}
         assert {("nnx compiled", "jax:cpu"), ("nnx compiled", "torch:cpu")} <= rows, model
         assert ("nnx compiled", "cpu") not in rows, model
+
+
+def test_the_jax_cnn_reference_is_nnx_cnn_written_the_jax_way():
+    """nnx-bench's jax.jit(grad) row for the cnn trains the same model as nnx (same
+    weights: the same loss, the same update and running statistics after a step), so the
+    two rows time the same work."""
+    pytest.importorskip("jax")
+    import inspect
+
+    from nnx.benchmark import cnn_cases, run
+    settings = {"dtype": "float64", "devices": ["jax:cpu"], "references": True}
+    assert ("jax", "jax:cpu") in {(i, s) for i, s, _ in run.plan("cnn", settings)}
+    data = cases.make_data(6, "float64")
+    case = cnn_cases.jax_case(data, "float64")
+    case.train()
+    state = inspect.getclosurevars(case.train).nonlocals["state"]
+    net = cnn_cases.build_net("float64", "cpu")
+    loss = nnx.SoftmaxCrossEntropy()
+    value = loss.fprop(net.fprop(nnx.asarray(data[0][0], dtype="float64")),
+                       nnx.asarray(data[1][0]))
+    net.bprop(loss.bprop())
+    nnx.SGD(net, lr=cases.LR).step()
+    np.testing.assert_allclose(float(state["out"]), float(value), rtol=1e-12)
+    conv, bn = net[1], net[2]
+    np.testing.assert_allclose(np.asarray(state["params"][0][0]), nnx.to_numpy(conv.W),
+                               rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(np.asarray(state["stats"][0][1]), nnx.to_numpy(bn.running_var),
+                               rtol=1e-12)
+    case.infer()
+    assert np.asarray(state["out"]).shape == (6, 10)

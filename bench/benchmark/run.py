@@ -44,6 +44,8 @@ def plan(model, settings):
         mod = importlib.import_module(f"{__package__}.{sizes}_cases")
         out = [("nnx", s, lambda data, s=s: mod.nnx_case(s, data, dtype)) for s in specs]
         out += compiled(mod.build_net)
+        if refs and hasattr(mod, "jax_case"):
+            out += [("jax", s, lambda data, s=s: mod.jax_case(data, dtype, s)) for s in jax_specs]
         out += [("torch", d, lambda data, d=d: mod.torch_case(data, dtype, d))
                 for d in torch_specs]
         if refs and hasattr(mod, "floor_case"):
