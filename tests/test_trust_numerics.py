@@ -363,3 +363,22 @@ def test_relu_keeps_nan_in_its_output(device):
     """ReLU must not hide a NaN (a NaN running_var in a damaged checkpoint came out as 0)."""
     y = nnx.to_numpy(nnx.ReLU().fprop(nnx.asarray([[float("nan"), -1.0, 2.0, 0.0]])))
     assert np.isnan(y[0, 0]) and y[0, 1:].tolist() == [0.0, 2.0, 0.0]
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_an_empty_batch_has_a_nan_loss_and_an_empty_gradient_without_warnings(device, name):
+    """The mean over no examples is NaN (as torch's), in the scores' dtype, and bprop gives
+    a gradient of the scores' (empty) shape; NumPy's divide warnings do not leak out."""
+    import warnings
+    make, scores, targets = LOSSES[name]
+    rng = np.random.default_rng(0)
+    z, t = scores(rng)[:0], targets(rng)[:0]
+    z = nnx.asarray(z, dtype="float32")
+    t = nnx.asarray(t, dtype=None if np.asarray(t).dtype.kind in "iu" else "float32")
+    loss = make()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = loss.fprop(z, t)
+        grad = loss.bprop()
+    assert math.isnan(float(value)) and nnx.to_numpy(value).dtype == np.float32
+    assert tuple(grad.shape) == tuple(z.shape)

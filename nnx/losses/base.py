@@ -97,7 +97,10 @@ class Loss:
     @staticmethod
     def _mean(xp, terms, n):
         """Σ terms / n as a 0-d array of terms' dtype; float16 terms are summed in float32
-        (a float16 sum overflows past 65504: a batch of 5000 losses of 15)."""
+        (a float16 sum overflows past 65504: a batch of 5000 losses of 15).  An empty batch
+        (n = 0) has a NaN mean, as in torch, without NumPy's divide-by-zero warning."""
+        if not n:
+            return xp.sum(terms) * math.nan
         if dtype_name(terms.dtype) != "float16":
             return xp.sum(terms) / n
         return xp.astype(xp.sum(xp.astype(terms, xp.float32)) / n, terms.dtype)

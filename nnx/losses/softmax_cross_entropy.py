@@ -77,7 +77,8 @@ class SoftmaxCrossEntropy(Loss):
         else:                                   # an older namespace: the one-hot product
             picked = xp.sum(xp.where(t == self._classes(xp, z, c, t.dtype), shifted, 0.0),
                             axis=-1, keepdims=True)
-        loss = xp.mean(xp.log(s) - picked)     # NaN for an empty batch, as torch's
+        terms = xp.log(s) - picked              # NaN for an empty batch, as torch's (but
+        loss = xp.mean(terms) if count else xp.sum(terms) * math.nan   # no NumPy warning)
         # (the label's own log-probability: a one-hot product would turn a -inf score
         # elsewhere in the row into 0·inf = NaN)
         self._grad = e / (s * float(max(count, 1))) - self._one_hot(xp, z, t, count, c)
