@@ -134,6 +134,12 @@ def to_host(x):
     return backend.to_host(x)
 
 
+def tracing():
+    """Whether nnx.compile_step or compile_fprop is tracing a program now (on any backend):
+    the arrays in hand are then abstract (a tracer, a traced tensor), not values."""
+    return any(getattr(b, "tracing", None) is not None for b in BACKENDS.values())
+
+
 def synchronize(device):
     device = resolve(device)
     device.backend.synchronize(device.native)

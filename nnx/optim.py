@@ -55,6 +55,19 @@ class Optimizer:
         if self._fused():
             self._flatten()
 
+    @property
+    def lr(self):
+        """The learning rate: a positive, finite number, checked when set (between steps,
+        as a schedule does, as well as at construction)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        if backends.tracing():                  # compile_step passes it in as a device scalar
+            self._lr = value
+            return
+        self._lr = _checks.positive_number(type(self).__name__, "lr", value)
+
     # -- the step ------------------------------------------------------------------------
     def step(self):
         if not self._fused():

@@ -85,3 +85,29 @@ def test_training_reduces_the_loss(device):
         net.bprop(loss.bprop(), need_input_grad=False)
         opt.step()
     assert value < 0.3 * first
+
+
+@pytest.mark.parametrize("make", [lambda n: nnx.SGD(n, lr=0.1), lambda n: nnx.Adam(n)])
+def test_a_learning_rate_set_between_steps_is_checked_as_at_construction(device, make):
+    """opt.lr = ... (a schedule) takes numbers, NumPy's included, as Python floats (on
+    array-api-strict a NumPy float64 scalar failed inside the update with a raw TypeError),
+    and refuses what the constructor refuses, with the same one-line error."""
+    net = nnx.Linear(3, 2)
+    opt, loss = make(net), nnx.MSE()
+    x, t = nnx.asarray(np.ones((4, 3))), nnx.asarray(np.zeros((4, 2)))
+    name = type(opt).__name__
+    for value in (np.float64(0.05), np.float32(0.25), 2):
+        opt.lr = value
+        assert type(opt.lr) is float and opt.lr == float(value)
+        loss.fprop(net.fprop(x), t)
+        net.bprop(loss.bprop())
+        opt.step()
+        assert all(np.isfinite(nnx.to_numpy(p)).all() for p in net.params())
+    for bad, error, what in ((-1.0, nnx.ArgumentError, "be a positive finite number"),
+                             (float("nan"), nnx.ArgumentError, "be a positive finite number"),
+                             (0.0, nnx.ArgumentError, "be a positive finite number"),
+                             ("0.1", TypeError, "be a number"), (True, TypeError, "be a number"),
+                             (None, TypeError, "be a number")):
+        with pytest.raises(error, match=f"^{name}: lr must {what}, got "):
+            opt.lr = bad
+        assert opt.lr == 2.0                        # unchanged
