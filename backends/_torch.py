@@ -56,7 +56,7 @@ class TorchBackend(Backend):
     def jit(self, fn, *, native=None, static_argnums=(), donate_argnums=()):
         """``fn`` as compiled programs, one per value of its static arguments and per
         shapes, dtypes and devices of its array arguments (see ``Program``)."""
-        return Program(fn, tuple(static_argnums), self)
+        return Program(fn, tuple(static_argnums), self, tuple(donate_argnums))
 
 
 class Program:
@@ -65,20 +65,23 @@ class Program:
 
     Tracing is torch.fx's ``make_fx``: ``fn`` runs once on copies of the arguments (so
     nothing the caller holds changes while tracing), each aten operation recorded into one
-    graph.  The eager code's in-place updates (``p -= lr·g``, a momentum ``v *= μ``) stay
-    in-place updates of the program's arguments, as in torch's eager step (a copy of every
-    argument inside the program, which the compiler does not remove, cost a third of an
-    mlp's inference); code that needs a value from before such an update copies it first
-    (nnx.compile_step's label guard does).  A value read back while tracing (``bool()``,
+    graph.  The eager code's in-place updates (``p -= lr·g``, a momentum ``v *= μ``) would
+    write into the program's arguments; the arguments at ``donate_argnums`` (those a JAX
+    program consumes: the step's parameters, state and buffers) are copied first inside the
+    program, so that the program never writes into them, even where it stops half-way
+    (a label that torch's gather refuses: no parameter is updated); the others (an
+    inference's parameters: a copy feeding a matmul is not removed by the compiler, and cost
+    a third of an mlp's inference) are updated in place where the code does so, as in
+    torch's eager fprop (BatchNorm's running statistics).  A value read back while tracing (``bool()``,
     ``float()`` of a traced tensor) raises, as under ``jax.jit``: a readback would be baked
     into the program as a constant.  The graph is then compiled by ``torch.compile`` with
     the backend's ``compiler`` (Inductor: C++ on the CPU, Triton on CUDA); ``None`` runs the
     traced graph as it is, with no compiler (nnx's tests use that for speed; a few tests use
-    Inductor).  A failure of the compiler itself raises ``CompileFailed``.
-    ``donate_argnums`` is not needed: results are fresh tensors."""
+    Inductor).  A failure of the compiler itself raises ``CompileFailed``."""
 
-    def __init__(self, fn, static_argnums, backend):
+    def __init__(self, fn, static_argnums, backend, copied=()):
         self.fn, self.static_argnums, self.backend = fn, static_argnums, backend
+        self.copied = copied        # argument positions copied inside the program
         self.graphs = {}            # key -> (callable, compiled yet)
 
     def __call__(self, *args):
@@ -124,7 +127,8 @@ class Program:
         def traced(*dynamic):
             rest, fixed, args = iter(dynamic), iter(static), []
             for i in range(len(dynamic) + len(static)):
-                args.append(next(fixed) if i in positions else next(rest))
+                a = next(fixed) if i in positions else next(rest)
+                args.append(copy(a) if i in self.copied else a)
             return self.fn(*args)
 
         with torch.no_grad():

@@ -290,7 +290,7 @@ class Step:
             check = static[2]
             if check and backend.mutable:       # the values before the update, for the label
                 old = _copies((params, None, state, buffers))   # guard: torch's update is
-            else:                               # in place (these copies compile away)
+            else:                               # in place (on the program's own copies)
                 old = (params, None, state, buffers)
             try:
                 for (m, n), p in zip(slots, params):

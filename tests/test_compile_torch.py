@@ -104,6 +104,24 @@ def test_the_traced_graph_writes_into_no_array_kept_between_calls():
     assert "aten.index_select.default" in code and ".out(" not in code
 
 
+def test_the_step_program_never_writes_into_the_arrays_it_is_given():
+    """The step's program updates its own copies of the parameters, state and buffers and
+    hands back new arrays: one taken before the step keeps its values (so a program that
+    stops half-way, on a label torch's gather refuses, has updated nothing), while an
+    inference program leaves the parameters alone."""
+    net = _small("float64")
+    opt = nnx.SGD(net, lr=0.1, momentum=0.9)
+    step = nnx.compile_step(net, nnx.SoftmaxCrossEntropy(), opt)
+    batches = list(_batches((8, 8)))
+    step(*batches[0])
+    held = net.params() + net.buffers() + list(opt.state)
+    values = [nnx.to_numpy(a).copy() for a in held]
+    step(*batches[1])
+    for a, v in zip(held, values):
+        np.testing.assert_array_equal(nnx.to_numpy(a), v)
+    assert all(a is not b for a, b in zip(held, net.params() + net.buffers() + opt.state))
+
+
 def _failing_compiler(graph, example_inputs):
     raise RuntimeError("no C++ compiler here\nsecond line")
 
