@@ -359,3 +359,23 @@ def test_a_losss_value_checks_hold_in_the_compiled_step(device, case, check):
         runs[0][0].modules[1] = nnx.Sigmoid()
     np.testing.assert_allclose(float(step(x, t)), float(_eager_step(*runs[1], x, t)), rtol=TOL)
     _assert_same(runs[0][0], runs[1][0])
+
+
+def test_momentum_switched_off_and_on_again_continues_as_the_eager_step(device):
+    """SGD's momentum set to 0 for a while and then back on: torch's eager step (its
+    multi-tensor update) dropped the velocities at μ = 0 while the compiled step, and the
+    eager step elsewhere, kept them, so the two trained apart from then on.  Each keeps them
+    now (as torch.optim.SGD does)."""
+    rng = np.random.default_rng(10)
+    runs = []
+    for _ in range(2):
+        net = _net(bn=False)
+        runs.append((net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1, momentum=0.9)))
+    step = nnx.compile_step(*runs[0])
+    for momentum in (0.9, 0.0, 0.5, 0.5):
+        for _, _, opt in runs:
+            opt.momentum = momentum
+        x, t = _batch(rng)
+        np.testing.assert_allclose(float(step(x, t)), float(_eager_step(*runs[1], x, t)),
+                                   rtol=TOL)
+        _assert_same(runs[0][0], runs[1][0])
