@@ -379,3 +379,23 @@ def test_momentum_switched_off_and_on_again_continues_as_the_eager_step(device):
         np.testing.assert_allclose(float(step(x, t)), float(_eager_step(*runs[1], x, t)),
                                    rtol=TOL)
         _assert_same(runs[0][0], runs[1][0])
+
+
+def test_clip_norm_switched_on_later_keeps_the_momentum(device):
+    """clip_norm set after some steps of SGD with momentum: torch's eager step moved from
+    its multi-tensor update to the flat one (which clips in one reduction) and started that
+    from v = g, losing the velocities the first had kept, while the compiled step went on
+    from them.  The flat update now starts from the optimiser's state as it is."""
+    rng = np.random.default_rng(11)
+    runs = []
+    for _ in range(2):
+        net = _net(bn=False)
+        runs.append((net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1, momentum=0.9)))
+    step = nnx.compile_step(*runs[0])
+    for clip in (None, 0.5, 0.5, None, 0.2):
+        for _, _, opt in runs:
+            opt.clip_norm = clip
+        x, t = _batch(rng)
+        np.testing.assert_allclose(float(step(x, t)), float(_eager_step(*runs[1], x, t)),
+                                   rtol=TOL)
+        _assert_same(runs[0][0], runs[1][0])
