@@ -144,7 +144,8 @@ def sgd_step(params, grads, velocities, lr, momentum, weight_decay):
         torch._foreach_add_(params, grads, alpha=-lr)
         return list(velocities)
     if all(v is None for v in velocities):
-        velocities = [g.clone() for g in grads]      # g is overwritten by the next bprop
+        velocities = [g.clone(memory_format=torch.contiguous_format)   # (g: overwritten by
+                      for g in grads]           # the next bprop; a conv's is transposed)
     elif any(v is None or not _torch(v) or v.device != first.device or v.dtype != first.dtype
              for v in velocities):
         return None

@@ -172,3 +172,18 @@ def test_an_input_of_another_memory_layout_gets_its_own_program():
                                    rtol=1e-12, atol=1e-12)
     assert step.mode == f.mode == "compiled" and step.traces == 2
 
+
+def test_eager_and_compiled_steps_mixed_trace_once_per_batch_shape():
+    """The program's key holds the arrays' layouts: torch's eager SGD kept its first
+    velocities in the layout of the gradients (a convolution's is transposed), its later
+    ones contiguous, so mixing eager and compiled steps traced (and with Inductor compiled)
+    a batch shape twice.  The velocities start contiguous now."""
+    net = _small("float64", conv=True)
+    loss, opt = nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1, momentum=0.9)
+    step = nnx.compile_step(net, loss, opt)
+    for i, (x, t) in enumerate(_batches((4, 4, 4, 4, 4), conv=True)):
+        if i % 2:
+            step(x, t)
+        else:
+            _eager(net, loss, opt, x, t)
+    assert step.traces == 1
