@@ -88,9 +88,10 @@ class Program:
         static = tuple(args[i] for i in self.static_argnums)
         dynamic = [a for i, a in enumerate(args) if i not in self.static_argnums]
         leaves, spec = _pytree.tree_flatten(dynamic)
-        # the strides too: torch.fx records a reshape of a contiguous tensor as a view,
+        # the layout too: torch.fx records a reshape of a contiguous tensor as a view,
         # which fails on a transposed one of the same shape
-        key = (static, spec, tuple((tuple(a.shape), a.stride(), a.dtype, a.device)
+        key = (static, spec, tuple((tuple(a.shape), None if a.is_contiguous() else a.stride(),
+                                    a.dtype, a.device)
                                    if isinstance(a, torch.Tensor) else (type(a), a)
                                    for a in leaves))
         entry = self.graphs.get(key)
