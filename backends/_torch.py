@@ -61,7 +61,8 @@ class TorchBackend(Backend):
 
 class Program:
     """A pure function of (nested lists, tuples and dicts of) tensors, traced and compiled
-    once per key and then called.
+    once per key (the static arguments and the shapes, memory layouts, dtypes and devices
+    of the tensors) and then called.
 
     Tracing is torch.fx's ``make_fx``: ``fn`` runs once on copies of the arguments (so
     nothing the caller holds changes while tracing), each aten operation recorded into one
@@ -90,7 +91,10 @@ class Program:
         static = tuple(args[i] for i in self.static_argnums)
         dynamic = [a for i, a in enumerate(args) if i not in self.static_argnums]
         leaves, spec = _pytree.tree_flatten(dynamic)
-        key = (static, spec, tuple((tuple(a.shape), a.dtype, a.device)
+        # the layout too: torch.fx records a reshape of a contiguous tensor as a view,
+        # which fails on a transposed one of the same shape
+        key = (static, spec, tuple((tuple(a.shape), None if a.is_contiguous() else a.stride(),
+                                    a.dtype, a.device)
                                    if isinstance(a, torch.Tensor) else (type(a), a)
                                    for a in leaves))
         entry = self.graphs.get(key)

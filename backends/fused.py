@@ -128,10 +128,10 @@ def sgd_step(params, grads, velocities, lr, momentum, weight_decay):
     """SGD's update of every parameter at once, in torch's multi-tensor kernels (a handful
     of launches for the whole list, and no concatenation of the gradients):
     g ← g + λ·p;  v ← μ·v + g (v = g at the first step);  p ← p − lr·v.  ``velocities``
-    is the list of v (None entries before the first step; ignored when μ = 0).  Returns
-    the new list of v (all None when μ = 0), or None where this does not apply (not
-    torch, mixed devices or dtypes, a learning rate that is not a number): the caller
-    updates then."""
+    is the list of v (None entries before the first step; kept as they are when μ = 0, as
+    the other updates and torch.optim.SGD keep them).  Returns the new list of v, or None
+    where this does not apply (not torch, mixed devices or dtypes, a learning rate that is
+    not a number): the caller updates then."""
     if not params or not isinstance(lr, (int, float)) or not _torch(*params, *grads):
         return None
     first = params[0]
@@ -142,9 +142,10 @@ def sgd_step(params, grads, velocities, lr, momentum, weight_decay):
         grads = torch._foreach_add(grads, params, alpha=weight_decay)
     if not momentum:
         torch._foreach_add_(params, grads, alpha=-lr)
-        return [None] * len(params)
+        return list(velocities)
     if all(v is None for v in velocities):
-        velocities = [g.clone() for g in grads]      # g is overwritten by the next bprop
+        velocities = [g.clone(memory_format=torch.contiguous_format)   # (g: overwritten by
+                      for g in grads]           # the next bprop; a conv's is transposed)
     elif any(v is None or not _torch(v) or v.device != first.device or v.dtype != first.dtype
              for v in velocities):
         return None

@@ -215,7 +215,7 @@ class Step:
             _give_up(self, e, "compile_step")
             return self._eager(x, t)
         _forget_caches(self._all, self.loss)    # an older eager fprop's: bprop must refuse
-        value, hits, grad_norm, labels, states, params, grads, state, buffers = out
+        value, hits, grad_norm, labels, checked, states, params, grads, state, buffers = out
         for m, (last, grad) in zip(self._recurrent, states):
             m.last_state, m.state_grad = last, grad     # this call's, not an older eager one's
         if labels is not None:                  # its verdict at the next check_deferred()
@@ -235,10 +235,12 @@ class Step:
         for (m, n), b in zip(bslots, buffers):
             setattr(m, n, b)
         opt.state = state                       # fresh lists from the program's results
+        opt._placed = params
+        if checked is not None:                 # (the program updated nothing if it fails)
+            _value_verdict(self.loss, checked, static[2])
         self.correct = hits
         if grad_norm is not None:
             opt.grad_norm = grad_norm
-        opt._placed = params
         if has_t:
             opt.t += 1
             opt._lr_t = lr_t
@@ -319,15 +321,19 @@ class Step:
             finally:
                 backend.tracing = None
             xp = namespace(x)
-            labels = None                       # (min, max) of the labels, for a deferred check
+            labels = checked = bad = None       # (min, max) of the labels, for a deferred check
             if check and n_classes is not None and xp.isdtype(t.dtype, "integral"):
-                bad = xp.any((t < 0) | (t >= n_classes))    # no update, and a NaN loss
-                value = xp.where(bad, xp.nan, value)
-                new = tuple(n if o is None else _unless(xp, bad, n, o) for n, o in zip(new, old))
+                bad = xp.any((t < 0) | (t >= n_classes))
                 if check == "deferred":
                     labels = (xp.min(t), xp.max(t)) if math.prod(t.shape) else None
+            if check:                           # the loss's own (its inputs, its targets)
+                checked, flag = _value_check(xp, loss, z, t)
+                bad = flag if bad is None else bad if flag is None else bad | flag
+            if bad is not None:                 # no update, and a NaN loss
+                value = xp.where(bad, xp.nan, value)
+                new = tuple(n if o is None else _unless(xp, bad, n, o) for n, o in zip(new, old))
             states = [(m.last_state, m.state_grad) for m in step._recurrent]
-            return (value, hits, grad_norm, labels, states) + new
+            return (value, hits, grad_norm, labels, checked, states) + new
 
         return backend.jit(pure, native=device.native, donate_argnums=(0, 1, 2),
                            static_argnums=(7,))
@@ -441,6 +447,36 @@ def _forget_caches(modules, loss=None):
             m.p = None                          # MultiHeadAttention.attention: not an older P
     if loss is not None and vars(loss).get("_grad") is not None:
         loss._grad = None
+
+
+def _value_check(xp, loss, z, t):
+    """(0-d arrays, 0-d bad flag) of the loss's own value check inside the traced step,
+    the one its eager fprop reads back (``check_labels``): CrossEntropy's inputs in [0, 1]
+    (their min and max), Hinge's one-hot targets (a flag); (None, None) for other losses."""
+    from .losses import CrossEntropy, Hinge
+    if isinstance(loss, CrossEntropy) and math.prod(z.shape):
+        low, high = xp.min(z), xp.max(z)
+        return (low, high), ~(low >= 0.0) | (high > 1.0)    # ~(low >= 0) catches NaN too
+    if isinstance(loss, Hinge) and xp.isdtype(t.dtype, "real floating"):
+        flag = loss._not_one_hot(xp, t)
+        return (flag,), flag
+    return None, None
+
+
+def _value_verdict(loss, arrays, check):
+    """The verdict on ``_value_check``'s arrays, as the eager fprop gives it: raised now
+    (one readback) or, with check_labels = "deferred", at the next check_deferred()."""
+    from .losses import CrossEntropy
+    if isinstance(loss, CrossEntropy):
+        key, verdict = "probabilities", lambda v: loss._range_error(*v)
+    else:
+        key, verdict = "one-hot", lambda v: loss._one_hot_error() if v[0] else None
+    if check == "deferred":
+        _deferred.pending(loss).record(key, arrays, verdict)
+        return
+    error = verdict([backends.to_host(a).item() for a in arrays])
+    if error is not None:
+        raise error
 
 
 def _given_masks(dropouts, masks):

@@ -80,6 +80,9 @@ class Optimizer:
         self._check_grads(grads)
         if self._step_together(params, grads):
             return
+        if self._state_apart():             # replaced since (the multi-tensor update's, a
+            self._flatten()                 # compiled step's): the flat update goes on from it
+            params = [getattr(m, n) for m, n in self._slots]
         flats = []
         for group in self._groups:
             xp = group.xp
@@ -228,6 +231,16 @@ class Optimizer:
         per = [_views_of(group.xp, s, shapes) for s in group.state]
         for k, i in enumerate(group.index):
             self.state[i] = per[0][k] if len(per) == 1 else tuple(v[k] for v in per)
+        group.shared = [self.state[i] for i in group.index]
+
+    def _state_apart(self):
+        """Whether ``self.state`` holds other arrays than the flat buffers' views (set since
+        by the multi-tensor update, a compiled step or by hand)."""
+        for group in self._groups:
+            shared = group.shared or [None] * len(group.index)
+            if any(self.state[i] is not s for i, s in zip(group.index, shared)):
+                return True
+        return False
 
 
 class _Group:
@@ -236,6 +249,7 @@ class _Group:
 
     def __init__(self, xp, index, flat):
         self.xp, self.index, self.flat, self.state = xp, index, flat, None
+        self.shared = None          # the views of state in the optimiser's state list
 
 
 def _views_of(xp, flat, shapes):

@@ -164,3 +164,44 @@ def test_cuda_compiles_only_when_asked(monkeypatch):
     monkeypatch.setattr(backends, "device_of", lambda p: cuda)
     assert "unless mode='jit' asks for torch.compile" in _why_not_jit_params([object()])
     assert _why_not_jit_params([object()], asked="jit") is None
+
+
+def test_an_input_of_another_memory_layout_gets_its_own_program():
+    """A batch of a traced shape but another layout (a transposed or permuted view) ran the
+    program traced for the contiguous one, whose reshapes torch.fx had recorded as views:
+    'the jitted step failed: view size is not compatible with input tensor's size and
+    stride', where the eager step takes it.  The layout is part of the program's key now."""
+    rng = np.random.default_rng(4)
+
+    def make():
+        nnx.seed(0)
+        return nnx.Sequential(nnx.Flatten(), nnx.Linear(12, 3, dtype="float64")).to("torch:cpu")
+    runs = [(n, nnx.SoftmaxCrossEntropy(), nnx.SGD(n, lr=0.1)) for n in (make(), make())]
+    step, f = nnx.compile_step(*runs[0]), nnx.compile_fprop(runs[0][0])
+    t = nnx.asarray(rng.integers(0, 3, 8), device="torch:cpu")
+    x = nnx.asarray(rng.standard_normal((8, 3, 4)), device="torch:cpu", dtype="float64")
+    permuted = nnx.asarray(rng.standard_normal((8, 4, 3)), device="torch:cpu",
+                           dtype="float64").permute(0, 2, 1)
+    for batch in (x, permuted):
+        np.testing.assert_allclose(float(step(batch, t)), float(_eager(*runs[1], batch, t)),
+                                   rtol=1e-12)
+        _same(runs[0][0], runs[1][0], 1e-12)
+        np.testing.assert_allclose(nnx.to_numpy(f(batch)), nnx.to_numpy(runs[1][0].fprop(batch)),
+                                   rtol=1e-12, atol=1e-12)
+    assert step.mode == f.mode == "compiled" and step.traces == 2
+
+
+def test_eager_and_compiled_steps_mixed_trace_once_per_batch_shape():
+    """The program's key holds the arrays' layouts: torch's eager SGD kept its first
+    velocities in the layout of the gradients (a convolution's is transposed), its later
+    ones contiguous, so mixing eager and compiled steps traced (and with Inductor compiled)
+    a batch shape twice.  The velocities start contiguous now."""
+    net = _small("float64", conv=True)
+    loss, opt = nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1, momentum=0.9)
+    step = nnx.compile_step(net, loss, opt)
+    for i, (x, t) in enumerate(_batches((4, 4, 4, 4, 4), conv=True)):
+        if i % 2:
+            step(x, t)
+        else:
+            _eager(net, loss, opt, x, t)
+    assert step.traces == 1

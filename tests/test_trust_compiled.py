@@ -312,3 +312,90 @@ def test_a_network_with_two_outputs_is_refused_by_compile_step_in_its_own_words(
                                              r"compile_step a network \(or a Graph\) with a "
                                              r"single output"):
         step(x, t)
+
+
+@pytest.mark.parametrize("check", [True, "deferred"])
+@pytest.mark.parametrize("case", ["CrossEntropy of scores", "Hinge of soft targets"])
+def test_a_losss_value_checks_hold_in_the_compiled_step(device, case, check):
+    """The eager step refuses CrossEntropy's inputs outside [0, 1] and Hinge's targets that
+    are not one-hot (check_labels); the compiled step switched the loss's checks off inside
+    the program and kept only the label range: Tanh scores gave a loss of 14 and soft
+    targets one of 0, trained on silently.  Now it says what the eager step says (at once,
+    or at check_deferred() when deferred), with nothing updated."""
+    rng = np.random.default_rng(9)
+    hinge = case.startswith("Hinge")
+
+    def make():
+        nnx.seed(0)
+        return nnx.Sequential(nnx.Linear(6, 3, dtype="float64"),
+                              *([] if hinge else [nnx.Sigmoid()]))
+    runs = []
+    for net in (make(), make()):
+        loss = nnx.Hinge() if hinge else nnx.CrossEntropy()
+        loss.check_labels = check
+        runs.append((net, loss, nnx.SGD(net, lr=0.1, momentum=0.9)))
+    step = nnx.compile_step(*runs[0])
+    x = nnx.asarray(rng.standard_normal((8, 6)), dtype="float64")
+    t = nnx.asarray(np.eye(3)[rng.integers(0, 3, 8)], dtype="float64")
+    np.testing.assert_allclose(float(step(x, t)), float(_eager_step(*runs[1], x, t)), rtol=TOL)
+    if hinge:
+        bad, error = nnx.asarray(np.full((8, 3), 1 / 3), dtype="float64"), (
+            LabelError, r"^Hinge\(\).fprop: targets must be one-hot \(one 1 per row, zeros "
+                        r"elsewhere\) or integer labels; for soft targets use "
+                        r"SoftmaxCrossEntropy")
+    else:
+        bad, error = t, (nnx.ArgumentError, r"^CrossEntropy\(\).fprop: inputs must be "
+                                            r"probabilities in \[0, 1\], got values from -0")
+        runs[0][0].modules[1] = nnx.Tanh()          # scores in (-1, 1): not probabilities
+    before = [np.array(nnx.to_numpy(p)) for p in runs[0][0].params()]   # (a copy)
+    with pytest.raises(error[0], match=error[1]):
+        step(x, bad)
+        nnx.check_deferred()
+    if step.mode == "eager" and check == "deferred":
+        return                                      # the eager deferred step has updated
+    for p, q in zip(runs[0][0].params(), before):
+        np.testing.assert_array_equal(nnx.to_numpy(p), q)
+    if not hinge:
+        runs[0][0].modules[1] = nnx.Sigmoid()
+    np.testing.assert_allclose(float(step(x, t)), float(_eager_step(*runs[1], x, t)), rtol=TOL)
+    _assert_same(runs[0][0], runs[1][0])
+
+
+def test_momentum_switched_off_and_on_again_continues_as_the_eager_step(device):
+    """SGD's momentum set to 0 for a while and then back on: torch's eager step (its
+    multi-tensor update) dropped the velocities at μ = 0 while the compiled step, and the
+    eager step elsewhere, kept them, so the two trained apart from then on.  Each keeps them
+    now (as torch.optim.SGD does)."""
+    rng = np.random.default_rng(10)
+    runs = []
+    for _ in range(2):
+        net = _net(bn=False)
+        runs.append((net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1, momentum=0.9)))
+    step = nnx.compile_step(*runs[0])
+    for momentum in (0.9, 0.0, 0.5, 0.5):
+        for _, _, opt in runs:
+            opt.momentum = momentum
+        x, t = _batch(rng)
+        np.testing.assert_allclose(float(step(x, t)), float(_eager_step(*runs[1], x, t)),
+                                   rtol=TOL)
+        _assert_same(runs[0][0], runs[1][0])
+
+
+def test_clip_norm_switched_on_later_keeps_the_momentum(device):
+    """clip_norm set after some steps of SGD with momentum: torch's eager step moved from
+    its multi-tensor update to the flat one (which clips in one reduction) and started that
+    from v = g, losing the velocities the first had kept, while the compiled step went on
+    from them.  The flat update now starts from the optimiser's state as it is."""
+    rng = np.random.default_rng(11)
+    runs = []
+    for _ in range(2):
+        net = _net(bn=False)
+        runs.append((net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1, momentum=0.9)))
+    step = nnx.compile_step(*runs[0])
+    for clip in (None, 0.5, 0.5, None, 0.2):
+        for _, _, opt in runs:
+            opt.clip_norm = clip
+        x, t = _batch(rng)
+        np.testing.assert_allclose(float(step(x, t)), float(_eager_step(*runs[1], x, t)),
+                                   rtol=TOL)
+        _assert_same(runs[0][0], runs[1][0])
