@@ -37,17 +37,23 @@ def _assert_same(a, b, tol=TOL):
         np.testing.assert_allclose(u, v, rtol=tol, atol=tol)
 
 
+def _twins(make_loss, make_opt, **net_options):
+    """Two identical (net, loss, opt) runs, and a compiled step over the first (the second
+    is stepped eagerly beside it)."""
+    runs = []
+    for _ in range(2):
+        net = _net(**net_options)
+        runs.append((net, make_loss(), make_opt(net)))
+    return runs, nnx.compile_step(*runs[0])
+
+
 def test_hyper_parameters_changed_between_calls_are_followed(device):
     """BatchNorm's momentum and eps, a LeakyReLU's slope, the loss's margin and SGD's
     momentum switched on after the first call were baked into the first program (silently
     kept) or made it fail; each change now retraces, and an update replaced on the
     instance makes the step eager, as the optimiser itself does."""
     rng = np.random.default_rng(0)
-    runs = []
-    for _ in range(2):
-        net = _net()
-        runs.append((net, nnx.Hinge(margin=1.0), nnx.SGD(net, lr=0.1)))
-    step = nnx.compile_step(*runs[0])
+    runs, step = _twins(lambda: nnx.Hinge(margin=1.0), lambda net: nnx.SGD(net, lr=0.1))
     changes = [lambda n, l, o: None,             # (eps, a LeakyReLU's slope: the same key)
                lambda n, l, o: setattr(n[2], "momentum", 0.5),
                lambda n, l, o: setattr(l, "margin", 3.0),
@@ -68,11 +74,8 @@ def test_a_cast_or_move_between_jitted_calls_takes_the_state_along(device):
     """net.to(dtype=...) between calls: the momenta follow the parameters, as in the eager
     step (the jitted step tried to move the old state inside the trace and failed)."""
     rng = np.random.default_rng(1)
-    runs = []
-    for _ in range(2):
-        net = _net(bn=False)
-        runs.append((net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1, momentum=0.9)))
-    step = nnx.compile_step(*runs[0])
+    runs, step = _twins(nnx.SoftmaxCrossEntropy,
+                        lambda net: nnx.SGD(net, lr=0.1, momentum=0.9), bn=False)
     x, t = _batch(rng)
     step(x, t)
     _eager_step(*runs[1], x, t)
@@ -117,11 +120,8 @@ def test_a_structural_change_is_followed_or_refused_with_the_fix(device):
     np.testing.assert_allclose(nnx.to_numpy(f(x)), nnx.to_numpy(net.fprop(x)), rtol=TOL,
                                atol=TOL)
     assert nnx.evaluate(net, x, t % 3, fprop=f) == nnx.evaluate(net, x, t % 3)
-    runs = []
-    for _ in range(2):
-        net = _net(bn=False)
-        runs.append((net, nnx.SoftmaxCrossEntropy(), nnx.Adam(net, lr=0.01)))
-    step = nnx.compile_step(*runs[0])
+    runs, step = _twins(nnx.SoftmaxCrossEntropy, lambda net: nnx.Adam(net, lr=0.01),
+                        bn=False)
     step(x, t)
     _eager_step(*runs[1], x, t)
     for net, _, _ in runs:
@@ -367,11 +367,8 @@ def test_momentum_switched_off_and_on_again_continues_as_the_eager_step(device):
     eager step elsewhere, kept them, so the two trained apart from then on.  Each keeps them
     now (as torch.optim.SGD does)."""
     rng = np.random.default_rng(10)
-    runs = []
-    for _ in range(2):
-        net = _net(bn=False)
-        runs.append((net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1, momentum=0.9)))
-    step = nnx.compile_step(*runs[0])
+    runs, step = _twins(nnx.SoftmaxCrossEntropy,
+                        lambda net: nnx.SGD(net, lr=0.1, momentum=0.9), bn=False)
     for momentum in (0.9, 0.0, 0.5, 0.5):
         for _, _, opt in runs:
             opt.momentum = momentum
@@ -387,11 +384,8 @@ def test_clip_norm_switched_on_later_keeps_the_momentum(device):
     from v = g, losing the velocities the first had kept, while the compiled step went on
     from them.  The flat update now starts from the optimiser's state as it is."""
     rng = np.random.default_rng(11)
-    runs = []
-    for _ in range(2):
-        net = _net(bn=False)
-        runs.append((net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1, momentum=0.9)))
-    step = nnx.compile_step(*runs[0])
+    runs, step = _twins(nnx.SoftmaxCrossEntropy,
+                        lambda net: nnx.SGD(net, lr=0.1, momentum=0.9), bn=False)
     for clip in (None, 0.5, 0.5, None, 0.2):
         for _, _, opt in runs:
             opt.clip_norm = clip
