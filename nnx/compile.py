@@ -104,6 +104,7 @@ class Step:
         self._recurrent = [m for m in self._all if hasattr(m, "reset_state")]
         self._table = first_embedding(net)      # its index check runs before the program
         self._n_classes = None                  # the loss's, once a program is traced
+        self._value_judge = None                # its value check's (key, verdict), likewise
         self._mask_specs = {}                   # (batch shape, active Dropouts) -> shapes
         params = net.params()
         self._kind = type(params[0]) if params else None
@@ -237,7 +238,7 @@ class Step:
         opt.state = state                       # fresh lists from the program's results
         opt._placed = params
         if checked is not None:                 # (the program updated nothing if it fails)
-            _value_verdict(self.loss, checked, static[2])
+            _value_verdict(self.loss, self._value_judge, checked, static[2])
         self.correct = hits
         if grad_norm is not None:
             opt.grad_norm = grad_norm
@@ -327,8 +328,11 @@ class Step:
                 if check == "deferred":
                     labels = (xp.min(t), xp.max(t)) if math.prod(t.shape) else None
             if check:                           # the loss's own (its inputs, its targets)
-                checked, flag = _value_check(xp, loss, z, t)
-                bad = flag if bad is None else bad if flag is None else bad | flag
+                checks = loss._value_checks(xp, z, t)
+                if checks is not None:
+                    key, checked, flag, verdict = checks
+                    step._value_judge = (key, verdict)
+                    bad = flag if bad is None else bad | flag
             if bad is not None:                 # no update, and a NaN loss
                 value = xp.where(bad, xp.nan, value)
                 new = tuple(n if o is None else _unless(xp, bad, n, o) for n, o in zip(new, old))
@@ -449,28 +453,11 @@ def _forget_caches(modules, loss=None):
         loss._grad = None
 
 
-def _value_check(xp, loss, z, t):
-    """(0-d arrays, 0-d bad flag) of the loss's own value check inside the traced step,
-    the one its eager fprop reads back (``check_labels``): CrossEntropy's inputs in [0, 1]
-    (their min and max), Hinge's one-hot targets (a flag); (None, None) for other losses."""
-    from .losses import CrossEntropy, Hinge
-    if isinstance(loss, CrossEntropy) and math.prod(z.shape):
-        low, high = xp.min(z), xp.max(z)
-        return (low, high), ~(low >= 0.0) | (high > 1.0)    # ~(low >= 0) catches NaN too
-    if isinstance(loss, Hinge) and xp.isdtype(t.dtype, "real floating"):
-        flag = loss._not_one_hot(xp, t)
-        return (flag,), flag
-    return None, None
-
-
-def _value_verdict(loss, arrays, check):
-    """The verdict on ``_value_check``'s arrays, as the eager fprop gives it: raised now
-    (one readback) or, with check_labels = "deferred", at the next check_deferred()."""
-    from .losses import CrossEntropy
-    if isinstance(loss, CrossEntropy):
-        key, verdict = "probabilities", lambda v: loss._range_error(*v)
-    else:
-        key, verdict = "one-hot", lambda v: loss._one_hot_error() if v[0] else None
+def _value_verdict(loss, judge, arrays, check):
+    """The verdict ``judge`` = (key, verdict) of the loss's own value check on the arrays
+    the program returned, as the eager fprop gives it: raised now (one readback) or, with
+    check_labels = "deferred", at the next check_deferred()."""
+    key, verdict = judge
     if check == "deferred":
         _deferred.pending(loss).record(key, arrays, verdict)
         return

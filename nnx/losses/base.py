@@ -85,6 +85,14 @@ class Loss:
     def fprop(self, z, t):
         raise NotImplementedError
 
+    def _value_checks(self, xp, z, t):
+        """The check of the inputs' or targets' values that fprop reads back (with
+        ``check_labels`` on), for a compiled step, whose program cannot read back: (key,
+        0-d arrays, a 0-d flag that is True where the check fails, verdict(values of the
+        arrays) -> the error or None); None for a loss with no such check (the label range
+        is guarded for every loss by the step itself)."""
+        return None
+
     def bprop(self):
         if getattr(self, "_grad", None) is None:
             raise StateError(f"{type(self).__name__}.bprop called before fprop: "

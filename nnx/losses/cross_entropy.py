@@ -42,6 +42,13 @@ class CrossEntropy(Loss):
         self._grad = xp.where(x > self.eps, -t / clamped / n, 0.0)
         return -self._mean(xp, t * xp.log(clamped), n)
 
+    def _value_checks(self, xp, x, t):
+        if not math.prod(x.shape):
+            return None
+        low, high = xp.min(x), xp.max(x)
+        return ("probabilities", (low, high), ~(low >= 0.0) | (high > 1.0),  # NaN: bad
+                lambda v: self._range_error(*v))
+
     def _range_error(self, low, high):
         """The ArgumentError for inputs from ``low`` to ``high`` (None inside [0, 1]; NaN,
         which the minimum or maximum carries, is outside)."""

@@ -42,6 +42,12 @@ class Hinge(Loss):
         self._grad = grad
         return self._mean(xp, xp.maximum(margins, 0.0), n)
 
+    def _value_checks(self, xp, z, t):
+        if not xp.isdtype(t.dtype, "real floating"):
+            return None                         # integer labels: the step guards their range
+        flag = self._not_one_hot(xp, t)
+        return "one-hot", (flag,), flag, lambda v: self._one_hot_error() if v[0] else None
+
     @staticmethod
     def _not_one_hot(xp, t):
         """A 0-d flag: True unless every row of ``t`` is one-hot."""
