@@ -46,7 +46,6 @@ class JaxBackend(Backend):
     def to_host(self, x):
         return np.asarray(x)
 
-    tracing = None      # the device a step is being traced for (set by nnx.compile_step)
 
     def jit(self, fn, *, native=None, **options):
         """``jax.jit(fn, **options)``: the whole step as one compiled program, for the device

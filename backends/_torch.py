@@ -49,14 +49,12 @@ class TorchBackend(Backend):
         if native.type == "cuda":
             torch.cuda.synchronize(native)
 
-    tracing = None      # the device a step is being traced for (set by nnx.compile_step):
-    #                     the fast paths that write into reused arrays stand aside then
     compiler = "inductor"   # what torch.compile makes of the traced graph (see jit)
 
     def jit(self, fn, *, native=None, static_argnums=(), donate_argnums=()):
         """``fn`` as compiled programs, one per value of its static arguments and per
         shapes, dtypes and devices of its array arguments (see ``Program``)."""
-        return Program(fn, tuple(static_argnums), self, tuple(donate_argnums))
+        return Program(fn, tuple(static_argnums), self)
 
 
 class Program:
@@ -66,23 +64,19 @@ class Program:
 
     Tracing is torch.fx's ``make_fx``: ``fn`` runs once on copies of the arguments (so
     nothing the caller holds changes while tracing), each aten operation recorded into one
-    graph.  The eager code's in-place updates (``p -= lr·g``, a momentum ``v *= μ``) would
-    write into the program's arguments; the arguments at ``donate_argnums`` (those a JAX
-    program consumes: the step's parameters, state and buffers) are copied first inside the
-    program, so that the program never writes into them, even where it stops half-way
-    (a label that torch's gather refuses: no parameter is updated); the others (an
-    inference's parameters: a copy feeding a matmul is not removed by the compiler, and cost
-    a third of an mlp's inference) are updated in place where the code does so, as in
-    torch's eager fprop (BatchNorm's running statistics).  A value read back while tracing (``bool()``,
+    graph.  An in-place update in ``fn`` of one of its arguments is an in-place update of the
+    program's argument (nnx.compile_step's step copies what it updates first, so that its
+    program never writes into its arguments; an inference updates BatchNorm's running
+    statistics in place, as torch's eager fprop does).  ``donate_argnums`` is JAX's notion
+    and is ignored here.  A value read back while tracing (``bool()``,
     ``float()`` of a traced tensor) raises, as under ``jax.jit``: a readback would be baked
     into the program as a constant.  The graph is then compiled by ``torch.compile`` with
     the backend's ``compiler`` (Inductor: C++ on the CPU, Triton on CUDA); ``None`` runs the
     traced graph as it is, with no compiler (nnx's tests use that for speed; a few tests use
     Inductor).  A failure of the compiler itself raises ``CompileFailed``."""
 
-    def __init__(self, fn, static_argnums, backend, copied=()):
+    def __init__(self, fn, static_argnums, backend):
         self.fn, self.static_argnums, self.backend = fn, static_argnums, backend
-        self.copied = copied        # argument positions copied inside the program
         self.graphs = {}            # key -> (callable, compiled yet)
 
     def __call__(self, *args):
@@ -131,8 +125,7 @@ class Program:
         def traced(*dynamic):
             rest, fixed, args = iter(dynamic), iter(static), []
             for i in range(len(dynamic) + len(static)):
-                a = next(fixed) if i in positions else next(rest)
-                args.append(copy(a) if i in self.copied else a)
+                args.append(next(fixed) if i in positions else next(rest))
             return self.fn(*args)
 
         with torch.no_grad():

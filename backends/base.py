@@ -2,6 +2,9 @@
 
 import contextlib
 import importlib
+import threading
+
+_tracing = threading.local()    # per thread: another thread's eager calls are not traced
 
 
 class Backend:
@@ -15,6 +18,16 @@ class Backend:
     # launches) per step; where an operation costs next to nothing to issue (NumPy on the
     # host) the per-array update is faster, as it copies no gradient into a flat buffer
     flat_updates = True
+
+    @property
+    def tracing(self):
+        """The device a program is being traced for on this backend in this thread (set by
+        nnx.compile_step and compile_fprop while they trace), else None."""
+        return getattr(_tracing, self.name, None)
+
+    @tracing.setter
+    def tracing(self, native):
+        setattr(_tracing, self.name, native)
 
     def probe(self):
         """None when usable here, else a short reason why not."""

@@ -21,10 +21,12 @@ _malloc = "glibc defaults"
 
 
 def tune_malloc():
-    """Keep up to 128 MiB of freed heap memory for reuse instead of returning it to the OS,
-    and take every block, however large, from the heap (glibc only; elsewhere nothing
-    changes).  Process-wide and not undone.  Returns a line describing the setting now in
-    force."""
+    """Keep up to 128 MiB of freed memory at the top of the heap for reuse instead of
+    returning it to the OS, and take every block, however large, from the heap (glibc
+    only; elsewhere nothing changes).  Freed blocks below the top stay with the process for
+    reuse, so its resident memory stays near its peak (one large evaluation batch, say)
+    rather than going back down.  Process-wide and not undone.  Returns a line describing
+    the setting now in force."""
     global _malloc
     try:
         libc = ctypes.CDLL("libc.so.6")

@@ -41,7 +41,8 @@ __version__ = "0.1.0"
 def tune_malloc():
     """Opt in to keeping freed memory for reuse between training steps (glibc malloc:
     M_MMAP_THRESHOLD 32 MiB, M_TRIM_THRESHOLD 128 MiB, and M_MMAP_MAX 0, so that even blocks
-    above 32 MiB come from the heap and are reused).  It changes the whole process, so
+    above 32 MiB come from the heap and are reused; the process's resident memory then stays
+    near its peak).  It changes the whole process, so
     importing nnx never does it; ``nnx train`` and ``nnx-bench`` do unless given
     ``--no-malloc-tuning``.  Returns a line describing the setting in force."""
     from .backends import malloc

@@ -211,7 +211,7 @@ class Step:
                 self._lrs[1], masks, x, t, static)
         start = time.perf_counter()
         try:
-            out = _run(self, args, "compile_step: the jitted step", x, t)
+            out = _run(self, args, "compile_step: the compiled step", x, t)
         except CompileFailed as e:              # no compiler here: eager, and say why
             _give_up(self, e, "compile_step")
             return self._eager(x, t)
@@ -291,11 +291,11 @@ class Step:
             step.traces += 1
             backend.tracing = device.native
             check = static[2]
-            if check and backend.mutable:       # the values before the update, for the label
-                old = _copies((params, None, state, buffers))   # guard: torch's update is
-            else:                               # in place (on the program's own copies)
-                old = (params, None, state, buffers)
+            old = (params, None, state, buffers)    # for the label guard
             try:
+                if backend.mutable:             # torch's update is in place: on copies, so
+                    params, state, buffers = _copies((params, state, buffers))  # that the
+                    # program never writes into its arguments (even where it stops half-way)
                 for (m, n), p in zip(slots, params):
                     setattr(m, n, p)
                 for (m, n), b in zip(bslots, buffers):
@@ -310,6 +310,7 @@ class Step:
                 for i in masks:
                     step._dropouts[i]._given = given
                 z = _one_output(net.fprop(x))
+                step._n_classes = _classes_of(z)    # (for an error in the loss's gather)
                 value = loss.fprop(z, t)
                 hits = _hits(z, t) if step.count_correct else None
                 net.bprop(loss.bprop(), need_input_grad=False)
@@ -330,7 +331,8 @@ class Step:
             if check:                           # the loss's own (its inputs, its targets)
                 checks = loss._value_checks(xp, z, t)
                 if checks is not None:
-                    key, checked, flag, verdict = checks
+                    key, arrays, flag, verdict = checks
+                    checked = (flag,) + tuple(arrays)   # the flag read first, alone
                     step._value_judge = (key, verdict)
                     bad = flag if bad is None else bad | flag
             if bad is not None:                 # no update, and a NaN loss
@@ -354,6 +356,9 @@ def _run(owner, args, what, x, t=None):
     except (NNXError, CompileFailed):
         raise
     except Exception as e:     # noqa: BLE001 - what went wrong, in nnx's words
+        if owner._traced:                   # the modules as they were (their checks on again)
+            owner._traced = False
+            owner._restore()
         table = owner._table
         if table is not None and table.check_indices:
             if _deferred.deferring(table, "check_indices", x):
@@ -366,7 +371,7 @@ def _run(owner, args, what, x, t=None):
         if "Concretization" in type(e).__name__ or "TracerBool" in type(e).__name__ or \
                 "_local_scalar_dense" in str(e):
             fix = ("; a module reads a value back during the call (a value check, bool() or "
-                   "float() of an array), which a jitted program cannot: turn that off or "
+                   "float() of an array), which a compiled program cannot: turn that off or "
                    "use mode='eager'")
         raise ArgumentError(f"{what} failed: {str(e).splitlines()[0]}{fix}") from e
     finally:
@@ -453,13 +458,17 @@ def _forget_caches(modules, loss=None):
         loss._grad = None
 
 
-def _value_verdict(loss, judge, arrays, check):
-    """The verdict ``judge`` = (key, verdict) of the loss's own value check on the arrays
-    the program returned, as the eager fprop gives it: raised now (one readback) or, with
-    check_labels = "deferred", at the next check_deferred()."""
+def _value_verdict(loss, judge, checked, check):
+    """The verdict ``judge`` = (key, verdict) of the loss's own value check on what the
+    program returned (its flag, then the check's arrays), as the eager fprop gives it:
+    raised now (one readback, of the flag; the arrays are read only when it is set) or,
+    with check_labels = "deferred", at the next check_deferred()."""
     key, verdict = judge
+    flag, arrays = checked[0], checked[1:]
     if check == "deferred":
         _deferred.pending(loss).record(key, arrays, verdict)
+        return
+    if not bool(backends.to_host(flag)):
         return
     error = verdict([backends.to_host(a).item() for a in arrays])
     if error is not None:
@@ -491,6 +500,11 @@ def _hits(z, t):
     xp = namespace(z)
     labels = t if xp.isdtype(t.dtype, "integral") else xp.argmax(t, axis=1)
     return xp.sum(xp.astype(xp.argmax(z, axis=1) == labels, index_dtype(xp)))
+
+
+def _classes_of(z):
+    """The classes of scores z (their last axis), before the loss has seen them."""
+    return int(z.shape[-1]) if len(z.shape) >= 2 else None
 
 
 def _classes(loss):
@@ -675,7 +689,7 @@ class Fprop:
         start = time.perf_counter()
         try:
             y, buffers, states = _run(self, (params, buffers, x, static),
-                                      "compile_fprop: the jitted fprop", x)
+                                      "compile_fprop: the compiled fprop", x)
         except CompileFailed as e:              # no compiler here: eager, and say why
             _give_up(self, e, "compile_fprop")
             return self.net.fprop(x)

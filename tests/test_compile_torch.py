@@ -122,6 +122,41 @@ def test_the_step_program_never_writes_into_the_arrays_it_is_given():
     assert all(a is not b for a, b in zip(held, net.params() + net.buffers() + opt.state))
 
 
+@pytest.mark.parametrize("check", [True, "deferred", False])
+def test_bad_labels_or_indices_in_the_first_batch_of_a_shape_are_said_as_eagerly(check):
+    """The first call of a batch shape traces on the batch itself, where torch's gather
+    refuses a label or an Embedding index out of range: the step says so with the eager
+    step's LabelError (not torch's raw IndexError), and works on with good batches."""
+    net = _small("float64")
+    loss = nnx.SoftmaxCrossEntropy()
+    loss.check_labels = check
+    step = nnx.compile_step(net, loss, nnx.SGD(net, lr=0.1))
+    (x, t), = _batches((8,))
+    bad = nnx.asarray(np.arange(8) + 1, device="torch:cpu")        # up to 8, of 3 classes
+    with pytest.raises(nnx.LabelError, match=r"labels must lie in \[0, 3\) for 3 classes, "
+                       r"got values from 1 to 8"):
+        step(x, bad)
+    assert np.isfinite(float(step(x, t))) and step.traces == 2
+    nnx.check_deferred()                            # nothing left over from the bad batch
+    nnx.seed(0)
+    table = nnx.Sequential(nnx.Embedding(10, 4, dtype="float64"), nnx.MeanOverTime(),
+                           nnx.Linear(4, 3, dtype="float64")).to("torch:cpu")
+    table[0].check_indices = check
+    step = nnx.compile_step(table, nnx.SoftmaxCrossEntropy(), nnx.SGD(table, lr=0.1))
+    k = nnx.asarray(np.full((8, 5), 12), device="torch:cpu")
+    if check:
+        with pytest.raises(nnx.LabelError, match=r"indices must lie in \[0, 10\), got "
+                           r"values from 12 to 12"):
+            step(k, t)
+            nnx.check_deferred()
+    else:                                           # unchecked, as eagerly: torch's words
+        with pytest.raises(nnx.ArgumentError, match="index out of range"):
+            step(k, t)
+    nnx.check_deferred()                            # said once, not again
+    assert np.isfinite(float(step(nnx.asarray(np.ones((8, 5), dtype=np.int64),
+                                              device="torch:cpu"), t)))
+
+
 def _failing_compiler(graph, example_inputs):
     raise RuntimeError("no C++ compiler here\nsecond line")
 
@@ -169,7 +204,7 @@ def test_cuda_compiles_only_when_asked(monkeypatch):
 def test_an_input_of_another_memory_layout_gets_its_own_program():
     """A batch of a traced shape but another layout (a transposed or permuted view) ran the
     program traced for the contiguous one, whose reshapes torch.fx had recorded as views:
-    'the jitted step failed: view size is not compatible with input tensor's size and
+    'the compiled step failed: view size is not compatible with input tensor's size and
     stride', where the eager step takes it.  The layout is part of the program's key now."""
     rng = np.random.default_rng(4)
 

@@ -247,9 +247,9 @@ def test_a_module_that_reads_a_value_back_gets_the_fix_in_one_line(spec):
     with nnx.device(spec):
         net = nnx.Sequential(nnx.Linear(3, 2), Peek())
         step = nnx.compile_step(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1))
-        with pytest.raises(nnx.ArgumentError, match=r"^compile_step: the jitted step failed: "
+        with pytest.raises(nnx.ArgumentError, match=r"^compile_step: the compiled step failed: "
                            r".*; a module reads a value back during the call \(a value check, "
-                           r"bool\(\) or float\(\) of an array\), which a jitted program "
+                           r"bool\(\) or float\(\) of an array\), which a compiled program "
                            r"cannot: turn that off or use mode='eager'$"):
             step(nnx.asarray(np.ones((4, 3))), nnx.asarray(np.zeros(4, dtype="int64")))
 
