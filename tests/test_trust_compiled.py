@@ -46,6 +46,18 @@ def _twins(make_loss, make_opt, **net_options):
         runs.append((net, make_loss(), make_opt(net)))
     return runs, nnx.compile_step(*runs[0])
 
+def _steps_as_the_optimiser_changes(runs, step, rng, name, values):
+    """For each value: both optimisers' ``name`` set to it, then a compiled and an eager
+    step on the same batch, which must agree (loss, parameters, gradients, buffers)."""
+    for value in values:
+        for _, _, opt in runs:
+            setattr(opt, name, value)
+        x, t = _batch(rng)
+        np.testing.assert_allclose(float(step(x, t)), float(_eager_step(*runs[1], x, t)),
+                                   rtol=TOL)
+        _assert_same(runs[0][0], runs[1][0])
+
+
 
 def test_hyper_parameters_changed_between_calls_are_followed(device):
     """BatchNorm's momentum and eps, a LeakyReLU's slope, the loss's margin and SGD's
@@ -369,13 +381,7 @@ def test_momentum_switched_off_and_on_again_continues_as_the_eager_step(device):
     rng = np.random.default_rng(10)
     runs, step = _twins(nnx.SoftmaxCrossEntropy,
                         lambda net: nnx.SGD(net, lr=0.1, momentum=0.9), bn=False)
-    for momentum in (0.9, 0.0, 0.5, 0.5):
-        for _, _, opt in runs:
-            opt.momentum = momentum
-        x, t = _batch(rng)
-        np.testing.assert_allclose(float(step(x, t)), float(_eager_step(*runs[1], x, t)),
-                                   rtol=TOL)
-        _assert_same(runs[0][0], runs[1][0])
+    _steps_as_the_optimiser_changes(runs, step, rng, "momentum", (0.9, 0.0, 0.5, 0.5))
 
 
 def test_clip_norm_switched_on_later_keeps_the_momentum(device):
@@ -386,10 +392,4 @@ def test_clip_norm_switched_on_later_keeps_the_momentum(device):
     rng = np.random.default_rng(11)
     runs, step = _twins(nnx.SoftmaxCrossEntropy,
                         lambda net: nnx.SGD(net, lr=0.1, momentum=0.9), bn=False)
-    for clip in (None, 0.5, 0.5, None, 0.2):
-        for _, _, opt in runs:
-            opt.clip_norm = clip
-        x, t = _batch(rng)
-        np.testing.assert_allclose(float(step(x, t)), float(_eager_step(*runs[1], x, t)),
-                                   rtol=TOL)
-        _assert_same(runs[0][0], runs[1][0])
+    _steps_as_the_optimiser_changes(runs, step, rng, "clip_norm", (None, 0.5, 0.5, None, 0.2))
