@@ -310,7 +310,7 @@ class Step:
                 for i in masks:
                     step._dropouts[i]._given = given
                 z = _one_output(net.fprop(x))
-                step._n_classes = _classes_of(z)    # (for an error in the loss's gather)
+                n_classes = step._n_classes = _classes(z)   # known before the loss runs
                 value = loss.fprop(z, t)
                 hits = _hits(z, t) if step.count_correct else None
                 net.bprop(loss.bprop(), need_input_grad=False)
@@ -318,7 +318,6 @@ class Step:
                 new = ([getattr(m, n) for m, n in slots],
                        [getattr(m, "d" + n) for m, n in slots] if step.keep_grads else None,
                        list(opt.state), [getattr(m, n) for m, n in bslots])
-                n_classes = step._n_classes = _classes(loss)
                 grad_norm = opt.grad_norm if opt.clip_norm is not None else None
             finally:
                 backend.tracing = None
@@ -502,17 +501,10 @@ def _hits(z, t):
     return xp.sum(xp.astype(xp.argmax(z, axis=1) == labels, index_dtype(xp)))
 
 
-def _classes_of(z):
-    """The classes of scores z (their last axis), before the loss has seen them."""
+def _classes(z):
+    """The number of classes of scores z: the last axis of (N, C) scores or of a sequence
+    model's (N, T, C) (the loss's one-hot width), or None."""
     return int(z.shape[-1]) if len(z.shape) >= 2 else None
-
-
-def _classes(loss):
-    """The number of classes the traced loss saw (its one-hot width: the last axis of
-    (N, C) scores or of a sequence model's (N, T, C)), or None."""
-    grad = getattr(loss, "_grad", None)
-    shape = getattr(grad, "shape", None)
-    return int(shape[-1]) if shape is not None and len(shape) >= 2 else None
 
 
 def _choose(mode, why, where, what, per, params):
