@@ -44,7 +44,7 @@ class Optimizer:
         name = type(self).__name__
         _checks.instance(name, "module", module, Module, "an nnx Module")
         check_tree(name, module)                     # else one array updated twice
-        self.module, self.lr = module, _checks.positive_number(name, "lr", lr)
+        self.module, self.lr = module, lr      # (checked by the setter)
         self.clip_norm = None if clip_norm is None else \
             _checks.positive_number(name, "clip_norm", clip_norm)
         self.grad_norm = None
