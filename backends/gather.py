@@ -86,8 +86,28 @@ def take(x, index, axis):
     """x gathered along ``axis`` by a 1-D index of non-negative positions: one operation
     (array-api-compat's torch ``take`` adds three to allow negative indices)."""
     if type(x).__module__.startswith("torch"):
+        if torch_tracing():
+            return _settled(x, index, axis).index_select(axis, index)
         return _rows(x, axis).index_select(axis, index)
     return None
+
+
+def _settled(x, index, axis):
+    """x, inside a traced torch program, held as a contiguous array of its own before a
+    gather that reads a strided view of it or reads its entries more than once (im2col
+    reads each pixel once per window it falls in).  Otherwise the compiler fuses the
+    transpose, and whatever elementwise work made x, into the gather: each gathered value is
+    then loaded with a stride (a cache miss apiece) and recomputed once per read; the CNN's
+    first im2col at batch 1000 took 29 ms so on one CPU thread, 6 ms from a contiguous copy
+    made first (bench/results/README.md)."""
+    if x.is_contiguous() and index.shape[0] <= x.shape[axis]:
+        return x
+    import torch
+    import torch._inductor.inductor_prims  # noqa: F401 - registers the operation below
+    strides = [1] * x.ndim
+    for i in range(x.ndim - 2, -1, -1):
+        strides[i] = strides[i + 1] * x.shape[i + 1]
+    return torch.ops.prims.inductor_force_stride_order(x, strides)
 
 
 def _rows(x, axis):
