@@ -173,7 +173,10 @@ class BatchNorm(Module):
             xc = xa - xp.reshape(self.running_mean, per)
             var = xp.reshape(self.running_var, per)
         if both is None:
-            self.inv = (var + self.eps) ** -0.5
+            shifted = var + self.eps
+            self.inv = fused.inverse_sqrt(shifted)     # torch: rsqrt
+            if self.inv is None:
+                self.inv = shifted ** -0.5
             self.xhat = xc * self.inv
             if acc != x.dtype:                   # back to float16 for the output and bprop
                 self.inv = xp.astype(self.inv, x.dtype)
