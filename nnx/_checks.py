@@ -38,6 +38,15 @@ def positive_number(where, name, value):
     return v
 
 
+def learning_rate(where, name, value):
+    """A finite number >= 0 (0 is a step that changes nothing: a warm-up's or a decay's
+    end, as torch.optim allows)."""
+    v = number(where, name, value)
+    if not (v >= 0 and math.isfinite(v)):
+        _fail(where, name, "be a finite number >= 0", value)
+    return v
+
+
 def fraction(where, name, value, upper=1.0):
     """A number in [0, upper) (probabilities, momenta; upper=inf: a finite one >= 0)."""
     v = number(where, name, value)

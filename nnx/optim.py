@@ -57,8 +57,9 @@ class Optimizer:
 
     @property
     def lr(self):
-        """The learning rate: a positive, finite number, checked when set (between steps,
-        as a schedule does, as well as at construction)."""
+        """The learning rate: a finite number >= 0 (0: steps that change nothing, as at
+        the end of a decay to zero), checked when set (between steps, as a schedule does, as
+        well as at construction)."""
         return self._lr
 
     @lr.setter
@@ -66,7 +67,7 @@ class Optimizer:
         if backends.tracing():                  # compile_step passes it in as a device scalar
             self._lr = value
             return
-        self._lr = _checks.positive_number(type(self).__name__, "lr", value)
+        self._lr = _checks.learning_rate(type(self).__name__, "lr", value)
 
     # -- the step ------------------------------------------------------------------------
     def step(self):

@@ -444,14 +444,9 @@ def _scheduled_lr(lr_schedule, epoch):
     """The schedule's lr for ``epoch``, refused like an optimiser refuses a bad lr."""
     lr = lr_schedule(epoch)
     try:
-        value = _checks.number("fit", f"lr_schedule({epoch})", lr)
-    except _checks.ArgumentTypeError:
-        raise _checks.ArgumentTypeError(f"fit: lr_schedule({epoch}) must return a number, "
-                                        f"got {lr!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise ArgumentError(f"fit: lr_schedule({epoch}) must return a positive finite "
-                            f"number, got {lr!r}")
-    return value
+        return _checks.learning_rate("fit", f"lr_schedule({epoch})", lr)
+    except ArgumentError as e:          # "must return ...": the schedule gave it
+        raise type(e)(str(e).replace(" must be ", " must return ", 1)) from None
 
 
 def _check_finite(which, x, what="inputs"):

@@ -113,7 +113,7 @@ def test_integer_scores():
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda net: nnx.SGD(net, lr=-0.1), r"SGD: lr must be a positive finite number, got -0.1"),
+    (lambda net: nnx.SGD(net, lr=-0.1), r"SGD: lr must be a finite number >= 0, got -0.1"),
     (lambda net: nnx.SGD(net, lr=0.1, momentum=1.5), r"momentum must lie in \[0, 1\), got 1.5"),
     (lambda net: nnx.Adam(net, betas=(0.9, 1.0)), r"betas\[1\] must lie in \[0, 1\)"),
 ])

@@ -56,9 +56,9 @@ ARGT = nnx.ArgumentTypeError    # a TypeError (and an ArgumentError)
 
 CASES = [
     # optimisers
-    (lambda: nnx.SGD(net(), lr=0), ARG, "SGD: lr must be a positive finite number, got 0"),
-    (lambda: nnx.SGD(net(), lr=-1.0), ARG, "SGD: lr must be a positive finite number"),
-    (lambda: nnx.SGD(net(), lr=NAN), ARG, "SGD: lr must be a positive finite number, got nan"),
+    (lambda: nnx.SGD(net(), lr=-1e-300), ARG, "SGD: lr must be a finite number >= 0, got -1e-300"),
+    (lambda: nnx.SGD(net(), lr=-1.0), ARG, "SGD: lr must be a finite number >= 0"),
+    (lambda: nnx.SGD(net(), lr=NAN), ARG, "SGD: lr must be a finite number >= 0, got nan"),
     (lambda: nnx.SGD(net(), lr=INF), ARG, "got inf"),
     (lambda: nnx.SGD(net(), lr=True), ARGT, "SGD: lr must be a number, got True"),
     (lambda: nnx.SGD(net(), lr="0.1"), ARGT, "SGD: lr must be a number, got '0.1'"),
@@ -76,7 +76,7 @@ CASES = [
     (lambda: nnx.Adam(net(), eps=0), ARG, "Adam: eps must be a positive finite number"),
     (lambda: nnx.Adam(net(), eps=NAN), ARG, "Adam: eps must be a positive finite number"),
     (lambda: nnx.Adam(net(), eps="1e-8"), ARGT, "Adam: eps must be a number"),
-    (lambda: nnx.Adam(net(), lr=NAN), ARG, "Adam: lr must be a positive finite number"),
+    (lambda: nnx.Adam(net(), lr=NAN), ARG, "Adam: lr must be a finite number >= 0"),
     # layers
     (lambda: nnx.Linear(True, 3), ARGT, "Linear: n_in must be a positive integer, got True"),
     (lambda: nnx.Linear(2.5, 3), ARGT, "Linear: n_in must be a positive integer, got 2.5"),
@@ -157,9 +157,10 @@ CASES = [
     (lambda: fit(t_test=data()[1]), ARG, "fit: give x_test and t_test together"),
     (lambda: fit(lr_schedule=0.1), ARGT, "fit: lr_schedule must be callable"),
     (lambda: fit(on_epoch=1), ARGT, "fit: on_epoch must be callable"),
-    (lambda: fit(lr_schedule=lambda e: 0.0), ARG,
-     "fit: lr_schedule(1) must return a positive finite number, got 0.0"),
-    (lambda: fit(lr_schedule=lambda e: NAN), ARG, "fit: lr_schedule(1) must return a positive"),
+    (lambda: fit(lr_schedule=lambda e: -0.1), ARG,
+     "fit: lr_schedule(1) must return a finite number >= 0, got -0.1"),
+    (lambda: fit(lr_schedule=lambda e: NAN), ARG, "fit: lr_schedule(1) must return a finite"),
+    (lambda: fit(lr_schedule=lambda e: INF), ARG, "fit: lr_schedule(1) must return a finite"),
     (lambda: fit(lr_schedule=lambda e: "x"), ARGT, "fit: lr_schedule(1) must return a number"),
     # functions
     (lambda: nnx.summary(3), ARGT, "summary: module must be an nnx Module, got int"),
