@@ -334,9 +334,11 @@ class Step:
                     checked = (flag,) + tuple(arrays)   # the flag read first, alone
                     step._value_judge = (key, verdict)
                     bad = flag if bad is None else bad | flag
-            if bad is not None:                 # no update, and a NaN loss
-                value = xp.where(bad, xp.nan, value)
+            if bad is not None:                 # no update, a NaN loss and NaN gradients
+                value = xp.where(bad, xp.nan, value)    # (they came from the refused batch)
                 new = tuple(n if o is None else _unless(xp, bad, n, o) for n, o in zip(new, old))
+                if new[1] is not None:
+                    new = (new[0], [xp.where(bad, xp.nan, g) for g in new[1]]) + new[2:]
             states = [(m.last_state, m.state_grad) for m in step._recurrent]
             return (value, hits, grad_norm, labels, checked, states) + new
 

@@ -333,7 +333,7 @@ def test_a_losss_value_checks_hold_in_the_compiled_step(device, case, check):
     are not one-hot (check_labels); the compiled step switched the loss's checks off inside
     the program and kept only the label range: Tanh scores gave a loss of 14 and soft
     targets one of 0, trained on silently.  Now it says what the eager step says (at once,
-    or at check_deferred() when deferred), with nothing updated."""
+    or at check_deferred() when deferred), with nothing updated and NaN gradients."""
     rng = np.random.default_rng(9)
     hinge = case.startswith("Hinge")
 
@@ -367,6 +367,9 @@ def test_a_losss_value_checks_hold_in_the_compiled_step(device, case, check):
         return                                      # the eager deferred step has updated
     for p, q in zip(runs[0][0].params(), before):
         np.testing.assert_array_equal(nnx.to_numpy(p), q)
+    if step.mode != "eager":                        # the refused batch's gradients: NaN,
+        for g in runs[0][0].grads():                # not numbers that look like gradients
+            assert np.isnan(nnx.to_numpy(g)).all()
     if not hinge:
         runs[0][0].modules[1] = nnx.Sigmoid()
     np.testing.assert_allclose(float(step(x, t)), float(_eager_step(*runs[1], x, t)), rtol=TOL)
