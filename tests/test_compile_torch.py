@@ -161,8 +161,15 @@ def _failing_compiler(graph, example_inputs):
     raise RuntimeError("no C++ compiler here\nsecond line")
 
 
-def test_a_compiler_failure_falls_back_to_eager_and_says_why(monkeypatch):
-    monkeypatch.setattr(backends.BACKENDS["torch"], "compiler", _failing_compiler)
+@pytest.mark.parametrize("compiler", ["inductor", "another"])
+def test_a_compiler_failure_falls_back_to_eager_and_says_why(monkeypatch, compiler):
+    """Inductor (called directly) or another compiler (through torch.compile) failing."""
+    if compiler == "inductor":
+        import torch._inductor
+        monkeypatch.setattr(backends.BACKENDS["torch"], "compiler", "inductor")
+        monkeypatch.setattr(torch._inductor, "compile", _failing_compiler)
+    else:
+        monkeypatch.setattr(backends.BACKENDS["torch"], "compiler", _failing_compiler)
     compiled, eager = _small("float64"), _small("float64")
     runs = [(n, nnx.SoftmaxCrossEntropy(), nnx.SGD(n, lr=0.1)) for n in (compiled, eager)]
     step = nnx.compile_step(*runs[0])
