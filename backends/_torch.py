@@ -99,12 +99,13 @@ class Program:
         with torch.no_grad():
             if entry[1]:
                 return entry[0](*dynamic)
+            direct = self.backend.compiler == "inductor"    # compiled before it runs
             try:                        # the first call compiles
                 with warnings.catch_warnings():     # torch's own, from inside its compiler
                     warnings.filterwarnings("ignore", r".*torch\.jit\.script_method",
                                             DeprecationWarning)
-                    entry[0] = self._compile(entry[0], dynamic)
-                    out = entry[0](*dynamic)
+                    compiled = self._compile(entry[0], dynamic)
+                    out = None if direct else compiled(*dynamic)    # torch.compile: lazily
             except Exception as e:      # noqa: BLE001 - the compiler's failure, in one line
                 del self.graphs[key]
                 compiler = self.backend.compiler
@@ -112,8 +113,9 @@ class Program:
                 raise CompileFailed(f"torch.compile ({getattr(compiler, '__name__', compiler)}"
                                     f") failed: {type(root).__name__}: {_first_line(root)}") \
                     from e
-            entry[1] = True
-            return out
+            entry[:] = compiled, True
+            # a failure of the program itself (not of its compiler) is the caller's to report
+            return compiled(*dynamic) if direct else out
 
     def _trace(self, static, dynamic):
         import torch

@@ -161,6 +161,27 @@ def _failing_compiler(graph, example_inputs):
     raise RuntimeError("no C++ compiler here\nsecond line")
 
 
+def test_a_failure_of_the_compiled_program_is_not_called_a_compiler_failure(monkeypatch):
+    """Inductor compiles before the program runs, so a failure of the program's first run
+    (here a made-up one) is the step's error, not a reason to fall back to eager for good."""
+    import torch._inductor
+
+    def compiled_but_failing(graph, example_inputs):
+        def run(*args):
+            raise RuntimeError("the program broke\nsecond line")
+        return run
+    monkeypatch.setattr(backends.BACKENDS["torch"], "compiler", "inductor")
+    monkeypatch.setattr(torch._inductor, "compile", compiled_but_failing)
+    net = _small("float64")
+    step = nnx.compile_step(net, nnx.SoftmaxCrossEntropy(), nnx.SGD(net, lr=0.1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")              # no "it runs eagerly" warning
+        with pytest.raises(ArgumentError, match=r"^compile_step: the compiled step failed: "
+                                                r"the program broke$"):
+            step(*next(iter(_batches((8, 8)))))
+    assert step.mode == "compiled"
+
+
 @pytest.mark.parametrize("compiler", ["inductor", "another"])
 def test_a_compiler_failure_falls_back_to_eager_and_says_why(monkeypatch, compiler):
     """Inductor (called directly) or another compiler (through torch.compile) failing."""
