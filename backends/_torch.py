@@ -1,3 +1,4 @@
+import operator
 import warnings
 
 from .base import Backend
@@ -79,33 +80,33 @@ class Program:
 
     def __init__(self, fn, static_argnums, backend):
         self.fn, self.static_argnums, self.backend = fn, static_argnums, backend
-        self.graphs = {}            # key -> (callable, compiled yet)
+        self.graphs = {}            # key -> [callable, compiled yet, outputs' spec]
 
     def __call__(self, *args):
         import torch
         from torch.utils import _pytree
         static = tuple(args[i] for i in self.static_argnums)
         dynamic = [a for i, a in enumerate(args) if i not in self.static_argnums]
-        leaves, spec = _pytree.tree_flatten(dynamic)
-        # the layout too: torch.fx records a reshape of a contiguous tensor as a view,
-        # which fails on a transposed one of the same shape
-        key = (static, spec, tuple((tuple(a.shape), None if a.is_contiguous() else a.stride(),
-                                    a.dtype, a.device)
-                                   if isinstance(a, torch.Tensor) else (type(a), a)
-                                   for a in leaves))
+        leaves = []
+        key = (static, _shape_of(dynamic, leaves, torch.Tensor))
         entry = self.graphs.get(key)
         if entry is None:
-            entry = self.graphs[key] = [self._trace(static, dynamic), False]
+            theirs = _pytree.tree_flatten(dynamic)[0]
+            if len(theirs) != len(leaves) or any(map(operator.is_not, theirs, leaves)):
+                raise CompileFailed("nnx's order of the arguments differs from torch's "
+                                    "pytree order (an nnx bug: please report it)")
+            graph, out_spec = self._trace(static, dynamic)
+            entry = self.graphs[key] = [graph, False, out_spec]  # compiled yet; the outputs'
         with torch.no_grad():
             if entry[1]:
-                return entry[0](*dynamic)
+                return _pytree.tree_unflatten(entry[0](*leaves), entry[2])
             direct = self.backend.compiler == "inductor"    # compiled before it runs
             try:                        # the first call compiles
                 with warnings.catch_warnings():     # torch's own, from inside its compiler
                     warnings.filterwarnings("ignore", r".*torch\.jit\.script_method",
                                             DeprecationWarning)
-                    compiled = self._compile(entry[0], dynamic)
-                    out = None if direct else compiled(*dynamic)    # torch.compile: lazily
+                    compiled = self._compile(entry[0], leaves)
+                    out = None if direct else compiled(*leaves)     # torch.compile: lazily
             except Exception as e:      # noqa: BLE001 - the compiler's failure, in one line
                 del self.graphs[key]
                 compiler = self.backend.compiler
@@ -113,9 +114,9 @@ class Program:
                 raise CompileFailed(f"torch.compile ({getattr(compiler, '__name__', compiler)}"
                                     f") failed: {type(root).__name__}: {_first_line(root)}") \
                     from e
-            entry[:] = compiled, True
+            entry[:2] = compiled, True
             # a failure of the program itself (not of its compiler) is the caller's to report
-            return compiled(*dynamic) if direct else out
+            return _pytree.tree_unflatten(compiled(*leaves) if direct else out, entry[2])
 
     def _trace(self, static, dynamic):
         import torch
@@ -134,9 +135,17 @@ class Program:
             return self.fn(*args)
 
         with torch.no_grad():
-            return make_fx(traced)(*copy(dynamic))
+            graph = make_fx(traced)(*copy(dynamic))
+        # called with the arguments' leaves and returning its outputs' leaves: the key above
+        # flattened the arguments already, and torch.fx's own nesting code (or Inductor's,
+        # around it) flattened them again and rebuilt the outputs every call, a third of the
+        # host time of a small compiled step
+        codegen = graph.graph._codegen
+        graph.graph._codegen = torch.fx.graph.CodeGen()
+        graph.recompile()
+        return graph, codegen.pytree_info.out_spec
 
-    def _compile(self, graph, dynamic):
+    def _compile(self, graph, leaves):
         """The traced graph compiled for these arguments: by Inductor directly (the graph
         and this program's key already fix what torch.compile's guards would check again on
         every call, 40-150 us of a 0.3 ms step), by torch.compile for another compiler, or
@@ -147,8 +156,27 @@ class Program:
             return graph
         if compiler == "inductor":
             import torch._inductor
-            return torch._inductor.compile(graph, list(dynamic))
+            return torch._inductor.compile(graph, list(leaves))
         return torch.compile(graph, backend=compiler, fullgraph=True, dynamic=False)
+
+
+def _shape_of(tree, leaves, tensor):
+    """A hashable description of nested lists, tuples and dicts of tensors (and other
+    values), appending the leaves to ``leaves`` in torch's pytree order (dicts in their keys'
+    order; None is a leaf too): for each tensor its shape, its strides where it is not
+    contiguous (torch.fx records a reshape of a contiguous tensor as a view, which fails on
+    a transposed one of the same shape), its dtype and device.  A few times faster than
+    torch's pytree flattening and the hashing of its spec, which every call pays."""
+    kind = type(tree)
+    if kind is list or kind is tuple:
+        return (kind, tuple([_shape_of(a, leaves, tensor) for a in tree]))
+    if kind is dict:
+        return (dict, tuple(tree), tuple([_shape_of(a, leaves, tensor) for a in tree.values()]))
+    leaves.append(tree)
+    if isinstance(tree, tensor):
+        return (tuple(tree.shape), None if tree.is_contiguous() else tree.stride(), tree.dtype,
+                tree.device)
+    return (kind, tree)
 
 
 class CompileFailed(RuntimeError):

@@ -99,7 +99,7 @@ def test_the_traced_graph_writes_into_no_array_kept_between_calls():
     assert any(vars(m).get("_scratch") is not None and m._scratch._arrays for m in net)
     step = nnx.compile_step(net, loss, opt)
     step(x, t)
-    (graph, _), = step._program.graphs.values()
+    (graph, _, _), = step._program.graphs.values()
     code = graph.code
     assert "aten.index_select.default" in code and ".out(" not in code
 
@@ -268,3 +268,23 @@ def test_eager_and_compiled_steps_mixed_trace_once_per_batch_shape():
         else:
             _eager(net, loss, opt, x, t)
     assert step.traces == 1
+
+
+def test_the_programs_key_lists_the_leaves_in_torchs_pytree_order():
+    """A compiled program is called with its arguments' leaves in the order nnx lists them
+    for its key, without torch's pytree code on every call: that order must be torch's
+    (None a leaf, dicts in their keys' order), or arguments would be swapped; and a strided
+    view differs from a contiguous tensor of the same shape in the key."""
+    import torch
+    from torch.utils import _pytree
+    from nnx.backends._torch import _shape_of
+    a, b = torch.ones(2, 3), torch.ones(3, 2).T
+    tree = [a, [b, None], {3: torch.ones(3), 1: torch.zeros(1)}, (torch.ones(5),), 0.5, []]
+    leaves = []
+    key = _shape_of(tree, leaves, torch.Tensor)
+    theirs = _pytree.tree_flatten(tree)[0]
+    assert len(leaves) == len(theirs) == 7 and all(x is y for x, y in zip(leaves, theirs))
+    hash(key)
+    assert _shape_of([a], [], torch.Tensor) != _shape_of([b], [], torch.Tensor)
+    assert _shape_of([a], [], torch.Tensor) == _shape_of([torch.zeros(2, 3)], [], torch.Tensor)
+    assert _shape_of({1: a, 2: a}, [], torch.Tensor) != _shape_of({2: a, 1: a}, [], torch.Tensor)
