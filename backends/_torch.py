@@ -80,7 +80,7 @@ class Program:
 
     def __init__(self, fn, static_argnums, backend):
         self.fn, self.static_argnums, self.backend = fn, static_argnums, backend
-        self.graphs = {}            # key -> [callable, compiled yet, outputs' spec]
+        self.graphs = {}            # key -> [callable, compiled yet, the outputs' builder]
 
     def __call__(self, *args):
         import torch
@@ -95,11 +95,11 @@ class Program:
             if len(theirs) != len(leaves) or any(map(operator.is_not, theirs, leaves)):
                 raise CompileFailed("nnx's order of the arguments differs from torch's "
                                     "pytree order (an nnx bug: please report it)")
-            graph, out_spec = self._trace(static, dynamic)
-            entry = self.graphs[key] = [graph, False, out_spec]  # compiled yet; the outputs'
+            graph, build = self._trace(static, dynamic)
+            entry = self.graphs[key] = [graph, False, build]
         with torch.no_grad():
             if entry[1]:
-                return _pytree.tree_unflatten(entry[0](*leaves), entry[2])
+                return entry[2](iter(entry[0](*leaves)))
             direct = self.backend.compiler == "inductor"    # compiled before it runs
             try:                        # the first call compiles
                 with warnings.catch_warnings():     # torch's own, from inside its compiler
@@ -116,7 +116,7 @@ class Program:
                     from e
             entry[:2] = compiled, True
             # a failure of the program itself (not of its compiler) is the caller's to report
-            return _pytree.tree_unflatten(compiled(*leaves) if direct else out, entry[2])
+            return entry[2](iter(compiled(*leaves) if direct else out))
 
     def _trace(self, static, dynamic):
         import torch
@@ -143,7 +143,7 @@ class Program:
         codegen = graph.graph._codegen
         graph.graph._codegen = torch.fx.graph.CodeGen()
         graph.recompile()
-        return graph, codegen.pytree_info.out_spec
+        return graph, _builder(codegen.pytree_info.out_spec)
 
     def _compile(self, graph, leaves):
         """The traced graph compiled for these arguments: by Inductor directly (the graph
@@ -177,6 +177,26 @@ def _shape_of(tree, leaves, tensor):
         return (tuple(tree.shape), None if tree.is_contiguous() else tree.stride(), tree.dtype,
                 tree.device)
     return (kind, tree)
+
+
+def _builder(spec):
+    """``build(leaves)``: the nesting of lists, tuples and dicts that a torch pytree ``spec``
+    describes, filled from the iterator ``leaves``, made once per spec (torch's unflattening
+    walks the spec on every call; other containers keep it)."""
+    from torch.utils import _pytree
+    if spec.is_leaf():
+        return next
+    children = spec.children() if hasattr(spec, "children") else spec.children_specs
+    kind, parts = spec.type, [_builder(c) for c in children]
+    if kind is list:
+        return lambda leaves: [part(leaves) for part in parts]
+    if kind is tuple:
+        return lambda leaves: tuple([part(leaves) for part in parts])
+    if kind is dict:
+        keys = list(spec.context)
+        return lambda leaves: dict(zip(keys, [part(leaves) for part in parts]))
+    return lambda leaves: _pytree.tree_unflatten([next(leaves) for _ in range(spec.num_leaves)],
+                                                 spec)
 
 
 class CompileFailed(RuntimeError):

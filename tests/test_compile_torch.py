@@ -288,3 +288,18 @@ def test_the_programs_key_lists_the_leaves_in_torchs_pytree_order():
     assert _shape_of([a], [], torch.Tensor) != _shape_of([b], [], torch.Tensor)
     assert _shape_of([a], [], torch.Tensor) == _shape_of([torch.zeros(2, 3)], [], torch.Tensor)
     assert _shape_of({1: a, 2: a}, [], torch.Tensor) != _shape_of({2: a, 1: a}, [], torch.Tensor)
+
+
+def test_the_programs_outputs_are_nested_as_torchs_pytree_nests_them():
+    """The program's flat outputs are nested again by a builder made once from the traced
+    graph's output spec: the same structure and leaves as torch's own unflattening."""
+    import torch
+    from torch.utils import _pytree
+    from nnx.backends._torch import _builder
+    tree = (torch.ones(1), None, [torch.ones(2), [], (torch.ones(3),)], {"b": 1.5, "a": None},
+            [[torch.ones(4)]])
+    leaves, spec = _pytree.tree_flatten(tree)
+    built = _builder(spec)(iter(leaves))
+    again, spec_again = _pytree.tree_flatten(built)
+    assert spec_again == spec and all(x is y for x, y in zip(again, leaves))
+    assert list(built[3]) == ["b", "a"] and type(built) is tuple and built[1] is None
